@@ -1,0 +1,230 @@
+"""Read raw samples from exported files: OpenMetrics text, or long-format Parquet / CSV.
+
+OpenMetrics is the format `promtool tsdb create-blocks-from openmetrics` backfills, so a team
+can export from one Prometheus and analyse here without a server. Parsing is vectorised in
+Polars (one regex over all lines), because a month of a small fleet is millions of lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+_SAMPLE = (
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)'  # metric name
+    r'(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?'  # optional label set, quoted values may hold }
+    r'[ \t]+(\S+)'  # value
+    r'(?:[ \t]+([-+0-9.eE]+))?'  # timestamp (seconds)
+    r'[ \t]*(?:#.*)?$'  # optional exemplar
+)
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_SPECIAL_VALUES = {"+Inf": "inf", "Inf": "inf", "-Inf": "-inf", "NaN": "nan"}
+
+
+class ExportFormatError(ValueError):
+    """An export file cannot be read; the message names the file and, where known, the line."""
+
+
+@dataclass(frozen=True)
+class RawSamples:
+    """Raw samples of many series in long form, plus each series' labels.
+
+    `frame` has `series` (canonical `name{labels}` text), `ts` (float seconds, UTC) and
+    `value`; `labels[series]` holds the label dict with `__name__`.
+    """
+
+    frame: pl.DataFrame
+    labels: dict[str, dict[str, str]]
+
+    def for_metric(self, metric: str) -> list[str]:
+        """Series keys whose metric name is `metric`."""
+        return [key for key, lab in self.labels.items() if lab["__name__"] == metric]
+
+
+def _unescape(value: str) -> str:
+    return value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def canonical_series(labels: dict[str, str]) -> str:
+    """`name{a="1",b="2"}` with labels sorted, empty labels dropped (PromQL treats them as absent)."""
+    name = labels["__name__"]
+    pairs = sorted((k, v) for k, v in labels.items() if k != "__name__" and v != "")
+    return name + "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def parse_label_set(text: str | None, where: str) -> dict[str, str]:
+    """Parse `{a="1",b="2"}` into a dict; raise naming `where` when malformed."""
+    if not text:
+        return {}
+    body = text[1:-1]
+    labels: dict[str, str] = {}
+    pos = 0
+    while pos < len(body):
+        m = _LABEL.match(body, pos)
+        if not m:
+            raise ExportFormatError(f"{where}: malformed label set {text[:120]!r}")
+        labels[m.group(1)] = _unescape(m.group(2))
+        pos = m.end()
+    return labels
+
+
+def _read_text(path: Path) -> str:
+    opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix)
+    try:
+        if opener is not None:
+            with opener(path, "rt", encoding="utf-8") as fh:
+                return fh.read()
+        return path.read_text(encoding="utf-8")
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
+        raise ExportFormatError(f"{path}: cannot read: {exc}") from None
+
+
+def read_openmetrics(path: str | Path) -> RawSamples:
+    """Parse an OpenMetrics / Prometheus text export with timestamps (plain, .gz or .xz)."""
+    path = Path(path)
+    text = _read_text(path)
+    lines = pl.DataFrame({"line": text.split("\n")}).with_row_index("lineno", offset=1)
+    del text
+    body = lines.filter(
+        ~pl.col("line").str.starts_with("#") & (pl.col("line").str.strip_chars() != "")
+    )
+    parsed = body.with_columns(pl.col("line").str.extract_groups(_SAMPLE).alias("m")).unnest("m")
+    parsed = parsed.rename({"1": "name", "2": "label_text", "3": "raw_value", "4": "raw_ts"})
+    bad = parsed.filter(pl.col("name").is_null())
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ExportFormatError(
+            f"{path}:{row['lineno']}: not an OpenMetrics sample line: {row['line'][:120]!r}"
+        )
+    missing_ts = parsed.filter(pl.col("raw_ts").is_null())
+    if missing_ts.height:
+        row = missing_ts.row(0, named=True)
+        raise ExportFormatError(
+            f"{path}:{row['lineno']}: sample has no timestamp (exports need one per sample)"
+        )
+    parsed = parsed.with_columns(
+        pl.col("raw_value").replace(_SPECIAL_VALUES).cast(pl.Float64, strict=False).alias("value"),
+        pl.col("raw_ts").cast(pl.Float64, strict=False).alias("ts"),
+    )
+    bad = parsed.filter(pl.col("value").is_null() | pl.col("ts").is_null())
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ExportFormatError(
+            f"{path}:{row['lineno']}: value or timestamp is not a number: {row['line'][:120]!r}"
+        )
+    # Parse each distinct label set once: a series repeats its labels on every line.
+    distinct = parsed.select("name", "label_text", "lineno").unique(
+        ["name", "label_text"], keep="first", maintain_order=True
+    )
+    labels: dict[str, dict[str, str]] = {}
+    raw_to_key: dict[tuple[str, str | None], str] = {}
+    for name, label_text, lineno in distinct.iter_rows():
+        lab = parse_label_set(label_text, f"{path}:{lineno}")
+        lab["__name__"] = name
+        key = canonical_series(lab)
+        labels[key] = {k: v for k, v in lab.items() if v != ""}
+        raw_to_key[(name, label_text)] = key
+    mapping = pl.DataFrame(
+        {
+            "name": [k[0] for k in raw_to_key],
+            "label_text": [k[1] for k in raw_to_key],
+            "series": list(raw_to_key.values()),
+        },
+        schema={"name": pl.Utf8, "label_text": pl.Utf8, "series": pl.Utf8},
+    )
+    frame = (
+        parsed.join(mapping, on=["name", "label_text"], how="left", nulls_equal=True)
+        .select("series", "ts", "value")
+        .sort("series", "ts")
+    )
+    return RawSamples(frame=frame, labels=labels)
+
+
+def read_long_table(path: str | Path) -> RawSamples:
+    """Read long-format samples: columns `metric`, `ts`, `value`, any others are labels.
+
+    `ts` may be a timestamp (UTC) or epoch seconds. A NULL label means the label is absent.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            df = pl.read_parquet(path)
+        else:
+            df = pl.read_csv(path, infer_schema_length=10000)
+    except Exception as exc:  # polars raises many types; name the file whatever it is
+        raise ExportFormatError(f"{path}: cannot read: {exc}") from None
+    for column in ("metric", "ts", "value"):
+        if column not in df.columns:
+            raise ExportFormatError(f"{path}: missing column {column!r}")
+    if df.schema["ts"] in (pl.Utf8, pl.String):
+        df = df.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", strict=False))
+    if isinstance(df.schema["ts"], pl.Datetime):
+        ts = pl.col("ts").dt.replace_time_zone(None) if df.schema["ts"].time_zone else pl.col("ts")
+        df = df.with_columns((ts.dt.epoch("ms") / 1000.0).alias("ts"))
+    try:
+        df = df.with_columns(pl.col("ts").cast(pl.Float64), pl.col("value").cast(pl.Float64))
+    except Exception:
+        raise ExportFormatError(f"{path}: columns 'ts' and 'value' must be numeric") from None
+    if df["ts"].null_count():
+        raise ExportFormatError(f"{path}: column 'ts' has missing or unparseable timestamps")
+    label_cols = [c for c in df.columns if c not in ("metric", "ts", "value")]
+    df = df.with_columns([pl.col(c).cast(pl.Utf8) for c in label_cols])
+    distinct = df.select("metric", *label_cols).unique(maintain_order=True)
+    labels: dict[str, dict[str, str]] = {}
+    keys: list[str] = []
+    for row in distinct.iter_rows(named=True):
+        lab = {k: v for k, v in row.items() if k != "metric" and v not in (None, "")}
+        lab["__name__"] = row["metric"]
+        key = canonical_series(lab)
+        labels[key] = lab
+        keys.append(key)
+    mapping = distinct.with_columns(pl.Series("series", keys))
+    frame = (
+        df.join(mapping, on=["metric", *label_cols], how="left", nulls_equal=True)
+        .select("series", "ts", "value")
+        .sort("series", "ts")
+    )
+    return RawSamples(frame=frame, labels=labels)
+
+
+def _format_value(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def write_openmetrics(samples: RawSamples, path: str | Path, types: dict[str, str]) -> None:
+    """Write raw samples as OpenMetrics text (used by tests and benchmarks to backfill).
+
+    `types` maps a family name to its OpenMetrics type; samples of a family stay contiguous and
+    each series' samples in time order, as promtool requires.
+    """
+    path = Path(path)
+    by_family: dict[str, list[str]] = {}
+    for key, lab in samples.labels.items():
+        name = lab["__name__"]
+        family = next((f for f in types if name == f or name.startswith(f + "_")), name)
+        by_family.setdefault(family, []).append(key)
+    grouped = samples.frame.partition_by("series", as_dict=True, maintain_order=True)
+    with path.open("w", encoding="utf-8") as out:
+        for family, keys in by_family.items():
+            out.write(f"# TYPE {family} {types.get(family, 'unknown')}\n")
+            for key in keys:
+                part = grouped.get((key,))
+                if part is None:
+                    continue
+                name = key[:-2] if key.endswith("{}") else key
+                for ts, value in part.select("ts", "value").iter_rows():
+                    out.write(f"{name} {_format_value(value)} {ts:.3f}\n")
+        out.write("# EOF\n")

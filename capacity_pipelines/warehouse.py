@@ -1,0 +1,225 @@
+"""The DuckDB warehouse: typed, documented tables and the only code that writes them.
+
+Rules (DESIGN.md): one writer at a time; a window is rewritten with delete-then-insert in one
+transaction with explicit column lists, so a re-run never duplicates and a crash never leaves a
+hole; a consistent read-only snapshot is published for analysts after each successful run.
+Keeping all writes here is what lets the storage move (e.g. to DuckLake) later.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from capacity_pipelines.catalog import Catalog, TableSpec
+
+EXTRACTION_LOG = "extraction_log"
+_LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the warehouse's write lock for longer than we were willing to wait."""
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def connect(
+    path: str | Path, read_only: bool = False, wait_s: float = 60.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse, waiting up to `wait_s` for another writer to let go of its lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if not any(marker in str(exc) for marker in _LOCK_MARKERS):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusyError(
+                    f"{path}: the warehouse is locked by another process (a second writer or a "
+                    f"session opened read-write) and stayed locked for {wait_s:.0f}s; analysts "
+                    "should open the published snapshot instead. DuckDB said: "
+                    f"{str(exc).splitlines()[0]}"
+                ) from None
+            time.sleep(0.5)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def table_ddl(table: TableSpec) -> str:
+    """CREATE TABLE for one catalog table: entity labels, ts, typed value columns."""
+    cols = [f"{_quote(k)} VARCHAR NOT NULL" for k in table.key]
+    cols.append('"ts" TIMESTAMP NOT NULL')
+    cols += [f"{_quote(c)} DOUBLE" for c in table.value_columns]
+    return f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+_KEY_DOCS = {
+    "cluster": "Kubernetes cluster (the catalog's default when series carry no cluster label).",
+    "namespace": "Kubernetes namespace.",
+    "workload": "Workload (Deployment / StatefulSet / DaemonSet) the pod belongs to.",
+    "pod": "Pod name; pods that no longer exist keep their history.",
+    "container": "Container name within the pod.",
+    "service": "Service name.",
+    "provider": "LLM provider (OTel gen_ai.provider.name, or the older gen_ai.system).",
+    "model": "LLM model as requested (OTel gen_ai.request.model).",
+    "agent": "Agent name (OTel gen_ai.agent.name); empty when not reported.",
+}
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    """Create missing tables and columns and (re)write their comments from the catalog."""
+    con.execute(
+        f"""CREATE TABLE IF NOT EXISTS {EXTRACTION_LOG} (
+            table_name VARCHAR NOT NULL, window_start TIMESTAMP NOT NULL,
+            window_end TIMESTAMP NOT NULL, source VARCHAR NOT NULL, row_count BIGINT NOT NULL,
+            series_count BIGINT NOT NULL, expected_points BIGINT NOT NULL,
+            written_at TIMESTAMP NOT NULL)"""
+    )
+    con.execute(
+        f"COMMENT ON TABLE {EXTRACTION_LOG} IS 'One row per table and window written by an "
+        "extraction: what was written, from which source, when.'"
+    )
+    for table in catalog.tables.values():
+        con.execute(table_ddl(table))
+        existing = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table.name]
+            ).fetchall()
+        }
+        for column in table.value_columns:
+            if column not in existing:
+                con.execute(f"ALTER TABLE {_quote(table.name)} ADD COLUMN {_quote(column)} DOUBLE")
+        con.execute(f"COMMENT ON TABLE {_quote(table.name)} IS {_literal(table.description)}")
+        for key in table.key:
+            doc = _KEY_DOCS.get(key, f"Entity label {key}.")
+            con.execute(f"COMMENT ON COLUMN {_quote(table.name)}.{_quote(key)} IS {_literal(doc)}")
+        con.execute(
+            f"COMMENT ON COLUMN {_quote(table.name)}.ts IS "
+            + _literal("UTC end of the step the row summarises.")
+        )
+        for query in table.columns:
+            doc = f"{query.description} Unit: {query.unit}.".strip()
+            con.execute(
+                f"COMMENT ON COLUMN {_quote(table.name)}.{_quote(query.column)} IS {_literal(doc)}"
+            )
+
+
+def replace_window(
+    con: duckdb.DuckDBPyConnection,
+    table: TableSpec,
+    start: datetime,
+    end: datetime,
+    frame: pl.DataFrame,
+    source: str,
+    expected_points: int,
+) -> int:
+    """Atomically replace the rows of `[start, end)` with `frame`; returns rows written."""
+    columns = table.all_columns
+    col_list = ", ".join(_quote(c) for c in columns)
+    start_naive = start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start
+    end_naive = end.astimezone(UTC).replace(tzinfo=None) if end.tzinfo else end
+    rows = frame.select(columns)
+    series = rows.select(table.key).n_unique() if rows.height else 0
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"DELETE FROM {_quote(table.name)} WHERE ts >= ? AND ts < ?", [start_naive, end_naive]
+        )
+        if _crash_hook("after_delete"):
+            os._exit(3)  # test hook: simulate a process killed between delete and insert
+        con.register("incoming_rows", rows.to_arrow())
+        con.execute(
+            f"INSERT INTO {_quote(table.name)} ({col_list}) SELECT {col_list} FROM incoming_rows"
+        )
+        con.unregister("incoming_rows")
+        con.execute(
+            f"DELETE FROM {EXTRACTION_LOG} WHERE table_name = ? AND window_start = ? "
+            "AND window_end = ?",
+            [table.name, start_naive, end_naive],
+        )
+        con.execute(
+            f"INSERT INTO {EXTRACTION_LOG} (table_name, window_start, window_end, source, "
+            "row_count, series_count, expected_points, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                table.name, start_naive, end_naive, source, rows.height, series,
+                expected_points, datetime.now(UTC).replace(tzinfo=None),
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return rows.height
+
+
+def _crash_hook(point: str) -> bool:
+    return os.environ.get("CAPACITY_TEST_CRASH_AT") == point
+
+
+def publish_snapshot(warehouse: str | Path, snapshot: str | Path) -> Path:
+    """Publish a consistent read-only copy for analysts, replacing the old one atomically.
+
+    The copy is made from one transaction of the warehouse and renamed into place, so a reader
+    holding the old snapshot open keeps a consistent view and a new reader sees the new one.
+    """
+    snapshot = Path(snapshot)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    tmp = snapshot.with_name(f".{snapshot.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    with connect(warehouse) as con:
+        source_db = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f"ATTACH {_literal(str(tmp))} AS snapshot_copy")
+        try:
+            con.execute(f"COPY FROM DATABASE {_quote(source_db)} TO snapshot_copy")
+        finally:
+            con.execute("DETACH snapshot_copy")
+    os.replace(tmp, snapshot)
+    return snapshot
+
+
+def data_dictionary(con: duckdb.DuckDBPyConnection) -> str:
+    """A Markdown data dictionary generated from the tables' `COMMENT ON` documentation."""
+    tables = con.execute(
+        "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main' "
+        "ORDER BY table_name"
+    ).fetchall()
+    lines = [
+        "# Warehouse data dictionary",
+        "",
+        "Generated from the warehouse's `COMMENT ON` documentation by "
+        "`capacity dictionary`; do not edit by hand.",
+        "",
+    ]
+    for name, comment in tables:
+        lines += [f"## `{name}`", "", (comment or "").strip(), "", "| column | type | meaning |"]
+        lines.append("|---|---|---|")
+        for column, dtype, doc in con.execute(
+            "SELECT column_name, data_type, comment FROM duckdb_columns() "
+            "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+            [name],
+        ).fetchall():
+            lines.append(f"| `{column}` | {dtype} | {(doc or '').replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
