@@ -1,0 +1,201 @@
+"""Long-format history frames -> regular per-series arrays, and back.
+
+Every model works on regular grids (one value per step, NaN where a point is missing), so the
+conversion, the validation and the frequency inference happen once, here. The public contract
+is the long format `series_id, ts, value` (see DESIGN.md, `capacity forecast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+SECONDS_PER_DAY = 86_400
+SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
+# Above this share of missing grid points a series is noise, not history: refuse it rather than
+# forecast from interpolation. The engine is specified to tolerate <= 10 % (issue 3).
+MAX_MISSING_SHARE = 0.5
+# A season is only estimable when the history holds at least two full cycles of it (issue 3:
+# "short series (< 2 seasons) get simple methods").
+MIN_SEASONS = 2
+
+HISTORY_COLUMNS = ("series_id", "ts", "value")
+
+
+class HistoryError(ValueError):
+    """Input history that cannot be forecast; the message names the column and the problem."""
+
+
+@dataclass(frozen=True)
+class RegularSeries:
+    """One series on a regular time grid.
+
+    `values` holds NaN where the grid has no observation; `filled` is the same series with those
+    gaps linearly interpolated, which is what the models consume. `start_s` and `step_s` are
+    epoch seconds (UTC) so calendar features need no timezone library.
+    """
+
+    series_id: str
+    start_s: int
+    step_s: int
+    values: np.ndarray
+    filled: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Number of grid steps in the history (observed or not)."""
+        return int(self.values.shape[0])
+
+    @property
+    def missing_share(self) -> float:
+        """Share of grid points without an observation."""
+        return float(np.isnan(self.values).mean()) if self.n else 0.0
+
+    @property
+    def non_negative(self) -> bool:
+        """True when no observed value is below zero (counts, rates, utilisation, bytes)."""
+        observed = self.values[~np.isnan(self.values)]
+        return bool(observed.size and observed.min() >= 0.0)
+
+    def truncated(self, n: int) -> RegularSeries:
+        """The first `n` steps: the history as it was known at an earlier forecast origin."""
+        return RegularSeries(self.series_id, self.start_s, self.step_s, self.values[:n],
+                             self.filled[:n])
+
+
+def seasonal_periods(step_s: int) -> tuple[int, ...]:
+    """Daily and weekly cycle lengths in steps for a sampling interval, when they are whole.
+
+    Capacity metrics follow the working day and the working week; longer cycles (yearly) need
+    more history than a capacity forecast is ever given.
+    """
+    periods = []
+    for cycle_s in (SECONDS_PER_DAY, SECONDS_PER_WEEK):
+        if step_s < cycle_s and cycle_s % step_s == 0 and cycle_s // step_s >= 2:
+            periods.append(cycle_s // step_s)
+    return tuple(periods)
+
+
+def usable_periods(n: int, step_s: int) -> tuple[int, ...]:
+    """Seasonal periods that the history covers at least `MIN_SEASONS` times."""
+    return tuple(p for p in seasonal_periods(step_s) if n >= MIN_SEASONS * p)
+
+
+def validate_history(history: pl.DataFrame, source: str = "history",
+                     allow_missing_values: bool = True) -> pl.DataFrame:
+    """Check columns, types and values; return the frame sorted with `ts` as UTC-naive µs.
+
+    With `allow_missing_values` NaN/null values are dropped (treated as missing points); the CLI
+    sets it to False because a file full of NaN is more likely a broken export than a gap.
+    Raises `HistoryError` with a one-line message naming `source`, the column and the problem.
+    """
+    if history.height == 0:
+        raise HistoryError(f"{source}: no rows")
+    for column in HISTORY_COLUMNS:
+        if column not in history.columns:
+            raise HistoryError(f"{source}: column '{column}' is missing "
+                               f"(found: {', '.join(history.columns)})")
+    if history.schema["series_id"] not in (pl.String, pl.Categorical, pl.Enum):
+        raise HistoryError(f"{source}: column 'series_id' must be a string, "
+                           f"got {history.schema['series_id']}")
+    ts_type = history.schema["ts"]
+    if not isinstance(ts_type, pl.Datetime):
+        raise HistoryError(f"{source}: column 'ts' must be a timestamp, got {ts_type}")
+    if not history.schema["value"].is_numeric():
+        raise HistoryError(f"{source}: column 'value' must be numeric, "
+                           f"got {history.schema['value']}")
+    frame = history.select(
+        pl.col("series_id").cast(pl.String),
+        pl.col("ts"),
+        pl.col("value").cast(pl.Float64),
+    )
+    if ts_type.time_zone is not None:
+        frame = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")
+                                   .dt.replace_time_zone(None))
+    frame = frame.with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    for column in ("series_id", "ts"):
+        nulls = frame[column].null_count()
+        if nulls:
+            raise HistoryError(f"{source}: column '{column}' has {nulls} null values")
+    bad_values = frame.filter(pl.col("value").is_null() | ~pl.col("value").is_finite()).height
+    if bad_values and not allow_missing_values:
+        raise HistoryError(f"{source}: column 'value' has {bad_values} null/NaN/inf values")
+    duplicates = frame.select(pl.struct("series_id", "ts").is_duplicated().sum()).item()
+    if duplicates:
+        example = frame.filter(pl.struct("series_id", "ts").is_duplicated()).row(0)
+        raise HistoryError(f"{source}: column 'ts' has {duplicates} duplicate timestamps "
+                           f"(e.g. series '{example[0]}' at {example[1]})")
+    frame = frame.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
+    if frame.height == 0:
+        raise HistoryError(f"{source}: column 'value' has no finite values")
+    return frame.sort("series_id", "ts")
+
+
+def infer_step_seconds(ts_us: np.ndarray) -> int:
+    """Sampling interval in seconds: the most common gap between consecutive timestamps.
+
+    The mode, not the minimum, so a stray extra sample or a few gaps do not change the grid.
+    """
+    if ts_us.size < 2:
+        raise HistoryError("a series needs at least 2 points to infer its frequency")
+    gaps = np.diff(ts_us) // 1_000_000
+    gaps = gaps[gaps > 0]
+    values, counts = np.unique(gaps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def to_regular(history: pl.DataFrame, source: str = "history") -> list[RegularSeries]:
+    """Validated long frame -> one `RegularSeries` per `series_id` (sorted by id).
+
+    Points are snapped to the grid of the inferred step anchored at the first timestamp; points
+    that snap onto the same slot are averaged.
+    """
+    frame = validate_history(history, source)
+    out = []
+    for (series_id,), group in frame.group_by("series_id", maintain_order=True):
+        ts_us = group["ts"].cast(pl.Int64).to_numpy()
+        values = group["value"].to_numpy()
+        if ts_us.size < 3:
+            raise HistoryError(f"{source}: series '{series_id}' has {ts_us.size} points; "
+                               "at least 3 are needed")
+        step_s = infer_step_seconds(ts_us)
+        slots = np.rint((ts_us - ts_us[0]) / (step_s * 1_000_000)).astype(np.int64)
+        n = int(slots[-1]) + 1
+        sums = np.bincount(slots, weights=values, minlength=n)
+        counts = np.bincount(slots, minlength=n)
+        grid = np.full(n, np.nan)
+        grid[counts > 0] = sums[counts > 0] / counts[counts > 0]
+        missing = float(np.isnan(grid).mean())
+        if missing > MAX_MISSING_SHARE:
+            raise HistoryError(f"{source}: series '{series_id}' misses {missing:.0%} of its "
+                               f"{step_s}s grid (limit {MAX_MISSING_SHARE:.0%})")
+        observed = ~np.isnan(grid)
+        idx = np.arange(n)
+        filled = np.interp(idx, idx[observed], grid[observed])
+        out.append(RegularSeries(str(series_id), int(ts_us[0] // 1_000_000), step_s, grid,
+                                 filled))
+    return out
+
+
+def future_timestamps(series: RegularSeries, h: int) -> np.ndarray:
+    """The `h` grid timestamps after the history, as datetime64[us]."""
+    steps = np.arange(series.n, series.n + h, dtype=np.int64)
+    return ((series.start_s + steps * series.step_s) * 1_000_000).astype("datetime64[us]")
+
+
+def forecast_frame(series: Sequence[RegularSeries], columns: dict[str, list[np.ndarray]],
+                   h: int, labels: dict[str, list[str]] | None = None) -> pl.DataFrame:
+    """Assemble per-series forecast arrays into the long output frame (`series_id, ts, ...`)."""
+    data: dict[str, object] = {
+        "series_id": np.repeat([s.series_id for s in series], h),
+        "ts": np.concatenate([future_timestamps(s, h) for s in series]) if series
+        else np.array([], dtype="datetime64[us]"),
+    }
+    for name, arrays in columns.items():
+        data[name] = np.concatenate(arrays) if arrays else np.array([], dtype=float)
+    for name, values in (labels or {}).items():
+        data[name] = np.repeat(values, h)
+    return pl.DataFrame(data).with_columns(pl.col("ts").cast(pl.Datetime("us")))
