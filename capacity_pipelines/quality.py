@@ -1,0 +1,97 @@
+"""Data-quality verdicts on an extracted window: completeness, gaps, sign, freshness.
+
+Pure functions returning plain verdicts, so the same rules back the Dagster asset checks, the
+CLI and the weekly report's data-quality section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from capacity_pipelines.extract import ExtractedTable
+
+FULL_COVERAGE = 0.9  # a series is "complete" with at least 90 % of its expected points
+COMPLETE_SERIES_SHARE = 0.8  # below this share of complete series the window WARNs
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one rule: passed or not, how bad (`warn`/`error`) and what it saw."""
+
+    name: str
+    passed: bool
+    severity: str
+    description: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def completeness(extracted: ExtractedTable) -> Verdict:
+    """Expected points per series in the window, gaps, and an ERROR when nothing came back.
+
+    Pods start and stop within a day, so incomplete series only WARN. An empty window also
+    WARNs: a team without LLM metrics has an empty token table every day, and the writer keeps
+    the previous rows rather than wiping a window the source no longer holds.
+    """
+    frame, table = extracted.frame, extracted.table
+    if frame.height == 0:
+        return Verdict(
+            "completeness", False, "warn",
+            f"no rows for {table.name} in the window from {extracted.source}; "
+            "the warehouse keeps what it had",
+            {"rows": 0, "series": 0, "expected_points_per_series": extracted.expected_points},
+        )
+    per_series = frame.group_by(list(table.key)).len()
+    coverage = per_series["len"] / max(extracted.expected_points, 1)
+    complete_share = float((coverage >= FULL_COVERAGE).mean())
+    gaps = int((per_series["len"] < extracted.expected_points).sum())
+    passed = complete_share >= COMPLETE_SERIES_SHARE
+    return Verdict(
+        "completeness", passed, "warn",
+        f"{complete_share:.0%} of series have >= {FULL_COVERAGE:.0%} of their points",
+        {
+            "rows": frame.height,
+            "series": per_series.height,
+            "expected_points_per_series": extracted.expected_points,
+            "mean_coverage": round(float(coverage.mean()), 4),
+            "complete_series_share": round(complete_share, 4),
+            "series_with_gaps": gaps,
+        },
+    )
+
+
+def non_negative(extracted: ExtractedTable) -> Verdict:
+    """Usage, rates, sizes and token counts can never be negative: a negative is a bug upstream."""
+    columns = extracted.table.value_columns
+    if extracted.frame.height == 0:
+        return Verdict("non_negative", True, "error", "no rows to check", {})
+    counts = extracted.frame.select(
+        [(pl.col(c) < 0).sum().alias(c) for c in columns]
+    ).row(0, named=True)
+    bad = {c: int(n) for c, n in counts.items() if n}
+    return Verdict(
+        "non_negative", not bad, "error",
+        "no negative values" if not bad else f"negative values in {', '.join(bad)}",
+        {f"negative_{c}": n for c, n in bad.items()} or {"negative_values": 0},
+    )
+
+
+def freshness(extracted: ExtractedTable, step_s: float, tolerance_steps: int = 3) -> Verdict:
+    """Does the data reach the end of the window? A stale source stops early."""
+    if extracted.frame.height == 0:
+        return Verdict("freshness", False, "warn", "no data in the window", {})
+    last = extracted.frame["ts"].max()
+    end = extracted.end.replace(tzinfo=None)
+    lag_s = (end - last).total_seconds() - step_s
+    passed = lag_s <= tolerance_steps * step_s
+    return Verdict(
+        "freshness", passed, "warn",
+        f"latest point {last:%Y-%m-%d %H:%M} UTC, {max(lag_s, 0) / 60:.0f} min before window end",
+        {"latest_point": f"{last:%Y-%m-%dT%H:%M:%S}Z", "lag_minutes": round(max(lag_s, 0) / 60, 1)},
+    )
+
+
+def verdicts(extracted: ExtractedTable, step_s: float) -> list[Verdict]:
+    """All data-quality verdicts for one extracted window."""
+    return [completeness(extracted), non_negative(extracted), freshness(extracted, step_s)]
