@@ -74,6 +74,16 @@ def table_ddl(table: TableSpec) -> str:
     return f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} (\n  " + ",\n  ".join(cols) + "\n)"
 
 
+_LOG_DOCS = {
+    "table_name": "Warehouse table that was written.",
+    "window_start": "UTC start of the rewritten window (inclusive).",
+    "window_end": "UTC end of the rewritten window (exclusive).",
+    "source": "Where the rows came from (Prometheus URL, export files or the demo fleet).",
+    "row_count": "Rows written for the window.",
+    "series_count": "Distinct entities (series) written for the window.",
+    "expected_points": "Evaluation steps in the window: the points a complete series has.",
+    "written_at": "UTC time of the write.",
+}
 _KEY_DOCS = {
     "cluster": "Kubernetes cluster (the catalog's default when series carry no cluster label).",
     "namespace": "Kubernetes namespace.",
@@ -100,6 +110,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
         f"COMMENT ON TABLE {EXTRACTION_LOG} IS 'One row per table and window written by an "
         "extraction: what was written, from which source, when.'"
     )
+    for column, doc in _LOG_DOCS.items():
+        con.execute(f"COMMENT ON COLUMN {EXTRACTION_LOG}.{column} IS {_literal(doc)}")
     for table in catalog.tables.values():
         con.execute(table_ddl(table))
         existing = {
@@ -203,7 +215,7 @@ def data_dictionary(con: duckdb.DuckDBPyConnection) -> str:
     """A Markdown data dictionary generated from the tables' `COMMENT ON` documentation."""
     tables = con.execute(
         "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main' "
-        "ORDER BY table_name"
+        "AND database_name = current_database() ORDER BY table_name"
     ).fetchall()
     lines = [
         "# Warehouse data dictionary",
@@ -217,7 +229,8 @@ def data_dictionary(con: duckdb.DuckDBPyConnection) -> str:
         lines.append("|---|---|---|")
         for column, dtype, doc in con.execute(
             "SELECT column_name, data_type, comment FROM duckdb_columns() "
-            "WHERE table_name = ? AND schema_name = 'main' ORDER BY column_index",
+            "WHERE table_name = ? AND schema_name = 'main' AND database_name = current_database() "
+            "ORDER BY column_index",
             [name],
         ).fetchall():
             lines.append(f"| `{column}` | {dtype} | {(doc or '').replace('|', '/')} |")
