@@ -1,0 +1,152 @@
+"""`capacity token-cost --usage U --out C.parquet [--prices PATH] [--report-dir DIR]`.
+
+U is a Parquet, CSV or JSONL usage file or per-request trace (Azure LLM 2023, Mooncake, generic).
+
+`register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
+C is every usage row plus `cost_usd`, its components and `price_id`. Bad input ends with one line
+on stderr naming the file, the column and the problem, exit code 2, and nothing written: C goes
+to a temporary file renamed only when complete, the report to a temporary folder likewise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from capacity_pipelines.tokens.costing import cost_usage
+from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
+from capacity_pipelines.tokens.report import BudgetThreshold, build_report, write_report
+from capacity_pipelines.tokens.savings import SavingsAssumptions
+from capacity_pipelines.tokens.traces import read_usage
+from capacity_pipelines.tokens.usage import UsageContractError, validate_usage
+
+EXIT_BAD_INPUT = 2
+COMMAND = "token-cost"
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `token-cost` subcommand; its handler is stored as `func` on the namespace."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="LLM spend per row, agent and model from a dated price book",
+        description="Cost LLM usage rows (or a per-request trace) with the price valid at each"
+        " row's time; optionally write the token-cost report content.",
+    )
+    parser.add_argument("--usage", required=True, type=Path, help="usage file: parquet/csv/jsonl")
+    parser.add_argument("--out", required=True, type=Path, help="costed rows, Parquet")
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        action="append",
+        default=[],
+        help="override price file or folder (models, contract discounts); repeatable",
+    )
+    parser.add_argument("--report-dir", type=Path, help="write report tables (CSV) and summary")
+    parser.add_argument("--provider", help="provider for trace files without a provider column")
+    parser.add_argument("--model", help="model for trace files without a model column")
+    parser.add_argument(
+        "--trace-start",
+        help="ISO time: anchor of relative trace timestamps, or new start of an absolute trace",
+    )
+    parser.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=USD",
+        help="monthly budget threshold for the report, e.g. team=5000; repeatable",
+    )
+    parser.add_argument(
+        "--non-interactive-agent",
+        action="append",
+        default=[],
+        help="agent whose calls could use the batch tier (savings estimate); repeatable",
+    )
+    parser.set_defaults(func=run_token_cost)
+    return parser
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageContractError(f"--trace-start: not an ISO date/time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _parse_budget(text: str) -> BudgetThreshold:
+    name, sep, amount = text.partition("=")
+    try:
+        usd = float(amount)
+    except ValueError:
+        usd = float("nan")
+    if not sep or not name or not (usd > 0):
+        raise UsageContractError(f"--budget: expected NAME=USD with USD > 0, got {text!r}")
+    return BudgetThreshold(name=name, monthly_usd=usd)
+
+
+def run_token_cost(args: argparse.Namespace) -> int:
+    """Handler of `capacity token-cost`; returns the process exit code."""
+    try:
+        thresholds = [_parse_budget(b) for b in args.budget]
+        trace_start = _parse_time(args.trace_start) if args.trace_start else None
+        book = load_price_book(list(args.prices))
+        usage = read_usage(
+            args.usage, provider=args.provider, model=args.model, trace_start=trace_start
+        )
+        usage = validate_usage(usage, str(args.usage))
+        costed = cost_usage(usage, book)
+        report = None
+        if args.report_dir:
+            report = build_report(
+                costed,
+                book,
+                thresholds=thresholds,
+                assumptions=SavingsAssumptions(
+                    non_interactive_agents=tuple(args.non_interactive_agent)
+                ),
+            )
+    except (UsageContractError, PriceBookError) as error:
+        print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        costed.write_parquet(tmp)
+        if report is not None:
+            write_report(report, args.report_dir)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    total = costed["cost_usd"].sum()
+    unpriced = int(costed["unpriced"].sum())
+    print(
+        f"costed {costed.height} rows: ${total:,.4f}"
+        + (f", {unpriced} unpriced rows (cost_usd NULL)" if unpriced else "")
+        + f" -> {out}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `token-cost` as a stand-alone command (tests, `python -m`)."""
+    parser = argparse.ArgumentParser(prog="capacity")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if argv[:1] != [COMMAND]:
+        argv.insert(0, COMMAND)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
