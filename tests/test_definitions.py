@@ -1,0 +1,108 @@
+"""The Dagster definitions: what the UI shows, and assets materialised in process."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from capacity_pipelines.definitions import defs as build_defs
+from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
+from capacity_pipelines.paths import REPO_ROOT
+from tests.synthetic_fleet import write_container_fleet
+
+INGEST = ["container_usage", "llm_token_usage", "service_traffic", "workload_replicas"]
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    return build_defs()
+
+
+def test_assets_checks_jobs_and_schedules_are_listed(definitions):
+    graph = definitions.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert set(INGEST) | {"warehouse_snapshot"} <= keys
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    for table in INGEST:
+        assert {(table, "completeness"), (table, "non_negative"), (table, "freshness")} <= checks
+    assert definitions.resolve_job_def("daily_extraction") is not None
+    schedule = definitions.resolve_schedule_def("daily_extraction_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone in (None, "UTC")
+    for table in INGEST:
+        node = graph.get(dg.AssetKey(table))
+        assert node.group_name == "ingest"
+        assert node.description
+        assert node.pools == {"warehouse"}
+
+
+def test_extraction_has_retries_and_single_run_backfills(definitions):
+    assets = {a.key.to_user_string(): a for a in definitions.assets}
+    usage = assets["container_usage"]
+    assert usage.backfill_policy == dg.BackfillPolicy.single_run()
+    node_def = usage.node_def
+    assert node_def.retry_policy is not None and node_def.retry_policy.max_retries >= 1
+
+
+def test_materialise_partition_writes_rows_and_reports_checks(definitions, tmp_path: Path):
+    export = tmp_path / "fleet.om"
+    start = datetime(2026, 9, 28, tzinfo=UTC)
+    write_container_fleet(export, containers=3, start_s=int(start.timestamp()), days=2,
+                          interval_s=300)
+    db, snap = tmp_path / "wh.duckdb", tmp_path / "snap.duckdb"
+    resources = {
+        "warehouse": WarehouseResource(path=str(db), snapshot_path=str(snap)),
+        "metrics": MetricSourceResource(export_files=[str(export)], cache_dir=str(tmp_path)),
+    }
+    assets = list(definitions.assets)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            assets, selection=["container_usage", "warehouse_snapshot"], resources=resources,
+            partition_key="2026-09-29", instance=instance,
+        )
+    assert result.success
+    [mat] = result.asset_materializations_for_node("container_usage")
+    assert mat.metadata["dagster/row_count"].value == 3 * 288
+    assert mat.metadata["series"].value == 3
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["completeness"].passed
+    assert evaluations["non_negative"].passed
+    assert evaluations["freshness"].passed
+    con = duckdb.connect(str(snap), read_only=True)
+    assert con.execute("SELECT count(*) FROM container_usage").fetchone()[0] == 3 * 288
+    assert con.execute("SELECT min(ts)::DATE FROM container_usage").fetchone()[0].isoformat() == (
+        "2026-09-29"
+    )
+
+
+def test_malformed_export_fails_fast_without_retries(definitions, tmp_path: Path):
+    export = tmp_path / "bad.om"
+    export.write_text("# TYPE m gauge\nm{a=\"1\" 5 100\n# EOF\n")
+    resources = {
+        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"),
+                                       snapshot_path=str(tmp_path / "s.duckdb")),
+        "metrics": MetricSourceResource(export_files=[str(export)]),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            list(definitions.assets), selection=["container_usage"], resources=resources,
+            partition_key="2026-09-29", instance=instance, raise_on_error=False,
+        )
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"{export}:2" in failures[0].step_failure_data.error.message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_dg_check_defs_passes():
+    dg_cli = Path(sys.executable).with_name("dg")
+    proc = subprocess.run(
+        [str(dg_cli), "check", "defs"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
