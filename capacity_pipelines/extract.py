@@ -76,10 +76,20 @@ def _normalise(table: TableSpec, frame: pl.DataFrame, default_cluster: str) -> p
     if table.rename:
         frame = frame.rename(table.rename)
     if table.rollup == "pod_to_workload":
+        pods = frame["pod"].unique().to_list()  # a few hundred names for millions of rows
+        workloads = {pod: pod_to_workload(pod) for pod in pods}
         frame = frame.with_columns(
-            pl.col("pod").map_elements(pod_to_workload, return_dtype=pl.Utf8).alias("workload")
+            pl.col("pod").replace_strict(workloads, return_dtype=pl.Utf8).alias("workload")
         )
     return frame
+
+
+def _outer(wide: pl.DataFrame, frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Full join of one more column onto the table (the first non-empty column seeds it)."""
+    if wide.height == 0:
+        missing = [c for c in wide.columns if c not in key]
+        return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in missing)
+    return wide.join(frame, on=key, how="full", coalesce=True)
 
 
 def extract_table(
@@ -94,19 +104,17 @@ def extract_table(
     columns = source.fetch_columns(
         table, list(table.columns), grid, catalog.step_seconds, catalog.rate_window_seconds
     )
-    key = list(table.key)
-    long = []
+    key = [*table.key, "ts"]
+    wide = pl.DataFrame(schema={**{k: pl.Utf8 for k in table.key}, "ts": pl.Float64})
     for column, frame in columns.items():
-        frame = _normalise(table, frame, catalog.default_cluster)
-        long.append(frame.select(*key, "ts", pl.lit(column).alias("column"), "value"))
-    stacked = pl.concat(long) if long else pl.DataFrame()
-    if stacked.height:
-        wide = stacked.pivot(on="column", index=[*key, "ts"], values="value", aggregate_function="sum")
-    else:
-        wide = pl.DataFrame(schema={**{k: pl.Utf8 for k in key}, "ts": pl.Float64})
-    for column in table.value_columns:
-        if column not in wide.columns:
+        if frame.height == 0:
             wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
+            continue
+        frame = _normalise(table, frame, catalog.default_cluster).select(
+            *key, pl.col("value").alias(column)
+        )
+        # Each column has at most one value per entity and step, so a full join is exact.
+        wide = _outer(wide, frame, key)
     wide = wide.with_columns(
         pl.from_epoch((pl.col("ts") * 1000).round().cast(pl.Int64), time_unit="ms")
         .cast(pl.Datetime("us"))
@@ -114,7 +122,7 @@ def extract_table(
         *[pl.col(c).cast(pl.Float64) for c in table.value_columns],
     )
     wide = wide.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in table.value_columns))
-    wide = wide.select(table.all_columns).sort([*key, "ts"])
+    wide = wide.select(table.all_columns).sort(key)
     return ExtractedTable(
         table=table,
         start=start,

@@ -8,6 +8,7 @@ Keeping all writes here is what lets the storage move (e.g. to DuckLake) later.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import polars as pl
 from capacity_pipelines.catalog import Catalog, TableSpec
 
 EXTRACTION_LOG = "extraction_log"
+SCHEMA_VERSION = "schema_version"
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 
 
@@ -97,8 +99,47 @@ _KEY_DOCS = {
 }
 
 
+def schema_fingerprint(catalog: Catalog) -> str:
+    """Hash of everything `ensure_schema` would write for this catalog."""
+    parts = [SCHEMA_VERSION, repr(sorted(_LOG_DOCS.items())), repr(sorted(_KEY_DOCS.items()))]
+    for table in catalog.tables.values():
+        parts.append(table_ddl(table) + table.description)
+        parts += [f"{q.column}|{q.description}|{q.unit}" for q in table.columns]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
-    """Create missing tables and columns and (re)write their comments from the catalog."""
+    """Create missing tables and columns and (re)write their comments from the catalog.
+
+    All in one transaction, and skipped when the stored fingerprint of the catalog's schema
+    and documentation matches: every extraction calls this, most of them with nothing to do.
+    """
+    fingerprint = schema_fingerprint(catalog)
+    try:
+        stored = con.execute(f"SELECT fingerprint FROM {SCHEMA_VERSION}").fetchone()
+    except duckdb.CatalogException:
+        stored = None
+    if stored and stored[0] == fingerprint:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _ensure_schema(con, catalog)
+        con.execute(f"CREATE OR REPLACE TABLE {SCHEMA_VERSION} (fingerprint VARCHAR NOT NULL)")
+        con.execute(
+            f"COMMENT ON TABLE {SCHEMA_VERSION} IS 'Fingerprint of the metric catalog the "
+            "tables and their documentation were last built from.'"
+        )
+        con.execute(
+            f"COMMENT ON COLUMN {SCHEMA_VERSION}.fingerprint IS 'SHA-256 of the DDL and comments.'"
+        )
+        con.execute(f"INSERT INTO {SCHEMA_VERSION} VALUES (?)", [fingerprint])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     con.execute(
         f"""CREATE TABLE IF NOT EXISTS {EXTRACTION_LOG} (
             table_name VARCHAR NOT NULL, window_start TIMESTAMP NOT NULL,
