@@ -79,8 +79,10 @@ def main() -> None:
     samples_written = write_container_fleet(
         export, args.containers, int(START.timestamp()), args.days, 60, shape=nab_shape()
     )
-    print(f"fleet: {args.containers * 3} series, {samples_written:,} samples "
-          f"({time.monotonic() - began:.0f} s to write)")
+    print(
+        f"fleet: {args.containers * 3} series, {samples_written:,} samples "
+        f"({time.monotonic() - began:.0f} s to write)"
+    )
     began = time.monotonic()
     backfill(export, root / "data")
     print(f"promtool backfill: {time.monotonic() - began:.0f} s")
@@ -112,21 +114,25 @@ def main() -> None:
             result = ingest_window(source, catalog, "container_usage", start, end, db)
             extract_times.append(time.perf_counter() - t0)
             frame = result.extracted.frame
-            extract_samples = int(
-                sum(frame[c].is_not_null().sum() for c in table.value_columns)
+            extract_samples = int(sum(frame[c].is_not_null().sum() for c in table.value_columns))
+            print(
+                f"repeat {repeat + 1}: plain {plain_times[-1]:.2f} s, "
+                f"extract {extract_times[-1]:.2f} s ({result.rows_written:,} rows)"
             )
-            print(f"repeat {repeat + 1}: plain {plain_times[-1]:.2f} s, "
-                  f"extract {extract_times[-1]:.2f} s ({result.rows_written:,} rows)")
 
     plain_rate = plain_samples / statistics.median(plain_times)
     extract_rate = extract_samples / statistics.median(extract_times)
     print()
     print("| path | samples | median s | samples/s |")
     print("|---|---|---|---|")
-    print(f"| plain query_range + json | {plain_samples:,} | {statistics.median(plain_times):.2f} "
-          f"| {plain_rate:,.0f} |")
-    print(f"| extract into DuckDB | {extract_samples:,} | {statistics.median(extract_times):.2f} "
-          f"| {extract_rate:,.0f} |")
+    print(
+        f"| plain query_range + json | {plain_samples:,} | {statistics.median(plain_times):.2f} "
+        f"| {plain_rate:,.0f} |"
+    )
+    print(
+        f"| extract into DuckDB | {extract_samples:,} | {statistics.median(extract_times):.2f} "
+        f"| {extract_rate:,.0f} |"
+    )
     print(f"\nratio extract / plain = {extract_rate / plain_rate:.2f} (goal >= 0.70)")
 
 

@@ -300,9 +300,7 @@ def render_promql(table: TableSpec, query: ColumnQuery, step_s: float, window_s:
         return f"{query.agg} by ({by}) ({rated(sel)}) * {int(step_s)}"
     if query.op == "ratio_of_rates":
         assert query.denominator is not None
-        return (
-            f"sum by ({by}) ({rated(sel)}) / sum by ({by}) ({rated(query.denominator.promql())})"
-        )
+        return f"sum by ({by}) ({rated(sel)}) / sum by ({by}) ({rated(query.denominator.promql())})"
     if query.op == "histogram_quantile":
         return f"histogram_quantile({query.quantile}, sum by ({by}, le) ({rated(sel)}))"
     raise CatalogError(f"unknown op {query.op!r}")

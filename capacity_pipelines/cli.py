@@ -89,8 +89,13 @@ def run_partitions(first_day: date, last_day: date, log=print) -> dict[str, int]
             began = time.monotonic()
             log(f"[{index}/{len(order)}] {name} ...", end="", flush=True)
             result = dg.materialize(
-                assets, selection=[key], resources=resources, instance=instance, tags=tags,
-                raise_on_error=False, run_config=QUIET_RUN,
+                assets,
+                selection=[key],
+                resources=resources,
+                instance=instance,
+                tags=tags,
+                raise_on_error=False,
+                run_config=QUIET_RUN,
             )
             if not result.success:
                 failure = next(
@@ -113,8 +118,11 @@ def run_partitions(first_day: date, last_day: date, log=print) -> dict[str, int]
                 default=0,
             )
             rows[name] = count
-            log(f" ok ({count:,} rows, {time.monotonic() - began:.1f} s)" if count else
-                f" ok ({time.monotonic() - began:.1f} s)")
+            log(
+                f" ok ({count:,} rows, {time.monotonic() - began:.1f} s)"
+                if count
+                else f" ok ({time.monotonic() - began:.1f} s)"
+            )
     return rows
 
 
@@ -136,8 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Warehouse:          {paths.warehouse_path()}")
     print(f"Analyst snapshot:   {paths.snapshot_path()}")
     print(f"Dagster instance:   {os.environ['DAGSTER_HOME']}  (open it with `capacity ui`)")
-    report = paths.reports_dir() / "latest"
-    print(f"Reports:            {report}")
+    print(f"Report:             {paths.reports_dir() / 'latest' / 'data_quality.md'}")
     return 0
 
 
@@ -160,10 +167,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Start the Dagster UI bound to 127.0.0.1 (expose it only through an authenticating proxy)."""
     dagster_home()
     command = [
-        sys.executable, "-m", "dagster", "dev", "-w", str(paths.REPO_ROOT / "workspace.yaml"),
-        "-h", args.host, "-p", str(args.port),
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(paths.REPO_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
     ]
-    print(f"Dagster UI on http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(
+        f"Dagster UI on http://{args.host}:{args.port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
     return subprocess.call(command, cwd=paths.REPO_ROOT)
 
 

@@ -12,10 +12,9 @@ def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
     head = frame.head(rows)
 
     def cell(value: object) -> str:
-        if isinstance(value, float):
-            text = f"{value:.4g}"
-        else:
-            text = "" if value is None else str(value)
+        if value is None:
+            return ""
+        text = f"{value:.4g}" if isinstance(value, float) else str(value)
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]

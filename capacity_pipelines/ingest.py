@@ -55,7 +55,12 @@ def ingest_window(
             # An empty answer (retention passed, exporter missing) must not wipe stored rows.
             return IngestResult(extracted=extracted, rows_written=0, verdicts=found)
         rows = warehouse.replace_window(
-            con, extracted.table, start, end, extracted.frame, source.description,
+            con,
+            extracted.table,
+            start,
+            end,
+            extracted.frame,
+            source.description,
             extracted.expected_points,
         )
     return IngestResult(extracted=extracted, rows_written=rows, verdicts=found)

@@ -28,9 +28,7 @@ def warehouse_path() -> Path:
 
 def snapshot_path() -> Path:
     """The read-only copy published for analysts after each successful run."""
-    return Path(
-        os.environ.get("CAPACITY_SNAPSHOT", capacity_home() / "warehouse_snapshot.duckdb")
-    )
+    return Path(os.environ.get("CAPACITY_SNAPSHOT", capacity_home() / "warehouse_snapshot.duckdb"))
 
 
 def reports_dir() -> Path:

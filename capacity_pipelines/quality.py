@@ -37,7 +37,9 @@ def completeness(extracted: ExtractedTable) -> Verdict:
     frame, table = extracted.frame, extracted.table
     if frame.height == 0:
         return Verdict(
-            "completeness", False, "warn",
+            "completeness",
+            False,
+            "warn",
             f"no rows for {table.name} in the window from {extracted.source}; "
             "the warehouse keeps what it had",
             {"rows": 0, "series": 0, "expected_points_per_series": extracted.expected_points},
@@ -48,7 +50,9 @@ def completeness(extracted: ExtractedTable) -> Verdict:
     gaps = int((per_series["len"] < extracted.expected_points).sum())
     passed = complete_share >= COMPLETE_SERIES_SHARE
     return Verdict(
-        "completeness", passed, "warn",
+        "completeness",
+        passed,
+        "warn",
         f"{complete_share:.0%} of series have >= {FULL_COVERAGE:.0%} of their points",
         {
             "rows": frame.height,
@@ -66,12 +70,14 @@ def non_negative(extracted: ExtractedTable) -> Verdict:
     columns = extracted.table.value_columns
     if extracted.frame.height == 0:
         return Verdict("non_negative", True, "error", "no rows to check", {})
-    counts = extracted.frame.select(
-        [(pl.col(c) < 0).sum().alias(c) for c in columns]
-    ).row(0, named=True)
+    counts = extracted.frame.select([(pl.col(c) < 0).sum().alias(c) for c in columns]).row(
+        0, named=True
+    )
     bad = {c: int(n) for c, n in counts.items() if n}
     return Verdict(
-        "non_negative", not bad, "error",
+        "non_negative",
+        not bad,
+        "error",
         "no negative values" if not bad else f"negative values in {', '.join(bad)}",
         {f"negative_{c}": n for c, n in bad.items()} or {"negative_values": 0},
     )
@@ -86,7 +92,9 @@ def freshness(extracted: ExtractedTable, step_s: float, tolerance_steps: int = 3
     lag_s = (end - last).total_seconds() - step_s
     passed = lag_s <= tolerance_steps * step_s
     return Verdict(
-        "freshness", passed, "warn",
+        "freshness",
+        passed,
+        "warn",
         f"latest point {last:%Y-%m-%d %H:%M} UTC, {max(lag_s, 0) / 60:.0f} min before window end",
         {"latest_point": f"{last:%Y-%m-%dT%H:%M:%S}Z", "lag_minutes": round(max(lag_s, 0) / 60, 1)},
     )

@@ -216,8 +216,14 @@ def replace_window(
             f"INSERT INTO {EXTRACTION_LOG} (table_name, window_start, window_end, source, "
             "row_count, series_count, expected_points, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                table.name, start_naive, end_naive, source, rows.height, series,
-                expected_points, datetime.now(UTC).replace(tzinfo=None),
+                table.name,
+                start_naive,
+                end_naive,
+                source,
+                rows.height,
+                series,
+                expected_points,
+                datetime.now(UTC).replace(tzinfo=None),
             ],
         )
         con.execute("COMMIT")

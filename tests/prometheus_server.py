@@ -31,9 +31,18 @@ def backfill(openmetrics_file: Path, data_dir: Path) -> None:
     """Build TSDB blocks from an OpenMetrics file (hours-long blocks keep memory modest)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=24h",
-         str(openmetrics_file), str(data_dir)],
-        capture_output=True, text=True, timeout=1200,
+        [
+            "promtool",
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=24h",
+            str(openmetrics_file),
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     if result.returncode != 0:
         raise RuntimeError(f"promtool backfill failed: {result.stderr[-2000:]}")
@@ -54,11 +63,17 @@ class PrometheusServer:
         if not self.config.exists():
             self.config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
         self.process = subprocess.Popen(
-            ["prometheus", f"--config.file={self.config}",
-             f"--storage.tsdb.path={self.data_dir}", "--storage.tsdb.retention.time=100y",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--query.max-samples=200000000",
-             "--query.lookback-delta=5m"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            [
+                "prometheus",
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.data_dir}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--query.max-samples=200000000",
+                "--query.lookback-delta=5m",
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -71,7 +86,9 @@ class PrometheusServer:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"prometheus not ready after {timeout_s}s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(
+            f"prometheus not ready after {timeout_s}s: {self.log.read_text()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -51,11 +51,15 @@ def write_container_fleet(
                     reset_at = rng.integers(n // 3, 2 * n // 3)
                     values[reset_at:] -= values[reset_at - 1]  # a container restart
                     lines = [
-                        f"{family}{{{labels}}} {v:.3f} {t}\n" for t, v in zip(ts, values, strict=True)
+                        f"{family}{{{labels}}} {v:.3f} {t}\n"
+                        for t, v in zip(ts, values, strict=True)
                     ]
                 elif family == "container_memory_working_set_bytes":
                     values = (2e8 + 1e8 * load).round()
-                    lines = [f"{family}{{{labels}}} {v:.0f} {t}\n" for t, v in zip(ts, values, strict=True)]
+                    lines = [
+                        f"{family}{{{labels}}} {v:.0f} {t}\n"
+                        for t, v in zip(ts, values, strict=True)
+                    ]
                 else:
                     req = f'{labels},resource="cpu",unit="core"'
                     lines = [f"{family}{{{req}}} {level * 1.5:.3f} {t}\n" for t in ts]

@@ -44,7 +44,10 @@ def test_selector_parses_matchers_and_escapes():
 def test_bundled_catalog_has_the_families():
     catalog = load_catalog()
     assert set(catalog.tables) == {
-        "container_usage", "workload_replicas", "service_traffic", "llm_token_usage"
+        "container_usage",
+        "workload_replicas",
+        "service_traffic",
+        "llm_token_usage",
     }
     usage = catalog.table("container_usage")
     assert usage.key == ("cluster", "namespace", "workload", "pod", "container")
@@ -87,14 +90,21 @@ def test_llm_mappings_load(mapping):
         assert "spend_usd" in llm.value_columns
 
 
+HEADER = "tables:\n  t:\n    source_labels: [a]\n    columns:\n"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ("tables: [1, 2", "not valid YAML"),
-        ("tables:\n  t:\n    source_labels: [a]\n    columns:\n      c: {op: sum, selector: x}\n",
-         "op 'sum' is not one of"),
-        ("tables:\n  t:\n    source_labels: [a]\n    columns:\n      c: {op: rate, selector: 'x{a=b}'}\n",
-         "cannot parse label matchers"),
+        (
+            HEADER + "      c: {op: sum, selector: x}\n",
+            "op 'sum' is not one of",
+        ),
+        (
+            HEADER + "      c: {op: rate, selector: 'x{a=b}'}\n",
+            "cannot parse label matchers",
+        ),
         ("other: 1\n", "expected a mapping with a 'tables:' section"),
     ],
 )

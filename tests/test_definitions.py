@@ -10,7 +10,11 @@ import duckdb
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
+from capacity_pipelines.defs.resources import (
+    MetricSourceResource,
+    ReportsResource,
+    WarehouseResource,
+)
 from capacity_pipelines.paths import REPO_ROOT
 from tests.synthetic_fleet import write_container_fleet
 
@@ -51,18 +55,23 @@ def test_extraction_has_retries_and_single_run_backfills(definitions):
 def test_materialise_partition_writes_rows_and_reports_checks(definitions, tmp_path: Path):
     export = tmp_path / "fleet.om"
     start = datetime(2026, 9, 28, tzinfo=UTC)
-    write_container_fleet(export, containers=3, start_s=int(start.timestamp()), days=2,
-                          interval_s=300)
+    write_container_fleet(
+        export, containers=3, start_s=int(start.timestamp()), days=2, interval_s=300
+    )
     db, snap = tmp_path / "wh.duckdb", tmp_path / "snap.duckdb"
     resources = {
         "warehouse": WarehouseResource(path=str(db), snapshot_path=str(snap)),
         "metrics": MetricSourceResource(export_files=[str(export)], cache_dir=str(tmp_path)),
+        "reports": ReportsResource(reports_dir=str(tmp_path / "reports")),
     }
     assets = list(definitions.assets)
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
-            assets, selection=["container_usage", "warehouse_snapshot"], resources=resources,
-            partition_key="2026-09-29", instance=instance,
+            assets,
+            selection=["container_usage", "warehouse_snapshot", "data_quality_report"],
+            resources=resources,
+            partition_key="2026-09-29",
+            instance=instance,
         )
     assert result.success
     [mat] = result.asset_materializations_for_node("container_usage")
@@ -77,20 +86,28 @@ def test_materialise_partition_writes_rows_and_reports_checks(definitions, tmp_p
     assert con.execute("SELECT min(ts)::DATE FROM container_usage").fetchone()[0].isoformat() == (
         "2026-09-29"
     )
+    report = (tmp_path / "reports" / "latest" / "data_quality.md").read_text()
+    assert "| container_usage | 864 | 3 |" in report
 
 
 def test_malformed_export_fails_fast_without_retries(definitions, tmp_path: Path):
     export = tmp_path / "bad.om"
-    export.write_text("# TYPE m gauge\nm{a=\"1\" 5 100\n# EOF\n")
+    export.write_text('# TYPE m gauge\nm{a="1" 5 100\n# EOF\n')
     resources = {
-        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"),
-                                       snapshot_path=str(tmp_path / "s.duckdb")),
+        "warehouse": WarehouseResource(
+            path=str(tmp_path / "w.duckdb"), snapshot_path=str(tmp_path / "s.duckdb")
+        ),
         "metrics": MetricSourceResource(export_files=[str(export)]),
+        "reports": ReportsResource(reports_dir=str(tmp_path / "reports")),
     }
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
-            list(definitions.assets), selection=["container_usage"], resources=resources,
-            partition_key="2026-09-29", instance=instance, raise_on_error=False,
+            list(definitions.assets),
+            selection=["container_usage"],
+            resources=resources,
+            partition_key="2026-09-29",
+            instance=instance,
+            raise_on_error=False,
         )
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -83,8 +83,12 @@ def test_provider_alias_prefers_new_label():
     query = next(q for q in table.columns if q.column == "input_tokens")
     ts = list(np.arange(0, 1200, 60.0))
     old = {"gen_ai_system": "openai", "gen_ai_request_model": "gpt-4o", "service": "s"}
-    new = {"gen_ai_provider_name": "anthropic", "gen_ai_system": "x", "service": "s",
-           "gen_ai_request_model": "claude-sonnet-4"}
+    new = {
+        "gen_ai_provider_name": "anthropic",
+        "gen_ai_system": "x",
+        "service": "s",
+        "gen_ai_request_model": "claude-sonnet-4",
+    }
     name = "gen_ai_client_inference_usage_input_tokens_total"
     samples = _samples(
         {f"{name}#1": (old, ts, [t * 10 for t in ts]), f"{name}#2": (new, ts, [t for t in ts])}

@@ -48,8 +48,11 @@ def test_missing_samples_stay_gaps_and_pods_roll_up(tmp_path: Path):
     path = tmp_path / "gaps.om"
     path.write_text("\n".join(lines) + "\n# EOF\n")
     extracted = extract_table(
-        FileSource([path]), load_catalog(), "container_usage",
-        datetime(2026, 9, 28, tzinfo=UTC), datetime(2026, 9, 28, 4, tzinfo=UTC),
+        FileSource([path]),
+        load_catalog(),
+        "container_usage",
+        datetime(2026, 9, 28, tzinfo=UTC),
+        datetime(2026, 9, 28, 4, tzinfo=UTC),
     )
     frame = extracted.frame
     assert set(frame["workload"]) == {"coder"}

@@ -78,7 +78,7 @@ def test_long_parquet_with_timestamps(tmp_path: Path):
         }
     ).write_parquet(path)
     raw = read_long_table(path)
-    assert sorted(raw.labels) == ["up{job=\"api\"}", "up{}"]
+    assert sorted(raw.labels) == ['up{job="api"}', "up{}"]
     assert raw.frame["ts"].to_list()[0] == pytest.approx(1790553600.0)
 
 

@@ -25,8 +25,9 @@ def test_readme_gives_two_commands_and_ci_runs_the_test_one():
 
 def test_ruff_is_clean():
     ruff = Path(sys.executable).with_name("ruff")
-    proc = subprocess.run([str(ruff), "check", "."], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [str(ruff), "check", "."], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

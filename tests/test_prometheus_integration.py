@@ -45,8 +45,9 @@ def long_fleet(tmp_path_factory):
     """3 containers x 9 days at 60 s: 12,960 steps per series at step 60 s (> 11,000)."""
     root = tmp_path_factory.mktemp("long_fleet")
     export = root / "fleet.om"
-    write_container_fleet(export, containers=3, start_s=int(START.timestamp()), days=9,
-                          interval_s=60)
+    write_container_fleet(
+        export, containers=3, start_s=int(START.timestamp()), days=9, interval_s=60
+    )
     backfill(export, root / "data")
     with PrometheusServer(root / "data") as server:
         yield export, server
@@ -87,8 +88,9 @@ def test_demo_fleet_matches_through_prometheus(tmp_path: Path):
 
 def test_prometheus_killed_mid_extraction_leaves_warehouse_untouched(tmp_path: Path):
     export = tmp_path / "fleet.om"
-    write_container_fleet(export, containers=2, start_s=int(START.timestamp()), days=3,
-                          interval_s=300)
+    write_container_fleet(
+        export, containers=2, start_s=int(START.timestamp()), days=3, interval_s=300
+    )
     backfill(export, tmp_path / "data")
     catalog = load_catalog()
     db = tmp_path / "wh.duckdb"

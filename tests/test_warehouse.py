@@ -44,7 +44,9 @@ def test_rematerialising_a_window_keeps_row_counts(tmp_path: Path, export: Path)
     again = ingest_window(source, catalog, "container_usage", DAY1, DAY2, db)
     assert again.rows_written == first.rows_written
     assert _count(db) == before == 2 * 4 * 288
-    assert _count(db, "SELECT count(*) FROM (SELECT DISTINCT pod, ts FROM container_usage)") == before
+    assert (
+        _count(db, "SELECT count(*) FROM (SELECT DISTINCT pod, ts FROM container_usage)") == before
+    )
 
 
 def test_empty_answer_keeps_stored_rows(tmp_path: Path, export: Path):
@@ -76,8 +78,11 @@ def test_process_killed_between_delete_and_insert_keeps_previous_rows(tmp_path: 
     before = _count(db)
     env = {**os.environ, "CAPACITY_TEST_CRASH_AT": "after_delete", "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)], env=env, timeout=120,
-        capture_output=True, text=True,
+        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)],
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 3, proc.stderr  # died inside the transaction, after the DELETE
     assert _count(db) == before
@@ -99,9 +104,11 @@ def test_second_writer_waits_then_fails_clearly(tmp_path: Path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(warehouse.WarehouseBusyError, match="locked by another process"):
-            with warehouse.connect(db, wait_s=1.5):
-                pass
+        with (
+            pytest.raises(warehouse.WarehouseBusyError, match="locked by another process"),
+            warehouse.connect(db, wait_s=1.5),
+        ):
+            pass
     finally:
         holder.kill()
         holder.wait()

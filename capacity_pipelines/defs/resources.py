@@ -1,6 +1,5 @@
 """Resources shared by every domain: the warehouse and the metric source."""
 
-
 import os
 
 import dagster as dg
@@ -25,6 +24,12 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     snapshot_path: str
     lock_wait_s: float = 120.0
+
+
+class ReportsResource(dg.ConfigurableResource):
+    """Where published reports go (`<ISO week>/` folders and a stable `latest/`)."""
+
+    reports_dir: str
 
 
 class MetricSourceResource(dg.ConfigurableResource):
@@ -58,6 +63,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(
             path=str(paths.warehouse_path()), snapshot_path=str(paths.snapshot_path())
         ),
+        "reports": ReportsResource(reports_dir=str(paths.reports_dir())),
         "metrics": MetricSourceResource(
             prometheus_url=os.environ.get("CAPACITY_PROMETHEUS_URL", ""),
             export_files=files,

@@ -105,12 +105,13 @@ def _group_key(
     return tuple(key)
 
 
-def _per_series(samples: RawSamples, keys: list[str], fn, grid, range_s, **kw) -> dict[str, np.ndarray]:
+def _per_series(
+    samples: RawSamples, keys: list[str], fn, grid, range_s, **kw
+) -> dict[str, np.ndarray]:
     if not keys:
         return {}
-    parts = (
-        samples.frame.filter(pl.col("series").is_in(keys))
-        .partition_by("series", as_dict=True, maintain_order=True)
+    parts = samples.frame.filter(pl.col("series").is_in(keys)).partition_by(
+        "series", as_dict=True, maintain_order=True
     )
     out = {}
     for (key,), part in parts.items():
@@ -164,7 +165,11 @@ def _bucket_quantile(q: float, bounds: np.ndarray, counts: np.ndarray) -> np.nda
         if observations == 0:
             continue
         rank = q * observations
-        b = int(np.argmax(b_counts[:-1] >= rank)) if (b_counts[:-1] >= rank).any() else len(b_counts) - 1
+        b = (
+            int(np.argmax(b_counts[:-1] >= rank))
+            if (b_counts[:-1] >= rank).any()
+            else len(b_counts) - 1
+        )
         if b == len(b_counts) - 1:
             out[j] = b_bounds[-2]
             continue

@@ -16,11 +16,11 @@ from pathlib import Path
 import polars as pl
 
 _SAMPLE = (
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)'  # metric name
+    r"^([a-zA-Z_:][a-zA-Z0-9_:]*)"  # metric name
     r'(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?'  # optional label set, quoted values may hold }
-    r'[ \t]+(\S+)'  # value
-    r'(?:[ \t]+([-+0-9.eE]+))?'  # timestamp (seconds)
-    r'[ \t]*(?:#.*)?$'  # optional exemplar
+    r"[ \t]+(\S+)"  # value
+    r"(?:[ \t]+([-+0-9.eE]+))?"  # timestamp (seconds)
+    r"[ \t]*(?:#.*)?$"  # optional exemplar
 )
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _SPECIAL_VALUES = {"+Inf": "inf", "Inf": "inf", "-Inf": "-inf", "NaN": "nan"}
@@ -55,7 +55,7 @@ def _escape(value: str) -> str:
 
 
 def canonical_series(labels: dict[str, str]) -> str:
-    """`name{a="1",b="2"}` with labels sorted, empty labels dropped (PromQL treats them as absent)."""
+    """`name{a="1",b="2"}`, labels sorted, empty ones dropped (PromQL treats them as absent)."""
     name = labels["__name__"]
     pairs = sorted((k, v) for k, v in labels.items() if k != "__name__" and v != "")
     return name + "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"

@@ -48,8 +48,13 @@ class PrometheusSettings:
         env = os.environ
         url = url or env.get("CAPACITY_PROMETHEUS_URL")
         if not url:
-            raise SourceError("no Prometheus URL: pass --prometheus-url or set CAPACITY_PROMETHEUS_URL")
-        user, password = env.get("CAPACITY_PROMETHEUS_USER"), env.get("CAPACITY_PROMETHEUS_PASSWORD")
+            raise SourceError(
+                "no Prometheus URL: pass --prometheus-url or set CAPACITY_PROMETHEUS_URL"
+            )
+        user, password = (
+            env.get("CAPACITY_PROMETHEUS_USER"),
+            env.get("CAPACITY_PROMETHEUS_PASSWORD"),
+        )
         settings = dict(
             url=url.rstrip("/"),
             timeout_s=float(env.get("CAPACITY_PROMETHEUS_TIMEOUT", 30)),
@@ -121,7 +126,9 @@ class PrometheusSource(MetricSource):
     def __init__(self, settings: PrometheusSettings):
         self.settings = settings
         self.description = f"prometheus: {settings.url}"
-        headers = {"Authorization": f"Bearer {settings.bearer_token}"} if settings.bearer_token else None
+        headers = (
+            {"Authorization": f"Bearer {settings.bearer_token}"} if settings.bearer_token else None
+        )
         self.client = PrometheusConnect(
             url=settings.url,
             headers=headers,

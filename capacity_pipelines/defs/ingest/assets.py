@@ -1,6 +1,5 @@
 """Extraction assets: one daily-partitioned asset per catalog table, plus the snapshot."""
 
-
 import dagster as dg
 
 from capacity_pipelines import warehouse as wh
@@ -18,7 +17,10 @@ EXTRACTION_RETRY = dg.RetryPolicy(
 )
 PERMANENT_ERRORS = (BlockingCheckError, CatalogError, ExportFormatError, UnsupportedQueryError)
 CHECKS = {
-    "completeness": ("Expected series and points per window; WARN on gaps, ERROR when empty.", False),
+    "completeness": (
+        "Expected series and points per window; WARN on gaps or an empty answer.",
+        False,
+    ),
     "non_negative": ("No negative usage, rate, size or token count.", True),
     "freshness": ("The data reaches the end of the window.", False),
 }
@@ -26,7 +28,6 @@ CHECKS = {
 
 def _preview(frame, rows: int = 8) -> str:
     return markdown_table(frame, rows)
-
 
 
 def build_extraction_asset(catalog: Catalog, table_name: str) -> dg.AssetsDefinition:
@@ -59,8 +60,13 @@ def build_extraction_asset(catalog: Catalog, table_name: str) -> dg.AssetsDefini
         window = context.partition_time_window
         try:
             result = ingest_window(
-                metrics.source(), metrics.catalog(), table_name, window.start, window.end,
-                warehouse.path, warehouse.lock_wait_s,
+                metrics.source(),
+                metrics.catalog(),
+                table_name,
+                window.start,
+                window.end,
+                warehouse.path,
+                warehouse.lock_wait_s,
             )
         except PERMANENT_ERRORS as exc:
             # Bad input or bad data does not get better by retrying: fail at once, clearly.
