@@ -26,7 +26,6 @@ import polars as pl
 from capacity_pipelines.tokens.prices import (
     BASE_CONTEXT_TIER,
     DEFAULT_SERVICE_TIER,
-    PRICE_CLASSES,
     TOKENS_PER_PRICE_UNIT,
     PriceBook,
     normalise_model_name,
@@ -99,8 +98,8 @@ def _price_table(book: PriceBook, breaks: pl.Series) -> pl.DataFrame:
     """Price sets expanded to one row per global validity period they cover.
 
     The union of every set's start and end dates cuts time into periods; a usage row finds its
-    period with a binary search (`search_sorted`), so the join is a plain equi-join with no sort
-    of the usage rows. Period p covers [breaks[p-1], breaks[p]).
+    period with a binary search (`search_sorted`), so no usage row is sorted or range-joined.
+    Period p covers [breaks[p-1], breaks[p]).
     """
     sets = book.price_sets()
     start = breaks.search_sorted(sets["effective_from"], side="right")
@@ -143,13 +142,25 @@ def cost_usage(usage: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
 
     Adds `cost_input_usd`, `cost_cache_read_usd`, `cost_cache_write_usd`, `cost_output_usd`,
     `discount_pct`, `cost_usd` (NULL when unpriced), `price_id` and `unpriced`.
+
+    Lookup: each row gets three small integers (the (priced model, tier) combination of its
+    labels, its context-tier slot, its validity period), which address a dense array of prices
+    with C × S × P cells (tens × 2 × ~15); the prices are then gathered, not joined.
     """
     k = _INTERNAL
     # Re-costing an already costed file replaces its cost columns instead of clashing with them.
     usage = usage.drop([c for c in COST_COLUMNS if c in usage.columns])
     keys = usage.select(_label_key(usage)).to_series()
     labels = _label_table(usage, book, keys)
-
+    combos = (
+        labels.select("price_provider", "price_model", "price_tier")
+        .unique(maintain_order=True)
+        .drop_nulls("price_model")
+        .with_row_index(f"{k}combo")
+    )
+    labels = labels.join(
+        combos, on=["price_provider", "price_model", "price_tier"], how="left", nulls_equal=True
+    )
     breaks = pl.Series(
         sorted(
             {s.effective_from for s in book.sets}
@@ -157,35 +168,57 @@ def cost_usage(usage: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
         ),
         dtype=pl.Datetime("us", "UTC"),
     )
-    # One integer per (priced model, tier) the usage actually needs; the per-row join is on ints.
     prices = _price_table(book, breaks).join(
-        labels.select("price_provider", "price_model", "price_tier").unique(),
-        left_on=["provider", "price_model", "service_tier"],
-        right_on=["price_provider", "price_model", "price_tier"],
-        how="semi",
-    )
-    combos = (
-        labels.select("price_provider", "price_model", "price_tier")
-        .unique()
-        .drop_nulls("price_model")
-        .with_row_index(f"{k}combo")
-        .with_columns(pl.col(f"{k}combo").cast(pl.Int32))
-    )
-    labels = labels.join(
-        combos, on=["price_provider", "price_model", "price_tier"], how="left", nulls_equal=True
-    )
-    prices = prices.join(
         combos,
         left_on=["provider", "price_model", "service_tier"],
         right_on=["price_provider", "price_model", "price_tier"],
         how="inner",
-    ).select(
-        f"{k}combo",
-        pl.col("above_prompt_tokens").alias(f"{k}ctx"),
-        f"{k}period",
-        "price_id",
-        *[f"usd_per_mtok_{c}" for c in PRICE_CLASSES],
     )
+    thresholds = sorted({BASE_CONTEXT_TIER, *prices["above_prompt_tokens"].to_list()})
+    n_slots, n_periods = len(thresholds), len(breaks) + 1
+    prices = prices.with_columns(
+        (
+            pl.col(f"{k}combo").cast(pl.Int64) * (n_slots * n_periods)
+            + pl.col("above_prompt_tokens").replace_strict(
+                thresholds, list(range(n_slots)), return_dtype=pl.Int64
+            )
+            * n_periods
+            + pl.col(f"{k}period").cast(pl.Int64)
+        ).alias(f"{k}cell")
+    )
+    n_cells = max(combos.height, 1) * n_slots * n_periods
+    # Price per token of each class a row needs, with the billing fallbacks applied once per
+    # cell instead of once per row: no cache-read price -> input price; no 1h write price -> 5m;
+    # no write price -> input (OpenAI, Google); no reasoning price -> output.
+    has = set(usage.columns)
+    fallbacks = {
+        "cache_read": ("cache_read", "input"),
+        "cache_write_5m": ("cache_write_5m", "input"),
+        "cache_write_1h": ("cache_write_1h", "cache_write_5m", "input"),
+        "reasoning": ("reasoning", "output"),
+    }
+    needed = ["input", "output"]
+    needed += ["cache_read"] if "cache_read_input_tokens" in has else []
+    needed += ["cache_write_5m"] if "cache_write_input_tokens" in has else []
+    needed += ["cache_write_1h"] if {"cache_write_input_tokens", "cache_write_ttl"} <= has else []
+    needed += ["reasoning"] if "reasoning_output_tokens" in has else []
+    per_token = 1.0 / TOKENS_PER_PRICE_UNIT
+    id_cells: list[str | None] = [None] * n_cells
+    price_cells: dict[str, list[float | None]] = {c: [None] * n_cells for c in needed}
+    for row in prices.iter_rows(named=True):
+        id_cells[row[f"{k}cell"]] = row["price_id"]
+        for cls in needed:
+            usd = next(
+                (
+                    row[f"usd_per_mtok_{c}"]
+                    for c in fallbacks.get(cls, (cls,))
+                    if row[f"usd_per_mtok_{c}"] is not None
+                ),
+                None,
+            )
+            price_cells[cls][row[f"{k}cell"]] = None if usd is None else usd * per_token
+    dense = [pl.Series("price_id", id_cells, dtype=pl.Enum(sorted(set(prices["price_id"]))))]
+    dense += [pl.Series(f"{k}usd_{c}", v, dtype=pl.Float64) for c, v in price_cells.items()]
 
     # Context tier: prompt size per LLM call. Aggregated rows (`requests` > 1) use the mean call,
     # an approximation: a step that mixes short and >200k prompts is costed at one tier.
@@ -193,97 +226,71 @@ def cost_usage(usage: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
     if "requests" in usage.columns:
         calls = pl.col("requests").cast(pl.Float64)
         prompt = pl.when(calls > 1).then(prompt / calls).otherwise(prompt)
-    ctx: pl.Expr = pl.lit(BASE_CONTEXT_TIER, dtype=pl.Int64)
-    thresholds = (
-        prices.filter(pl.col(f"{k}ctx") > BASE_CONTEXT_TIER)
-        .select(f"{k}combo", f"{k}ctx")
-        .unique()
-        .sort(f"{k}ctx")
+    slot: pl.Expr = pl.lit(0, dtype=pl.Int64)
+    tiers = (
+        prices.filter(pl.col("above_prompt_tokens") > BASE_CONTEXT_TIER)
+        .group_by("above_prompt_tokens")
+        .agg(pl.col(f"{k}combo").unique())
+        .sort("above_prompt_tokens")
     )
-    for combo, threshold in thresholds.iter_rows():
-        ctx = (
-            pl.when((pl.col(f"{k}combo") == combo) & (prompt > threshold))
-            .then(pl.lit(threshold, dtype=pl.Int64))
-            .otherwise(ctx)
+    for threshold, combos_with_tier in tiers.iter_rows():
+        slot = (
+            pl.when(pl.col(f"{k}combo").is_in(combos_with_tier) & (prompt > threshold))
+            .then(pl.lit(thresholds.index(threshold), dtype=pl.Int64))
+            .otherwise(slot)
         )
-
-    joined = (
-        usage.with_columns(keys)
-        .join(
-            labels.select(f"{k}key", f"{k}combo"),
-            on=f"{k}key",
-            how="left",
-            maintain_order="left",
-        )
-        .with_columns(
-            pl.Series(f"{k}period", breaks.search_sorted(usage["ts"], side="right")),
-            ctx.alias(f"{k}ctx"),
-        )
-        .join(
-            prices,
-            on=[f"{k}combo", f"{k}ctx", f"{k}period"],
-            how="left",
-            maintain_order="left",
-        )
-    )
+    combo_of_row = keys.replace_strict(
+        labels[f"{k}key"], labels[f"{k}combo"], default=None, return_dtype=pl.Int64
+    ).alias(f"{k}combo")
+    period = breaks.search_sorted(usage["ts"], side="right").cast(pl.Int64).alias(f"{k}period")
+    cell_expr = pl.col(f"{k}combo") * (n_slots * n_periods) + pl.col(f"{k}period")
+    if tiers.height:
+        cell_expr = cell_expr + slot * n_periods
+    # One pass: the cell address, the gathered prices and the costs are expressions of the same
+    # frame, so Polars evaluates them in parallel and reuses the shared sub-expressions.
+    frame = usage.with_columns(keys, combo_of_row, period)
+    cell = cell_expr.alias(f"{k}cell")
+    gathered = {series.name: pl.lit(series).gather(pl.col(f"{k}cell")) for series in dense}
+    frame = frame.with_columns(cell)
 
     def price(cls: str) -> pl.Expr:
-        return pl.col(f"usd_per_mtok_{cls}")
+        return pl.col(f"{k}usd_{cls}")
+
+    def tokens_times(col: str, cls: str) -> pl.Expr:
+        # An absent optional column costs 0 on a priced row and NULL on an unpriced one.
+        return _tokens(usage, col) * price(cls) if col in has else price("input") * 0.0
 
     inp = _tokens(usage, "input_tokens")
-    out = _tokens(usage, "output_tokens")
-    cache_read = _tokens(usage, "cache_read_input_tokens")
-    cache_write = _tokens(usage, "cache_write_input_tokens")
+    cached = _tokens(usage, "cache_read_input_tokens") + _tokens(usage, "cache_write_input_tokens")
     reasoning = _tokens(usage, "reasoning_output_tokens")
-    write_price_5m = pl.coalesce(price("cache_write_5m"), price("input"))
-    if "cache_write_ttl" in usage.columns:
-        ttl = pl.col("cache_write_ttl").cast(pl.String).fill_null(DEFAULT_CACHE_WRITE_TTL)
-        write_price = (
-            pl.when(ttl == "1h")
-            .then(pl.coalesce(price("cache_write_1h"), write_price_5m))
-            .otherwise(write_price_5m)
+    if "cache_write_ttl" in has and "cache_write_input_tokens" in has:
+        one_hour = pl.col("cache_write_ttl").cast(pl.String) == "1h"
+        write_cost = _tokens(usage, "cache_write_input_tokens") * (
+            pl.when(one_hour).then(price("cache_write_1h")).otherwise(price("cache_write_5m"))
         )
     else:
-        write_price = write_price_5m
-    per_token = 1.0 / TOKENS_PER_PRICE_UNIT
-    keep = 1.0 - pl.col("discount_pct") / 100.0
-
-    costed = (
-        joined.with_columns(
-            ((inp - cache_read - cache_write) * price("input") * per_token).alias("cost_input_usd"),
-            (cache_read * pl.coalesce(price("cache_read"), price("input")) * per_token).alias(
-                "cost_cache_read_usd"
-            ),
-            (cache_write * write_price * per_token).alias("cost_cache_write_usd"),
-            (
-                (
-                    (out - reasoning) * price("output")
-                    + reasoning * pl.coalesce(price("reasoning"), price("output"))
-                )
-                * per_token
-            ).alias("cost_output_usd"),
-            pl.when(pl.col("price_id").is_not_null())
-            .then(_discount_expr(labels, book))
-            .alias("discount_pct"),
-        )
-        .with_columns(
-            (pl.col(c) * keep)
-            for c in (
-                "cost_input_usd",
-                "cost_cache_read_usd",
-                "cost_cache_write_usd",
-                "cost_output_usd",
-            )
-        )
-        .with_columns(
-            (
-                pl.col("cost_input_usd")
-                + pl.col("cost_cache_read_usd")
-                + pl.col("cost_cache_write_usd")
-                + pl.col("cost_output_usd")
-            ).alias("cost_usd"),
-            pl.col("price_id").is_null().alias("unpriced"),
-        )
+        write_cost = tokens_times("cache_write_input_tokens", "cache_write_5m")
+    output_cost = (_tokens(usage, "output_tokens") - reasoning) * price("output")
+    if "reasoning_output_tokens" in has:
+        output_cost = output_cost + reasoning * price("reasoning")
+    components = {
+        "cost_input_usd": (inp - cached) * price("input"),
+        "cost_cache_read_usd": tokens_times("cache_read_input_tokens", "cache_read"),
+        "cost_cache_write_usd": write_cost,
+        "cost_output_usd": output_cost,
+    }
+    discount = _discount_expr(labels, book) if book.discounts else pl.lit(0.0)
+    if book.discounts:
+        keep = 1.0 - discount / 100.0
+        components = {name: expr * keep for name, expr in components.items()}
+    total = pl.sum_horizontal(list(components.values()), ignore_nulls=False)
+    costed = frame.with_columns(
+        *(expr.alias(name) for name, expr in gathered.items())
+    ).with_columns(
+        *(expr.alias(name) for name, expr in components.items()),
+        pl.when(pl.col("price_id").is_not_null()).then(discount).alias("discount_pct"),
+        total.alias("cost_usd"),
+        pl.col("price_id").is_null().alias("unpriced"),
     )
     return costed.select(*usage.columns, *COST_COLUMNS)
 

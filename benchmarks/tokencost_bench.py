@@ -1,0 +1,204 @@
+"""Token-cost benchmark: costing throughput and the accuracy of the prompt-caching estimate.
+
+1. Throughput: validate + cost N synthetic usage rows (default 10 million) against the built-in
+   price book, in memory (no file I/O), best and median of `--repeats` runs. The rows mix 11
+   priced model names (aliases, dated snapshots, OTel provider spellings), one unknown model,
+   both service tiers, cache reads/writes, a >200k context tier, and six months of timestamps
+   that cross the o3 price change of 2025-06-10. Goal: >= 2 million rows/s on 2 cores.
+2. Caching accuracy: on the Mooncake conversation trace (real prefix block ids), calibrate the
+   reuse-by-prompt-length table on one half of the trace and predict the reusable tokens, and the
+   $ saving of prompt caching, of the other half, where the measured reuse (hash_ids, 5-min TTL,
+   cache warm from the first half) is the truth. Both directions, plus a one-number baseline
+   (global reuse share).
+
+Run (from the repository root):
+    nice .venv/bin/python benchmarks/tokencost_bench.py
+Uses ../shared/data/mooncake_conversation_first15min.jsonl when present, else the 500-request
+slice in tests/fixtures/tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from capacity_pipelines.tokens.costing import cost_usage
+from capacity_pipelines.tokens.prices import load_price_book
+from capacity_pipelines.tokens.savings import (
+    MIN_CACHEABLE_TOKENS,
+    _priced_delta,
+    _with_prompt_caching,
+    calibrate_reuse,
+    estimated_prefix_reuse,
+    measured_prefix_reuse,
+)
+from capacity_pipelines.tokens.traces import read_usage
+from capacity_pipelines.tokens.usage import validate_usage
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MOONCAKE = REPO.parent / "shared" / "data" / "mooncake_conversation_first15min.jsonl"
+FIXTURE_MOONCAKE = REPO / "tests" / "fixtures" / "tokens" / "mooncake_conversation_first500.jsonl"
+
+# (provider label as exporters spell it, model label) of the synthetic fleet.
+LABELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-2024-08-06"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4.1-mini-2025-04-14"),
+    ("openai", "o3"),
+    ("openai", "o4-mini"),
+    ("anthropic", "claude-sonnet-4-20250514"),
+    ("anthropic", "claude-opus-4-20250514"),
+    ("anthropic", "claude-3-5-haiku-20241022"),
+    ("gcp.gemini", "gemini-2.5-pro"),
+    ("gemini", "gemini-2.5-flash"),
+    ("acme", "in-house-7b"),  # not in the book: must come back unpriced
+]
+AGENTS = ["router", "planner", "researcher", "coder", "critic", "summariser", "memory", "judge"]
+
+
+def synthetic_usage(rows: int, seed: int = 7) -> pl.DataFrame:
+    """Per-step usage rows shaped like the warehouse's llm_token_usage table."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, len(LABELS), rows)
+    start = int(dt.datetime(2025, 4, 1, tzinfo=dt.UTC).timestamp() * 1e6)
+    span = int(183 * 86_400 * 1e6)
+    ts = np.sort(rng.integers(start, start + span, rows))
+    requests = rng.integers(1, 20, rows)
+    per_call = rng.lognormal(8.5, 1.2, rows).clip(1, 400_000)
+    inp = (per_call * requests).astype(np.int64)
+    cache_read = (inp * rng.beta(2, 3, rows)).astype(np.int64)
+    cache_write = ((inp - cache_read) * rng.beta(1, 6, rows)).astype(np.int64)
+    out = (rng.lognormal(5.5, 1.0, rows) * requests).astype(np.int64)
+    providers = np.array([p for p, _ in LABELS])
+    models = np.array([m for _, m in LABELS])
+    return pl.DataFrame(
+        {
+            "ts": pl.Series(ts).cast(pl.Datetime("us", "UTC")),
+            "provider": providers[label],
+            "model": models[label],
+            "agent": np.array(AGENTS)[rng.integers(0, len(AGENTS), rows)],
+            "input_tokens": inp,
+            "output_tokens": out,
+            "cache_read_input_tokens": cache_read,
+            "cache_write_input_tokens": cache_write,
+            "service_tier": np.where(rng.random(rows) < 0.1, "batch", "standard"),
+            "requests": requests.astype(np.float64),
+        }
+    )
+
+
+def bench_throughput(rows: int, repeats: int) -> dict[str, float]:
+    usage = synthetic_usage(rows)
+    book = load_price_book()
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        costed = cost_usage(validate_usage(usage, "synthetic"), book)
+        seconds.append(time.perf_counter() - t0)
+    assert costed.height == rows
+    return {
+        "rows": rows,
+        "best_s": min(seconds),
+        "median_s": statistics.median(seconds),
+        "best_rows_per_s": rows / min(seconds),
+        "median_rows_per_s": rows / statistics.median(seconds),
+        "unpriced_share": float(costed["unpriced"].mean()),
+        "cost_usd": float(costed["cost_usd"].sum()),
+    }
+
+
+def bench_caching(trace_path: Path) -> list[dict[str, object]]:
+    """Calibrate on one half of the trace, evaluate on the other, for two price books."""
+    book = load_price_book()
+    results = []
+    base = read_usage(trace_path, provider="anthropic", model="claude-sonnet-4-20250514")
+    measured = measured_prefix_reuse(base)  # truth: whole trace in order, cache carried over
+    mid = base["ts"].min() + (base["ts"].max() - base["ts"].min()) / 2
+    first = (base["ts"] < mid).to_numpy()
+    halves = {"first half": first, "second half": ~first}
+    for provider, model in (("anthropic", "claude-sonnet-4-20250514"), ("openai", "gpt-4o")):
+        usage = validate_usage(
+            base.with_columns(provider=pl.lit(provider), model=pl.lit(model)), "mooncake"
+        )
+        costed = cost_usage(usage, book)
+        for calib_name, eval_name in (("first half", "second half"), ("second half", "first half")):
+            calib, evaluate = halves[calib_name], halves[eval_name]
+            table = calibrate_reuse(usage.filter(calib), measured.filter(calib))
+            share = float(measured.filter(calib).sum() / usage.filter(calib)["input_tokens"].sum())
+            ev_usage, ev_costed = usage.filter(evaluate), costed.filter(evaluate)
+            truth = measured.filter(evaluate)
+            estimates = {
+                "bucket table": estimated_prefix_reuse(ev_usage, table),
+                "global share": ev_usage["input_tokens"].cast(pl.Float64) * share,
+            }
+
+            def saving(reuse: pl.Series, usage=ev_usage, costed=ev_costed) -> float:
+                what_if = _with_prompt_caching(usage, reuse, MIN_CACHEABLE_TOKENS)
+                return _priced_delta(costed, what_if, book)
+
+            true_saving = saving(truth)
+            for method, est in estimates.items():
+                est_saving = saving(est)
+                results.append(
+                    {
+                        "model": model,
+                        "calibrated_on": calib_name,
+                        "evaluated_on": eval_name,
+                        "method": method,
+                        "requests": int(evaluate.sum()),
+                        "true_reused_tokens": float(truth.sum()),
+                        "est_reused_tokens": float(est.sum()),
+                        "reuse_error": float(est.sum() / truth.sum() - 1),
+                        "true_saving_usd": true_saving,
+                        "est_saving_usd": est_saving,
+                        "saving_abs_error_usd": est_saving - true_saving,
+                        "per_request_mae_tokens": float((est - truth).abs().mean()),
+                    }
+                )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trace", type=Path, default=None)
+    args = parser.parse_args()
+    trace = args.trace or (SHARED_MOONCAKE if SHARED_MOONCAKE.is_file() else FIXTURE_MOONCAKE)
+
+    print(f"polars {pl.__version__}, threads {pl.thread_pool_size()}, cpus {os.cpu_count()}")
+    t = bench_throughput(args.rows, args.repeats)
+    print("\n| rows | best s | median s | best rows/s | median rows/s | unpriced share |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {t['rows']:,} | {t['best_s']:.2f} | {t['median_s']:.2f} | "
+        f"{t['best_rows_per_s']:,.0f} | {t['median_rows_per_s']:,.0f} | "
+        f"{t['unpriced_share']:.3f} |"
+    )
+
+    print(f"\ncaching estimate, trace {trace.name}")
+    print(
+        "| model | calibrated on | evaluated on | method | requests | measured reused tokens |"
+        " estimated | reuse error | measured saving $ | estimated saving $ | $ error |"
+        " per-request MAE tokens |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in bench_caching(trace):
+        print(
+            f"| {r['model']} | {r['calibrated_on']} | {r['evaluated_on']} | {r['method']} |"
+            f" {r['requests']} | {r['true_reused_tokens']:,.0f} | {r['est_reused_tokens']:,.0f} |"
+            f" {r['reuse_error']:+.1%} | {r['true_saving_usd']:.2f} | {r['est_saving_usd']:.2f} |"
+            f" {r['saving_abs_error_usd']:+.2f} | {r['per_request_mae_tokens']:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
