@@ -31,15 +31,16 @@ MIN_CACHEABLE_TOKENS = 1024
 DEFAULT_CACHE_TTL = dt.timedelta(minutes=5)
 # Prompt-length buckets (input tokens per call) of the calibrated reuse table.
 REUSE_BUCKET_EDGES = (1_024, 4_096, 16_384, 65_536)
-# Reusable share of input tokens per bucket, from `calibrate_reuse` on the first half of the
-# Mooncake conversation trace (kvcache-ai/Mooncake @ 3b5a5941, first 15 min, 5-min TTL),
-# see benchmarks/results/tokens.md. Used only when the data has no prefix block ids.
+# Reusable share of input tokens per bucket, from `calibrate_reuse` on the first warm half
+# (minutes 5-10) of the Mooncake conversation trace (kvcache-ai/Mooncake @ 3b5a5941, 5-min TTL);
+# its accuracy on the other half is in benchmarks/results/tokens.md. A chat service's reuse:
+# used only when the data has no prefix block ids, and stated as such in the report.
 DEFAULT_REUSE_BY_BUCKET: Mapping[str, float] = {
     "<1k": 0.0,
-    "1k-4k": 0.211,
-    "4k-16k": 0.177,
-    "16k-64k": 0.219,
-    ">=64k": 0.262,
+    "1k-4k": 0.188,
+    "4k-16k": 0.236,
+    "16k-64k": 0.296,
+    ">=64k": 0.431,
 }
 
 
