@@ -19,6 +19,7 @@ from capacity_pipelines.ingest import ingest_window
 from capacity_pipelines.sources import FileSource, PrometheusSettings, PrometheusSource, SourceError
 from capacity_pipelines.sources.files import DEMO_FLEET_FILE
 from capacity_pipelines.warehouse import connect
+from tests.flaky_proxy import FlakyProxy
 from tests.prometheus_server import PrometheusServer, backfill
 from tests.synthetic_fleet import write_container_fleet
 
@@ -135,3 +136,47 @@ def test_credentials_never_appear_in_errors(tmp_path: Path, monkeypatch):
         extract_table(source, catalog, "workload_replicas", START, START.replace(hour=1))
     assert "s3cr3t" not in str(err.value)
     assert "unreachable" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    export = root / "fleet.om"
+    write_container_fleet(
+        export, containers=2, start_s=int(START.timestamp()), days=1, interval_s=300
+    )
+    backfill(export, root / "data")
+    with PrometheusServer(root / "data") as server:
+        yield export, server
+
+
+def test_429_with_retry_after_is_honoured(small_server, monkeypatch):
+    export, server = small_server
+    monkeypatch.setenv("CAPACITY_PROMETHEUS_TOKEN", "tok-123")
+    catalog = load_catalog()
+    start, end = START, START.replace(hour=12)
+    with FlakyProxy(server.url, status=429, failures=2, retry_after="1") as proxy:
+        settings = PrometheusSettings.from_env(url=proxy.url, concurrency=1, backoff_s=0.01)
+        frame = extract_table(PrometheusSource(settings), catalog, "workload_replicas", start, end)
+        got = extract_table(PrometheusSource(settings), catalog, "container_usage", start, end)
+    statuses = [status for _, status, _ in proxy.requests]
+    assert statuses[:3] == [429, 429, 200]
+    waited = proxy.requests[2][0] - proxy.requests[0][0]
+    assert waited >= 1.9  # two Retry-After: 1 honoured, not the 10 ms backoff
+    assert all(h.get("Authorization") == "Bearer tok-123" for _, _, h in proxy.requests)
+    assert frame.frame.height == 0  # the synthetic fleet has no Deployment series
+    expected = extract_table(FileSource([export]), catalog, "container_usage", start, end)
+    assert got.frame.equals(expected.frame) or got.frame.height == expected.frame.height
+
+
+def test_persistent_5xx_gives_a_clear_error_after_retries(small_server):
+    _, server = small_server
+    catalog = load_catalog()
+    with FlakyProxy(server.url, status=503, failures=100) as proxy:
+        settings = PrometheusSettings(url=proxy.url, retries=2, backoff_s=0.01, concurrency=1)
+        with pytest.raises(SourceError) as err:
+            extract_table(
+                PrometheusSource(settings), catalog, "container_usage", START, START.replace(hour=1)
+            )
+    assert len(proxy.requests) == 3  # the first try and two retries
+    assert "query_range" in str(err.value) and proxy.url in str(err.value)

@@ -9,6 +9,7 @@ never sees (or writes) a partial window.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,6 @@ import numpy as np
 import polars as pl
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from capacity_pipelines.catalog import ColumnQuery, TableSpec, format_duration, render_promql
@@ -72,8 +72,9 @@ class PrometheusSettings:
         return f"PrometheusSettings(url={self.url!r}, timeout_s={self.timeout_s})"
 
 
-def _session(settings: PrometheusSettings) -> requests.Session:
-    retry = Retry(
+def _retry(settings: PrometheusSettings) -> Retry:
+    """Retries for timeouts, refused connections, 429 and 5xx, honouring `Retry-After`."""
+    return Retry(
         total=settings.retries,
         connect=settings.retries,
         read=settings.retries,
@@ -85,10 +86,10 @@ def _session(settings: PrometheusSettings) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,
     )
+
+
+def _session(settings: PrometheusSettings) -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=max(settings.concurrency, 4))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
     session.verify = settings.ca_bundle or settings.verify_tls
     return session
 
@@ -120,6 +121,11 @@ def _decode(result: list[dict], labels: tuple[str, ...]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
+def failed_later(error: BaseException) -> bool:
+    """True for the stand-in errors of chunks skipped after the first real failure."""
+    return isinstance(error, SourceError) and str(error).startswith("cancelled after")
+
+
 class PrometheusSource(MetricSource):
     """Reads catalog columns from a live Prometheus with `query_range`."""
 
@@ -135,6 +141,8 @@ class PrometheusSource(MetricSource):
             disable_ssl=not settings.verify_tls,
             auth=settings.basic_auth,
             session=_session(settings),
+            # prometheus-api-client mounts its own adapter on the URL: give it our policy.
+            retry=_retry(settings),
             timeout=settings.timeout_s,
         )
 
@@ -171,8 +179,26 @@ class PrometheusSource(MetricSource):
             for q in queries
             for chunk in chunks
         ]
+        failed = threading.Event()
+
+        def fetch(promql: str, chunk: np.ndarray) -> list[dict]:
+            # Once one chunk has failed for good, the rest stop instead of hammering a sick
+            # server; the caller gets the first, meaningful error.
+            if failed.is_set():
+                raise SourceError("cancelled after an earlier chunk failed")
+            try:
+                return self._query(promql, chunk, step_s)
+            except BaseException:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            answers = list(pool.map(lambda job: self._query(job[1], job[2], step_s), jobs))
+            futures = [pool.submit(fetch, promql, chunk) for _, promql, chunk in jobs]
+            errors = [f.exception() for f in futures]
+        first_error = next((e for e in errors if e is not None and not failed_later(e)), None)
+        if first_error is not None:
+            raise first_error
+        answers = [f.result() for f in futures]
         out: dict[str, list[pl.DataFrame]] = {q.column: [] for q in queries}
         for (column, _, _), result in zip(jobs, answers, strict=True):
             out[column].append(_decode(result, table.source_labels))
