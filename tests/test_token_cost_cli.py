@@ -227,3 +227,31 @@ def test_savings_batch_for_labelled_agents_is_exact():
     # 1M tokens at 0.15 standard vs 0.075 batch per M
     assert batch["window_savings_usd"] == pytest.approx(0.075)
     assert batch["basis"] == "labelled agents"
+
+
+def test_generic_request_log_with_agents_and_conversations(tmp_path: Path):
+    # A per-request JSONL log in OpenAI usage spelling: prompt/completion/cached tokens.
+    t0 = "2025-07-01T10:00:00"
+    lines = [
+        {"timestamp": t0, "model": "gpt-4o", "agent": "chat", "conversation_id": "a",
+         "prompt_tokens": 900, "completion_tokens": 100, "cached_tokens": 0},
+        {"timestamp": t0, "model": "gpt-4o", "agent": "planner", "conversation_id": "b",
+         "prompt_tokens": 2_000, "completion_tokens": 200, "cached_tokens": 1_000},
+        {"timestamp": t0[:-2] + "05", "model": "gpt-4o", "agent": "coder", "conversation_id": "b",
+         "prompt_tokens": 3_600, "completion_tokens": 200, "cached_tokens": 0},
+    ]
+    usage = tmp_path / "calls.jsonl"
+    usage.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    report = tmp_path / "r"
+    assert main(["--usage", str(usage), "--out", str(tmp_path / "c.parquet"),
+                 "--provider", "openai", "--report-dir", str(report)]) == 0
+    costed = pl.read_parquet(tmp_path / "c.parquet")
+    # b/planner: 1,000 uncached × 2.5 + 1,000 cached × 1.25 + 200 out × 10 per M = 0.00575
+    assert costed["cost_usd"][1] == pytest.approx(0.00575)
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["requests"]["amplification_factor"] == pytest.approx(6_000 / 1_000)
+    assert summary["cache_hit_ratio"] == pytest.approx(1_000 / 6_500)
+    savings = pl.read_csv(report / "savings.csv")
+    filtering = savings.filter(pl.col("opportunity") == "intermediate-message filtering")
+    # 30 % of the coder's 3,600 uncached input tokens at 2.50 per M
+    assert filtering["window_savings_usd"][0] == pytest.approx(0.3 * 3_600 * 2.5e-6)
