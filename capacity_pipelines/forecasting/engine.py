@@ -139,6 +139,7 @@ class CapacityForecaster:
         self._series: list[RegularSeries] = []
         self.backtest_: pl.DataFrame | None = None
         self._global_cache: list[dict[int, np.ndarray | None]] | None = None
+        self._calibration: tuple | None = None
 
     def fit(self, history: pl.DataFrame) -> Self:
         """Validate the long frame and put each series on its regular grid."""
@@ -228,18 +229,30 @@ class CapacityForecaster:
             rows.extend({"series_id": s.series_id, "model": m,
                          "backtest_mase": score.get(m, math.nan),
                          "weight": weights.get(m, 0.0)} for m in cand)
-        offsets = self._quantile_offsets(errors, quantiles, h)
-        columns: dict[str, list[np.ndarray]] = {"point": points}
+        self.backtest_ = pl.DataFrame(rows, schema={"series_id": pl.String, "model": pl.String,
+                                                    "backtest_mase": pl.Float64,
+                                                    "weight": pl.Float64})
+        self._calibration = (h, quantiles, points, scales, errors, labels)
+        return self.with_intervals(self.settings.interval_method)
+
+    def with_intervals(self, interval_method: str) -> pl.DataFrame:
+        """The last prediction's points with quantiles from `interval_method`.
+
+        Re-uses the stored backtest errors, so pooled and per-series calibration can be
+        compared on exactly the same point forecasts without refitting anything.
+        """
+        if self._calibration is None:
+            raise ValueError("call predict() first")
+        h, quantiles, points, scales, errors, labels = self._calibration
+        offsets = self._quantile_offsets(errors, quantiles, h, interval_method)
+        columns: dict[str, list[np.ndarray]] = {"point": list(points)}
         for j, q in enumerate(quantiles):
             columns[quantile_column(q)] = [p + scale * off[:, j]
                                            for p, scale, off in zip(points, scales, offsets,
                                                                     strict=True)]
         self._finish(columns, quantiles)
-        self.backtest_ = pl.DataFrame(rows, schema={"series_id": pl.String, "model": pl.String,
-                                                    "backtest_mase": pl.Float64,
-                                                    "weight": pl.Float64})
-        frame = forecast_frame(series, columns, h, {"model": labels})
-        return frame.with_columns(pl.lit(self.settings.interval_method).alias("interval_method"))
+        frame = forecast_frame(self._series, columns, h, {"model": labels})
+        return frame.with_columns(pl.lit(interval_method).alias("interval_method"))
 
     def _guard(self, s: RegularSeries, merged: dict[str, dict[int, np.ndarray | None]],
                h: int) -> dict[str, dict[int, np.ndarray]]:
@@ -324,20 +337,32 @@ class CapacityForecaster:
             out.append((steps[ok], (actual[ok] - np.asarray(forecast)[: actual.size][ok]) / scale))
         return out
 
-    def _quantile_offsets(self, errors: list[list[tuple[np.ndarray, np.ndarray]]],
-                          quantiles: Sequence[float], h: int) -> list[np.ndarray]:
-        """Per series: an (h, len(quantiles)) array of normalised error quantiles."""
+    @staticmethod
+    def _quantile_offsets(errors: list[list[tuple[np.ndarray, np.ndarray]]],
+                          quantiles: Sequence[float], h: int,
+                          interval_method: str) -> list[np.ndarray]:
+        """Per series: an (h, len(quantiles)) array of error quantiles in MASE-scale units.
+
+        Pooled: each series' errors are divided by its own backtest mean absolute error
+        (`spread`), pooled across series per horizon bucket, and the pooled quantiles are
+        multiplied back by the series' spread. Series differ in how predictable they are, so
+        pooling raw scaled errors would give calm series the bands of noisy ones.
+        """
         width = max(1, math.ceil(h / 7))
         buckets = (np.arange(1, h + 1) - 1) // width
         n_buckets = int(buckets.max()) + 1
+        spreads = [float(np.mean(np.abs(np.concatenate([p[1] for p in e]))))
+                   if e and sum(p[1].size for p in e) else math.nan for e in errors]
+        known = [x for x in spreads if np.isfinite(x) and x > EPSILON]
+        typical = float(np.median(known)) if known else 1.0
+        # a series whose backtest was (nearly) perfect still gets a tenth of a typical spread
+        spreads = [max(x, 0.1 * typical) if np.isfinite(x) else typical for x in spreads]
 
         def table(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
-            if not pairs:
+            if not pairs or not sum(p[1].size for p in pairs):
                 return None
             steps = np.concatenate([p[0] for p in pairs])
             errs = np.concatenate([p[1] for p in pairs])
-            if errs.size == 0:
-                return None
             everything = np.quantile(errs, quantiles)
             rows = []
             for b in range(n_buckets):
@@ -346,19 +371,19 @@ class CapacityForecaster:
                             if in_bucket.size >= MIN_BUCKET_ERRORS else everything)
             return np.asarray(rows)[buckets]
 
-        pooled = table([pair for series_errors in errors for pair in series_errors])
+        pooled = table([(steps, errs / spread) for series_errors, spread in
+                        zip(errors, spreads, strict=True) for steps, errs in series_errors])
         if pooled is None:
-            # No series could be backtested: a symmetric one-scale band per quantile level.
+            # No series could be backtested: a symmetric band of two scales at most.
             pooled = np.tile(np.asarray([(q - 0.5) * 4.0 for q in quantiles]), (h, 1))
-        if self.settings.interval_method == POOLED:
-            return [pooled] * len(errors)
-        if self.settings.interval_method != PER_SERIES:
-            raise ValueError(f"unknown interval_method {self.settings.interval_method!r}")
+        if interval_method == POOLED:
+            return [pooled * spread for spread in spreads]
+        if interval_method != PER_SERIES:
+            raise ValueError(f"unknown interval_method {interval_method!r}")
         out = []
-        for series_errors in errors:
-            pairs = [(np.ones_like(p[0]), p[1]) for p in series_errors]  # one bucket
-            own = table(pairs) if pairs and sum(p[1].size for p in pairs) else None
-            out.append(pooled if own is None else np.tile(own[0], (h, 1)))
+        for series_errors, spread in zip(errors, spreads, strict=True):
+            own = table([(np.ones_like(p[0]), p[1]) for p in series_errors])  # one bucket
+            out.append(pooled * spread if own is None else np.tile(own[0], (h, 1)))
         return out
 
     def _finish(self, columns: dict[str, list[np.ndarray]], quantiles: Sequence[float]) -> None:

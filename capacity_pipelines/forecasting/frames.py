@@ -81,7 +81,7 @@ def seasonal_periods(step_s: int) -> tuple[int, ...]:
 
 def usable_periods(n: int, step_s: int) -> tuple[int, ...]:
     """Seasonal periods that the history covers at least `MIN_SEASONS` times."""
-    return tuple(p for p in seasonal_periods(step_s) if n >= MIN_SEASONS * p)
+    return tuple(p for p in seasonal_periods(step_s) if n > MIN_SEASONS * p)
 
 
 def validate_history(history: pl.DataFrame, source: str = "history",
