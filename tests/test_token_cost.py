@@ -306,3 +306,19 @@ def test_builtin_book_rows_have_sources_and_the_required_grain(book):
     for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3", "o4-mini", "claude-sonnet-4",
                   "claude-opus-4", "claude-3-5-haiku", "gemini-2.5-pro", "gemini-2.5-flash"):
         assert model in set(rows["model"])
+
+
+def test_the_shipped_override_example_loads_and_applies():
+    from capacity_pipelines.tokens.prices import BUILTIN_PRICE_DIR
+
+    book = load_price_book(BUILTIN_PRICE_DIR / "override.example.yaml")
+    c = cost(
+        book,
+        # own model through a routing prefix: 1M in + 1M out at 0.40 each
+        dict(ts=at("2026-02-01"), provider="vllm", model="meta-llama/Llama-3.1-70B-Instruct",
+             input_tokens=1_000_000, output_tokens=1_000_000),
+        # the dated 15 % Anthropic discount: 100k sonnet input tokens = 0.30 × 0.85
+        dict(ts=at("2026-02-01"), provider="anthropic", model="claude-sonnet-4",
+             input_tokens=100_000, output_tokens=0),
+    )
+    assert c["cost_usd"].to_list() == pytest.approx([0.8, 0.3 * 0.85])

@@ -199,7 +199,7 @@ class PriceBook:
 def normalise_model_name(model: str) -> str:
     """Lower-case and drop routing prefixes (`openai/gpt-4o`, `models/gemini-2.5-pro`)."""
     name = model.strip().lower()
-    if "/" in name and not name.startswith("meta-llama/"):
+    if "/" in name:
         name = name.rsplit("/", 1)[1]
     return name
 

@@ -306,13 +306,17 @@ def budget_crossings(
 
     `crossing_date_p50` uses the median daily forecast; `crossing_date_p95` the daily p95, summed
     (an upper bound of the cumulative p95, so the earliest plausible date). Null = not crossed
-    within the forecast horizon.
+    within the forecast horizon. The unobserved rest of the last observed day counts pro rata at
+    that day's forecast (or the first forecast day's), so a partial day is neither lost nor
+    counted twice.
     """
     if not thresholds or costed.height == 0:
         return pl.DataFrame()
     last = costed["ts"].max()
-    month_start = last.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_day = last.replace(hour=0, minute=0, second=0, microsecond=0)
+    month_start = last_day.replace(day=1)
     mtd = costed.filter(pl.col("ts") >= month_start)["cost_usd"].sum() or 0.0
+    rest_of_day = 1.0 - (last - last_day).total_seconds() / 86_400
     rows = []
     for th in thresholds:
         row: dict[str, Any] = {
@@ -323,14 +327,24 @@ def budget_crossings(
         for q in ("p50", "p95"):
             crossing = last.date() if mtd >= th.monthly_usd else None
             if crossing is None and forecast.height:
-                # Only the forecast days of the same calendar month count toward its budget.
-                in_month = forecast.filter(
-                    (pl.col("ts") >= month_start)
-                    & (pl.col("ts").dt.month() == month_start.month)
-                    & (pl.col("ts").dt.year() == month_start.year)
-                ).with_columns((pl.col(q).cum_sum() + mtd).alias("cumulative"))
-                hit = in_month.filter(pl.col("cumulative") >= th.monthly_usd)
-                crossing = hit["ts"].min().date() if hit.height else None
+                today = forecast.filter(pl.col("ts") == last_day)
+                today_rate = (today if today.height else forecast.sort("ts").head(1))[q][0]
+                start = mtd + rest_of_day * today_rate
+                if start >= th.monthly_usd:
+                    crossing = last.date()
+                else:
+                    # Only the forecast days of the same calendar month count toward its budget.
+                    in_month = (
+                        forecast.filter(
+                            (pl.col("ts") > last_day)
+                            & (pl.col("ts").dt.month() == month_start.month)
+                            & (pl.col("ts").dt.year() == month_start.year)
+                        )
+                        .sort("ts")
+                        .with_columns((pl.col(q).cum_sum() + start).alias("cumulative"))
+                    )
+                    hit = in_month.filter(pl.col("cumulative") >= th.monthly_usd)
+                    crossing = hit["ts"].min().date() if hit.height else None
             row[f"crossing_date_{q}"] = crossing
         rows.append(row)
     return pl.DataFrame(rows)
