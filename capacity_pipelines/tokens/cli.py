@@ -115,17 +115,21 @@ def run_token_cost(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
     try:
-        costed.write_parquet(tmp)
-        if report is not None:
-            write_report(report, args.report_dir)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            costed.write_parquet(tmp)
+            if report is not None:
+                write_report(report, args.report_dir)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as error:
+        print(f"capacity {COMMAND}: error: cannot write {out}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     total = costed["cost_usd"].sum()
     unpriced = int(costed["unpriced"].sum())
     print(
