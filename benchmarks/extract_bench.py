@@ -9,6 +9,7 @@ one run, alternating:
 Throughput is samples returned per second; the goal is extract >= 0.7 x plain.
 
     .venv/bin/python benchmarks/extract_bench.py [--containers 170] [--days 14] [--repeats 3]
+        [--workdir DIR]   (reuse the backfilled TSDB across reruns)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,22 +73,30 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=14)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the backfilled TSDB here and reuse it on reruns"
+    )
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="extract_bench_"))
-    export = root / "fleet.om"
-    began = time.monotonic()
-    samples_written = write_container_fleet(
-        export, args.containers, int(START.timestamp()), args.days, 60, shape=nab_shape()
-    )
-    print(
-        f"fleet: {args.containers * 3} series, {samples_written:,} samples "
-        f"({time.monotonic() - began:.0f} s to write)"
-    )
-    began = time.monotonic()
-    backfill(export, root / "data")
-    print(f"promtool backfill: {time.monotonic() - began:.0f} s")
-    export.unlink()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="extract_bench_"))
+    stamp = root / f"fleet-{args.containers}x{args.days}d.done"
+    if not stamp.exists():
+        shutil.rmtree(root / "data", ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        export = root / "fleet.om"
+        began = time.monotonic()
+        samples_written = write_container_fleet(
+            export, args.containers, int(START.timestamp()), args.days, 60, shape=nab_shape()
+        )
+        print(
+            f"fleet: {args.containers * 3} series, {samples_written:,} samples "
+            f"({time.monotonic() - began:.0f} s to write)"
+        )
+        began = time.monotonic()
+        backfill(export, root / "data")
+        print(f"promtool backfill: {time.monotonic() - began:.0f} s")
+        export.unlink()
+        stamp.touch()
 
     catalog = dataclasses.replace(load_catalog(), step_seconds=60, rate_window_seconds=300)
     table = catalog.table("container_usage")
@@ -109,6 +119,7 @@ def main() -> None:
             plain_times.append(time.perf_counter() - t0)
 
             db = root / f"wh{repeat}.duckdb"
+            db.unlink(missing_ok=True)
             source = PrometheusSource(PrometheusSettings(url=server.url, **settings_kw))
             t0 = time.perf_counter()
             result = ingest_window(source, catalog, "container_usage", start, end, db)

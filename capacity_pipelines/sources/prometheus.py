@@ -25,6 +25,7 @@ from capacity_pipelines.sources.base import MetricSource, SourceError
 
 PROMETHEUS_MAX_POINTS = 11_000  # Prometheus refuses range queries above this per series
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+_SPECIAL_VALUES = {"+Inf": "inf", "-Inf": "-inf", "NaN": "nan"}  # Prometheus' JSON spellings
 
 
 @dataclass(frozen=True)
@@ -102,23 +103,34 @@ def grid_chunks(grid: np.ndarray, max_points: int) -> list[np.ndarray]:
 
 
 def _decode(result: list[dict], labels: tuple[str, ...]) -> pl.DataFrame:
-    """Turn a query_range `result` into the long frame (NaN answers are dropped as gaps)."""
+    """Turn a query_range `result` into the long frame (NaN answers are dropped as gaps).
+
+    All series of the answer are flattened into three lists and converted once by Polars:
+    per-series frames cost more than the data for short chunks.
+    """
     schema = {**{name: pl.Utf8 for name in labels}, "ts": pl.Float64, "value": pl.Float64}
-    frames = []
-    for series in result:
-        values = series.get("values") or []
-        if not values:
-            continue
-        ts = np.fromiter((v[0] for v in values), dtype=np.float64, count=len(values))
-        val = np.array([v[1] for v in values], dtype=np.float64)
-        keep = ~np.isnan(val)
-        n = int(keep.sum())
-        if n == 0:
-            continue
-        metric = series.get("metric", {})
-        cols = {name: pl.repeat(metric.get(name, ""), n, eager=True) for name in labels}
-        frames.append(pl.DataFrame({**cols, "ts": ts[keep], "value": val[keep]}, schema=schema))
-    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    series = [s for s in result if s.get("values")]
+    if not series:
+        return pl.DataFrame(schema=schema)
+    lengths = [len(s["values"]) for s in series]
+    points = [point for s in series for point in s["values"]]
+    frame = pl.DataFrame(
+        {
+            "ts": pl.Series([p[0] for p in points], dtype=pl.Float64),
+            "value": pl.Series([p[1] for p in points], dtype=pl.Utf8),
+            "series_index": np.repeat(np.arange(len(series), dtype=np.uint32), lengths),
+        }
+    )
+    metrics = pl.DataFrame(
+        {name: [s.get("metric", {}).get(name, "") for s in series] for name in labels},
+        schema={name: pl.Utf8 for name in labels},
+    ).with_row_index("series_index")
+    frame = (
+        frame.with_columns(pl.col("value").replace(_SPECIAL_VALUES).cast(pl.Float64))
+        .filter(pl.col("value").is_not_nan())
+        .join(metrics, on="series_index", how="left")
+    )
+    return frame.select(*labels, "ts", "value")
 
 
 def failed_later(error: BaseException) -> bool:
@@ -181,16 +193,18 @@ class PrometheusSource(MetricSource):
         ]
         failed = threading.Event()
 
-        def fetch(promql: str, chunk: np.ndarray) -> list[dict]:
+        def fetch(promql: str, chunk: np.ndarray) -> pl.DataFrame:
             # Once one chunk has failed for good, the rest stop instead of hammering a sick
             # server; the caller gets the first, meaningful error.
             if failed.is_set():
                 raise SourceError("cancelled after an earlier chunk failed")
             try:
-                return self._query(promql, chunk, step_s)
+                result = self._query(promql, chunk, step_s)
             except BaseException:
                 failed.set()
                 raise
+            # Decoding here overlaps with the other chunks' time on the server.
+            return _decode(result, table.source_labels)
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = [pool.submit(fetch, promql, chunk) for _, promql, chunk in jobs]
@@ -198,8 +212,7 @@ class PrometheusSource(MetricSource):
         first_error = next((e for e in errors if e is not None and not failed_later(e)), None)
         if first_error is not None:
             raise first_error
-        answers = [f.result() for f in futures]
         out: dict[str, list[pl.DataFrame]] = {q.column: [] for q in queries}
-        for (column, _, _), result in zip(jobs, answers, strict=True):
-            out[column].append(_decode(result, table.source_labels))
+        for (column, _, _), future in zip(jobs, futures, strict=True):
+            out[column].append(future.result())
         return {column: pl.concat(parts) for column, parts in out.items()}
