@@ -14,9 +14,10 @@ reasoning tokens a subset of output, so nothing is billed twice):
 Rows whose model (or tier, or date) has no price get `cost_usd` NULL and `unpriced` true: an
 unknown model costed at zero would hide exactly the spend nobody is watching.
 
-The work is a handful of column expressions and two hash joins against small tables (distinct
-provider/model pairs, price sets); the only per-item Python is over distinct model names, price
-sets and discount rules, never over usage rows.
+The per-row work is a hash of the label columns, a lookup among the few distinct labels, a binary
+search over the book's price-change dates, a gather from a small dense price array and a handful
+of column expressions; the only per-item Python is over distinct labels, price sets and discount
+rules, never over usage rows.
 """
 
 from __future__ import annotations
@@ -246,8 +247,8 @@ def cost_usage(usage: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
     cell_expr = pl.col(f"{k}combo") * (n_slots * n_periods) + pl.col(f"{k}period")
     if tiers.height:
         cell_expr = cell_expr + slot * n_periods
-    # One pass: the cell address, the gathered prices and the costs are expressions of the same
-    # frame, so Polars evaluates them in parallel and reuses the shared sub-expressions.
+    # Three column passes over the usage: labels/period, cell address, then gathered prices and
+    # costs; inside each pass Polars evaluates the expressions in parallel.
     frame = usage.with_columns(keys, combo_of_row, period)
     cell = cell_expr.alias(f"{k}cell")
     gathered = {series.name: pl.lit(series).gather(pl.col(f"{k}cell")) for series in dense}
@@ -264,7 +265,9 @@ def cost_usage(usage: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
     cached = _tokens(usage, "cache_read_input_tokens") + _tokens(usage, "cache_write_input_tokens")
     reasoning = _tokens(usage, "reasoning_output_tokens")
     if "cache_write_ttl" in has and "cache_write_input_tokens" in has:
-        one_hour = pl.col("cache_write_ttl").cast(pl.String) == "1h"
+        # A NULL TTL is the provider default (5 minutes), like an explicit "5m".
+        ttl = pl.col("cache_write_ttl").cast(pl.String).fill_null(DEFAULT_CACHE_WRITE_TTL)
+        one_hour = ttl == "1h"
         write_cost = _tokens(usage, "cache_write_input_tokens") * (
             pl.when(one_hour).then(price("cache_write_1h")).otherwise(price("cache_write_5m"))
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import polars as pl
 
@@ -35,13 +36,15 @@ REUSE_BUCKET_EDGES = (1_024, 4_096, 16_384, 65_536)
 # (minutes 5-10) of the Mooncake conversation trace (kvcache-ai/Mooncake @ 3b5a5941, 5-min TTL);
 # its accuracy on the other half is in benchmarks/results/tokens.md. A chat service's reuse:
 # used only when the data has no prefix block ids, and stated as such in the report.
-DEFAULT_REUSE_BY_BUCKET: Mapping[str, float] = {
-    "<1k": 0.0,
-    "1k-4k": 0.188,
-    "4k-16k": 0.236,
-    "16k-64k": 0.296,
-    ">=64k": 0.431,
-}
+DEFAULT_REUSE_BY_BUCKET: Mapping[str, float] = MappingProxyType(
+    {
+        "<1k": 0.0,
+        "1k-4k": 0.188,
+        "4k-16k": 0.236,
+        "16k-64k": 0.296,
+        ">=64k": 0.431,
+    }
+)
 
 
 @dataclass(frozen=True)
