@@ -56,6 +56,9 @@ def test_cli_costs_the_azure_trace_at_the_price_of_its_new_start(tmp_path: Path,
     summary = json.loads((report / "summary.json").read_text())
     assert summary["cost_usd"] == pytest.approx(expected)
     assert summary["forecast_history"].startswith("daily run rate")
+    # flat run rate: the window's spend scaled from its span to 24 h, for 30 days
+    span_s = (costed["ts"].max() - costed["ts"].min()).total_seconds()
+    assert summary["forecast_30d_usd_p50"] == pytest.approx(30 * expected * 86_400 / span_s)
     assert "$" in capsys.readouterr().out
 
 

@@ -41,7 +41,9 @@ Z_BY_QUANTILE = {"p50": 0.0, "p80": 0.8416, "p90": 1.2816, "p95": 1.6449}
 MIN_DAYS_FOR_WEEKLY_PROFILE = 14
 # Windows shorter than this are projected as a daily run rate instead of a daily series.
 MIN_DAYS_FOR_DAILY_SERIES = 2
-MIN_RUN_RATE_WINDOW_S = 3_600.0  # never extrapolate a day from less than an hour
+# Shortest window extrapolated to a daily run rate: below a minute, a burst of a few requests
+# would be multiplied by more than 1,440 into a daily figure nobody should plan with.
+MIN_RUN_RATE_WINDOW_S = 60.0
 
 SpendForecaster = Callable[[pl.DataFrame, int], pl.DataFrame]
 
@@ -216,7 +218,11 @@ def daily_spend_history(costed: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     start, end = priced["ts"].min(), priced["ts"].max()
     span_s = (end - start).total_seconds()
     if span_s < MIN_DAYS_FOR_DAILY_SERIES * 86_400:
-        rate = priced["cost_usd"].sum() * 86_400 / max(span_s, MIN_RUN_RATE_WINDOW_S)
+        if span_s < MIN_RUN_RATE_WINDOW_S:
+            return pl.DataFrame(
+                schema={"series_id": pl.String, "ts": pl.Datetime("us", "UTC"), "value": pl.Float64}
+            ), f"no projection: {span_s:.0f} s window is shorter than {MIN_RUN_RATE_WINDOW_S:.0f} s"
+        rate = priced["cost_usd"].sum() * 86_400 / span_s
         day = end.replace(hour=0, minute=0, second=0, microsecond=0)
         history = pl.DataFrame(
             {"series_id": [SPEND_SERIES_ID], "ts": [day], "value": [rate]},

@@ -30,6 +30,8 @@ MIN_CACHEABLE_TOKENS = 1024
 # Anthropic's default cache lifetime, refreshed on every hit; OpenAI keeps prefixes 5-10 minutes
 # idle. A reuse further apart than this is a miss.
 DEFAULT_CACHE_TTL = dt.timedelta(minutes=5)
+# Shortest window whose savings are extrapolated to 30 days (same rule as the report's run rate).
+MIN_EXTRAPOLATION_WINDOW_S = 60.0
 # Prompt-length buckets (input tokens per call) of the calibrated reuse table.
 REUSE_BUCKET_EDGES = (1_024, 4_096, 16_384, 65_536)
 # Reusable share of input tokens per bucket, from `calibrate_reuse` on the first warm half
@@ -227,9 +229,9 @@ def savings_opportunities(
         ]
     )
     span_s = (costed["ts"].max() - costed["ts"].min()).total_seconds() if costed.height > 1 else 0.0
-    # Scale the window to 30 days; a window shorter than an hour is scaled as one hour so a few
-    # seconds of trace cannot produce an absurd monthly figure.
-    to_30d = 30 * 86_400 / max(span_s, 3_600.0)
+    # Scale the window to 30 days, as the report's run rate does; under a minute of data is not
+    # extrapolated (a burst would be multiplied by more than 43,000).
+    to_30d = 30 * 86_400 / span_s if span_s >= MIN_EXTRAPOLATION_WINDOW_S else None
     rows: list[dict[str, object]] = []
 
     def add(name: str, saving: float | None, basis: str, assumption: str) -> None:
@@ -237,7 +239,7 @@ def savings_opportunities(
             {
                 "opportunity": name,
                 "window_savings_usd": saving,
-                "savings_30d_usd": None if saving is None else saving * to_30d,
+                "savings_30d_usd": None if saving is None or to_30d is None else saving * to_30d,
                 "basis": basis,
                 "assumptions": assumption,
             }
