@@ -133,8 +133,8 @@ def run_token_cost(args: argparse.Namespace) -> int:
     total = costed["cost_usd"].sum()
     unpriced = int(costed["unpriced"].sum())
     print(
-        f"costed {costed.height} rows: ${total:,.4f}"
-        + (f", {unpriced} unpriced rows (cost_usd NULL)" if unpriced else "")
+        f"costed {costed.height} rows: ${total:,.4f} for {costed.height - unpriced} priced rows"
+        + (f"; {unpriced} unpriced rows (cost_usd NULL, see the report)" if unpriced else "")
         + f" -> {out}"
     )
     return 0
