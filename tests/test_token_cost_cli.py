@@ -258,3 +258,14 @@ def test_generic_request_log_with_agents_and_conversations(tmp_path: Path):
     filtering = savings.filter(pl.col("opportunity") == "intermediate-message filtering")
     # 30 % of the coder's 3,600 uncached input tokens at 2.50 per M
     assert filtering["window_savings_usd"][0] == pytest.approx(0.3 * 3_600 * 2.5e-6)
+
+
+def test_token_cost_package_does_not_import_dagster():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, capacity_pipelines.tokens.cli, capacity_pipelines.tokens.report;"
+        " sys.exit('dagster' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
