@@ -36,11 +36,11 @@ from capacity_pipelines.tokens.prices import load_price_book
 from capacity_pipelines.tokens.savings import (
     DEFAULT_CACHE_TTL,
     MIN_CACHEABLE_TOKENS,
-    _priced_delta,
-    _with_prompt_caching,
     calibrate_reuse,
     estimated_prefix_reuse,
     measured_prefix_reuse,
+    priced_saving,
+    with_prompt_caching,
 )
 from capacity_pipelines.tokens.traces import read_usage
 from capacity_pipelines.tokens.usage import validate_usage
@@ -156,8 +156,8 @@ def bench_caching(
             }
 
             def saving(reuse: pl.Series, usage=ev_usage, costed=ev_costed) -> float:
-                what_if = _with_prompt_caching(usage, reuse, MIN_CACHEABLE_TOKENS)
-                return _priced_delta(costed, what_if, book)
+                what_if = with_prompt_caching(usage, reuse, MIN_CACHEABLE_TOKENS)
+                return priced_saving(costed, what_if, book)
 
             true_saving = saving(truth)
             for method, est in estimates.items():

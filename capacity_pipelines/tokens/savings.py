@@ -179,7 +179,7 @@ def estimated_prefix_reuse(usage: pl.DataFrame, reuse_by_bucket: Mapping[str, fl
     ]
 
 
-def _with_prompt_caching(usage: pl.DataFrame, reusable: pl.Series, min_tokens: int) -> pl.DataFrame:
+def with_prompt_caching(usage: pl.DataFrame, reusable: pl.Series, min_tokens: int) -> pl.DataFrame:
     """What-if usage: reusable prefixes are cache reads; the rest of a cacheable prompt is
     written."""
     current = (
@@ -202,7 +202,7 @@ def _with_prompt_caching(usage: pl.DataFrame, reusable: pl.Series, min_tokens: i
     )
 
 
-def _priced_delta(costed: pl.DataFrame, what_if: pl.DataFrame, book: PriceBook) -> float:
+def priced_saving(costed: pl.DataFrame, what_if: pl.DataFrame, book: PriceBook) -> float:
     """Spend now minus spend in the what-if, over rows priced in both."""
     after = cost_usage(what_if, book)["cost_usd"]
     both = costed["cost_usd"].is_not_null() & after.is_not_null()
@@ -254,10 +254,10 @@ def savings_opportunities(
     else:
         reusable = estimated_prefix_reuse(usage, a.reuse_by_bucket)
         basis = "reuse-by-prompt-length table calibrated on the Mooncake trace"
-    what_if = _with_prompt_caching(usage, reusable, a.min_cacheable_tokens)
+    what_if = with_prompt_caching(usage, reusable, a.min_cacheable_tokens)
     add(
         "prompt caching",
-        _priced_delta(costed, what_if, book),
+        priced_saving(costed, what_if, book),
         basis,
         f"reusable prefixes ({reusable.sum():,.0f} tokens) read from cache at the cache-read price;"
         f" the rest of every prompt >= {a.min_cacheable_tokens} tokens written at the cache-write"
@@ -276,7 +276,7 @@ def savings_opportunities(
         )
         add(
             "batch tier for non-interactive agents",
-            _priced_delta(costed, what_if, book),
+            priced_saving(costed, what_if, book),
             "labelled agents",
             f"calls of agents {list(a.non_interactive_agents)} tolerate the batch APIs' up to 24 h"
             " latency; batch prices from the price book",
@@ -284,7 +284,7 @@ def savings_opportunities(
     else:
         share = 0.10
         sample = usage.with_columns(pl.lit("batch").alias("service_tier"))
-        full = _priced_delta(costed, sample, book)
+        full = priced_saving(costed, sample, book)
         add(
             "batch tier for non-interactive traffic",
             full * share,
@@ -302,7 +302,7 @@ def savings_opportunities(
     ]
     add(
         "context compression",
-        _priced_delta(costed, usage.with_columns(scaled), book),
+        priced_saving(costed, usage.with_columns(scaled), book),
         "assumed ratio",
         f"input (cached and uncached alike) shrinks by {a.compression_ratio:.0%}; output unchanged",
     )
@@ -321,7 +321,7 @@ def savings_opportunities(
         ]
         add(
             "intermediate-message filtering",
-            _priced_delta(costed, usage.with_columns(cut), book),
+            priced_saving(costed, usage.with_columns(cut), book),
             f"downstream calls per {request_column}",
             f"{a.intermediate_share:.0%} of the input of every call after the first in a request is"
             " intermediate agent messages the callee does not need",
@@ -344,7 +344,7 @@ def savings_opportunities(
         routed = usage.filter(pl.col("model").is_in(list(targets)))
         routed_costed = costed.filter(pl.col("model").is_in(list(targets)))
         what_if = routed.with_columns(pl.col("model").replace_strict(targets).alias("model"))
-        delta = _priced_delta(routed_costed, what_if, book) * a.routable_share
+        delta = priced_saving(routed_costed, what_if, book) * a.routable_share
         add(
             "model routing",
             delta,
