@@ -399,11 +399,12 @@ def table(scores: dict[str, Score], baseline: str, m4: dict[str, Score] | None =
         wins = [s.by_series[k] < base[k] for k in s.by_series if k in base]
         pin = "/".join(f"{np.mean(s.pinball[c]):.3f}" for c in QCOLS)
         cov = "/".join(f"{100 * s.hits[c] / max(s.points, 1):.1f}" for c in QCOLS)
+        speed = f"{s.series / s.seconds:.1f}" if s.seconds > 0.01 else "(same run)"
+        memory = f"{s.peak_rss / 2**20:.0f}" if s.seconds > 0.01 else "(same run)"
         lines.append(
             f"| {name} | {np.mean(s.mase):.3f} | {np.median(s.mase):.3f} | "
             f"{100 * np.mean(wins):.0f} % | {np.mean(s.smape):.2f} | {pin} | {cov} | "
-            f"{100 * np.mean(s.peak_error):.1f} % | {s.series / max(s.seconds, 1e-9):.1f} | "
-            f"{s.peak_rss / 2**20:.0f} | {s.failures} |")
+            f"{100 * np.mean(s.peak_error):.1f} % | {speed} | {memory} | {s.failures} |")
     return "\n".join(lines)
 
 

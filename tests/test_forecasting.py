@@ -20,7 +20,7 @@ from capacity_pipelines.forecasting.capacity import (
     time_to_saturation,
 )
 from capacity_pipelines.forecasting.engine import is_sane
-from capacity_pipelines.forecasting.frames import seasonal_periods, to_regular
+from capacity_pipelines.forecasting.frames import despike, seasonal_periods, to_regular
 from capacity_pipelines.forecasting.global_lgbm import LightGBMGlobal
 from capacity_pipelines.forecasting.metrics import mase, naive2, smape
 from capacity_pipelines.forecasting.models import (
@@ -231,6 +231,19 @@ def test_daily_data_uses_sarimax_for_the_weekly_season() -> None:
 def test_bad_input_is_named(frame: pl.DataFrame, message: str) -> None:
     with pytest.raises(HistoryError, match=message):
         fast_engine().fit(frame)
+
+
+@pytest.mark.parametrize("kind", ["spike", "level_shift", "daily_peak"])
+def test_despike_removes_spikes_but_keeps_shifts_and_peaks(kind: str) -> None:
+    y = app_traffic()[:WEEK].copy()
+    if kind == "spike":
+        y[100] = 50 * y.max()
+        assert despike(y)[100] < y.max()
+    elif kind == "level_shift":
+        y[100:] *= 3
+        assert np.array_equal(despike(y)[95:106], y[95:106])
+    else:
+        assert np.allclose(despike(y).max(), y.max(), rtol=0.02)
 
 
 def test_series_with_mostly_gaps_is_refused() -> None:

@@ -351,12 +351,25 @@ class CapacityForecaster:
         width = max(1, math.ceil(h / 7))
         buckets = (np.arange(1, h + 1) - 1) // width
         n_buckets = int(buckets.max()) + 1
-        spreads = [float(np.mean(np.abs(np.concatenate([p[1] for p in e]))))
-                   if e and sum(p[1].size for p in e) else math.nan for e in errors]
+        def spread(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+            errs = np.concatenate([p[1] for p in pairs]) if pairs else np.empty(0)
+            return float(np.mean(np.abs(errs))) if errs.size else math.nan
+
+        spreads = [spread(e) for e in errors]
         known = [x for x in spreads if np.isfinite(x) and x > EPSILON]
         typical = float(np.median(known)) if known else 1.0
         # a series whose backtest was (nearly) perfect still gets a tenth of a typical spread
         spreads = [max(x, 0.1 * typical) if np.isfinite(x) else typical for x in spreads]
+        # Cross-fitting: each fold's errors are normalised by the spread of the *other* folds,
+        # so the pooled distribution includes the noise of estimating a spread from few errors
+        # (normalising by a spread fitted on the same errors narrows it and under-covers).
+        normalised = []
+        for series_errors, own in zip(errors, spreads, strict=True):
+            for j, (steps, errs) in enumerate(series_errors):
+                others = series_errors[:j] + series_errors[j + 1:]
+                held_out = spread(others)
+                held_out = max(held_out, 0.1 * typical) if np.isfinite(held_out) else own
+                normalised.append((steps, errs / held_out))
 
         def table(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
             if not pairs or not sum(p[1].size for p in pairs):
@@ -371,19 +384,18 @@ class CapacityForecaster:
                             if in_bucket.size >= MIN_BUCKET_ERRORS else everything)
             return np.asarray(rows)[buckets]
 
-        pooled = table([(steps, errs / spread) for series_errors, spread in
-                        zip(errors, spreads, strict=True) for steps, errs in series_errors])
+        pooled = table(normalised)
         if pooled is None:
             # No series could be backtested: a symmetric band of two scales at most.
             pooled = np.tile(np.asarray([(q - 0.5) * 4.0 for q in quantiles]), (h, 1))
         if interval_method == POOLED:
-            return [pooled * spread for spread in spreads]
+            return [pooled * own for own in spreads]
         if interval_method != PER_SERIES:
             raise ValueError(f"unknown interval_method {interval_method!r}")
         out = []
-        for series_errors, spread in zip(errors, spreads, strict=True):
+        for series_errors, own_spread in zip(errors, spreads, strict=True):
             own = table([(np.ones_like(p[0]), p[1]) for p in series_errors])  # one bucket
-            out.append(pooled * spread if own is None else np.tile(own[0], (h, 1)))
+            out.append(pooled * own_spread if own is None else np.tile(own[0], (h, 1)))
         return out
 
     def _finish(self, columns: dict[str, list[np.ndarray]], quantiles: Sequence[float]) -> None:
