@@ -25,6 +25,7 @@ from capacity_pipelines.tokens.savings import (
     calibrate_reuse,
     estimated_prefix_reuse,
     measured_prefix_reuse,
+    measured_useful_writes,
     savings_opportunities,
 )
 from capacity_pipelines.tokens.usage import validate_usage
@@ -85,8 +86,11 @@ def test_cli_on_mooncake_measures_prefix_reuse(tmp_path: Path):
     caching = savings.filter(pl.col("opportunity") == "prompt caching").row(0, named=True)
     assert caching["basis"].startswith("measured prefix reuse")
     # Claude bills every written prompt at 1.25 × input: on 2.75 minutes of cold cache the
-    # write premium outweighs the reads, and the estimate says so instead of hiding it.
+    # write premium outweighs the reads, and the estimate says so instead of hiding it ...
     assert caching["window_savings_usd"] < 0
+    # ... while writing only the prefixes that are reused later is a saving (the upper bound).
+    selective = savings.filter(pl.col("opportunity").str.contains("breakpoints")).row(0, named=True)
+    assert selective["window_savings_usd"] > 0
     # OpenAI charges no write premium, so the same measured reuse is a pure saving:
     # reused tokens × (2.50 − 1.25) per M.
     usage = pl.read_parquet(tmp_path / "c.parquet").with_columns(
@@ -98,6 +102,9 @@ def test_cli_on_mooncake_measures_prefix_reuse(tmp_path: Path):
     caching = savings.filter(pl.col("opportunity") == "prompt caching").row(0, named=True)
     assert reused > 0
     assert caching["window_savings_usd"] == pytest.approx(reused * 1.25e-6)
+    # with no write premium, where the breakpoints go does not change the saving
+    selective = savings.filter(pl.col("opportunity").str.contains("breakpoints")).row(0, named=True)
+    assert selective["window_savings_usd"] == pytest.approx(reused * 1.25e-6)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +215,9 @@ def test_measured_prefix_reuse_follows_prefixes_and_ttl():
     assert measured_prefix_reuse(trace, cache_ttl=None).to_list() == [0, 1_024, 1_536, 0]
     # below the providers' 1,024-token minimum nothing is cached
     assert measured_prefix_reuse(trace, min_cacheable_tokens=2_048).to_list() == [0, 0, 0, 0]
+    # Hindsight writes: A's blocks 1, 2 are reused by B (write 2 blocks); B writes nothing useful;
+    # C's blocks 2, 3 are reused by D one minute later (write up to block 3: 3 blocks); D nothing.
+    assert measured_useful_writes(trace).to_list() == [1_024, 0, 1_536, 0]
 
 
 def test_calibrated_reuse_estimate_on_data_without_block_ids():

@@ -92,20 +92,9 @@ def reuse_bucket(prompt_tokens: pl.Expr) -> pl.Expr:
     return expr
 
 
-def measured_prefix_reuse(
-    trace: pl.DataFrame,
-    *,
-    block_tokens: int = PREFIX_BLOCK_TOKENS,
-    cache_ttl: dt.timedelta | None = DEFAULT_CACHE_TTL,
-    min_cacheable_tokens: int = MIN_CACHEABLE_TOKENS,
-) -> pl.Series:
-    """Input tokens of each request a prefix cache would have served (`hash_ids` required).
-
-    A block is a hit when the same block id was last seen at most `cache_ttl` earlier (every use
-    refreshes it, as Anthropic's and OpenAI's caches do); a request reuses its leading run of hit
-    blocks only, because provider caches match prefixes. Requests are taken in `ts` order, ties in
-    file order. Vectorised: one explode, one window shift, one cumulative min.
-    """
+def _prefix_blocks(trace: pl.DataFrame, cache_ttl: dt.timedelta | None) -> pl.DataFrame:
+    """One row per (request, prefix block) with `hit`, `leading` (in the request's leading hit
+    run) and `useful_write` (a miss whose block is used again within the TTL)."""
     if "hash_ids" not in trace.columns:
         raise ValueError("measured prefix reuse needs a `hash_ids` column (prefix block ids)")
     blocks = (
@@ -120,33 +109,89 @@ def measured_prefix_reuse(
         .drop_nulls("hash_ids")
     )
     previous = pl.col("ts").shift(1).over("hash_ids")
+    following = pl.col("ts").shift(-1).over("hash_ids")
     hit = previous.is_not_null()
+    reused_later = following.is_not_null()
     if cache_ttl is not None:
         hit = hit & ((pl.col("ts") - previous) <= cache_ttl)
+        reused_later = reused_later & ((following - pl.col("ts")) <= cache_ttl)
+    return blocks.with_columns(hit.alias("hit"), reused_later.alias("reused_later")).with_columns(
+        pl.col("hit").cast(pl.Int8).cum_min().over("row").alias("leading"),
+        (~pl.col("hit") & pl.col("reused_later")).alias("useful_write"),
+    )
+
+
+def _per_request(trace: pl.DataFrame, per_row: pl.DataFrame, column: str) -> pl.Series:
+    """Spread a per-request aggregate back onto the trace's rows (0 where absent)."""
+    return (
+        trace.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"))
+        .join(per_row, on="row", how="left")
+        .sort("row")[column]
+        .fill_null(0)
+    )
+
+
+def measured_prefix_reuse(
+    trace: pl.DataFrame,
+    *,
+    block_tokens: int = PREFIX_BLOCK_TOKENS,
+    cache_ttl: dt.timedelta | None = DEFAULT_CACHE_TTL,
+    min_cacheable_tokens: int = MIN_CACHEABLE_TOKENS,
+) -> pl.Series:
+    """Input tokens of each request a prefix cache would have served (`hash_ids` required).
+
+    A block is a hit when the same block id was last seen at most `cache_ttl` earlier (every use
+    refreshes it, as Anthropic's and OpenAI's caches do); a request reuses its leading run of hit
+    blocks only, because provider caches match prefixes. Requests are taken in `ts` order, ties in
+    file order. Vectorised: one explode, one window shift, one cumulative min.
+    """
     leading = (
-        blocks.with_columns(hit.cast(pl.Int8).alias("hit"))
-        .with_columns(pl.col("hit").cum_min().over("row").alias("leading"))
+        _prefix_blocks(trace, cache_ttl)
         .group_by("row")
-        .agg(pl.col("leading").sum().alias("hit_blocks"))
+        .agg(pl.col("leading").cast(pl.Int64).sum().alias("hit_blocks"))
     )
-    reused = (
-        trace.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), "input_tokens")
-        .join(leading, on="row", how="left")
-        .sort("row")
-        .select(
-            pl.min_horizontal(
-                pl.col("hit_blocks").fill_null(0) * block_tokens, pl.col("input_tokens")
-            ).alias("reusable")
+    hit_blocks = _per_request(trace, leading, "hit_blocks")
+    reusable = pl.min_horizontal(
+        pl.lit(hit_blocks) * block_tokens, pl.col("input_tokens").cast(pl.Int64)
+    )
+    return trace.select(
+        pl.when(reusable >= min_cacheable_tokens)
+        .then(reusable)
+        .otherwise(0)
+        .cast(pl.Float64)
+        .alias("reusable_prefix_tokens")
+    ).to_series()
+
+
+def measured_useful_writes(
+    trace: pl.DataFrame,
+    *,
+    block_tokens: int = PREFIX_BLOCK_TOKENS,
+    cache_ttl: dt.timedelta | None = DEFAULT_CACHE_TTL,
+) -> pl.Series:
+    """Input tokens of each request worth writing: up to its last block reused later.
+
+    A cache breakpoint writes everything between the cached prefix and the breakpoint, so a
+    request that places its breakpoint after the last block a later request reuses (within the
+    TTL) writes (last useful block + 1 − leading hits) blocks; a request with no such block writes
+    nothing. This is the best a team placing breakpoints with hindsight could do: an upper bound
+    on caching savings, where "write every prompt" is the lower bound.
+    """
+    per_row = (
+        _prefix_blocks(trace, cache_ttl)
+        .group_by("row")
+        .agg(
+            pl.col("leading").cast(pl.Int64).sum().alias("hit_blocks"),
+            pl.col("pos").filter(pl.col("useful_write")).max().alias("last_useful"),
         )
         .select(
-            pl.when(pl.col("reusable") >= min_cacheable_tokens)
-            .then(pl.col("reusable"))
-            .otherwise(0)
-            .cast(pl.Float64)
-            .alias("reusable_prefix_tokens")
+            "row",
+            ((pl.col("last_useful") + 1 - pl.col("hit_blocks")).clip(lower_bound=0) * block_tokens)
+            .fill_null(0)
+            .alias("write_tokens"),
         )
     )
-    return reused.to_series()
+    return _per_request(trace, per_row, "write_tokens").cast(pl.Float64)
 
 
 def calibrate_reuse(trace: pl.DataFrame, reusable: pl.Series) -> dict[str, float]:
@@ -179,9 +224,17 @@ def estimated_prefix_reuse(usage: pl.DataFrame, reuse_by_bucket: Mapping[str, fl
     ]
 
 
-def with_prompt_caching(usage: pl.DataFrame, reusable: pl.Series, min_tokens: int) -> pl.DataFrame:
-    """What-if usage: reusable prefixes are cache reads; the rest of a cacheable prompt is
-    written."""
+def with_prompt_caching(
+    usage: pl.DataFrame,
+    reusable: pl.Series,
+    min_tokens: int,
+    written: pl.Series | None = None,
+) -> pl.DataFrame:
+    """What-if usage: reusable prefixes become cache reads and cache writes are re-derived.
+
+    Writes: `written` tokens per row when given (breakpoints placed only where reused), else the
+    rest of every prompt of at least `min_tokens` tokens (cache every prompt).
+    """
     current = (
         pl.col("cache_read_input_tokens").cast(pl.Float64).fill_null(0.0)
         if "cache_read_input_tokens" in usage.columns
@@ -189,16 +242,21 @@ def with_prompt_caching(usage: pl.DataFrame, reusable: pl.Series, min_tokens: in
     )
     inp = pl.col("input_tokens").cast(pl.Float64)
     read = pl.max_horizontal(current, pl.col("__reusable")).clip(upper_bound=inp)
+    uncached = inp - pl.col("cache_read_input_tokens")
+    if written is None:
+        write = pl.when(inp >= min_tokens).then(uncached).otherwise(0.0)
+    else:
+        write = pl.min_horizontal(pl.col("__written"), uncached)
     return (
-        usage.with_columns(reusable.alias("__reusable"))
-        .with_columns(read.alias("cache_read_input_tokens"))
-        .with_columns(
-            pl.when(inp >= min_tokens)
-            .then(inp - pl.col("cache_read_input_tokens"))
-            .otherwise(0.0)
-            .alias("cache_write_input_tokens")
+        usage.with_columns(
+            reusable.alias("__reusable"),
+            (written if written is not None else pl.Series([0.0] * usage.height)).alias(
+                "__written"
+            ),
         )
-        .drop("__reusable")
+        .with_columns(read.alias("cache_read_input_tokens"))
+        .with_columns(write.alias("cache_write_input_tokens"))
+        .drop("__reusable", "__written")
     )
 
 
@@ -261,8 +319,19 @@ def savings_opportunities(
         basis,
         f"reusable prefixes ({reusable.sum():,.0f} tokens) read from cache at the cache-read price;"
         f" the rest of every prompt >= {a.min_cacheable_tokens} tokens written at the cache-write"
-        f" price; cache TTL {a.cache_ttl}",
+        f" price (cache every prompt: the lower bound); cache TTL {a.cache_ttl}",
     )
+    if "hash_ids" in usage.columns:
+        written = measured_useful_writes(usage, cache_ttl=a.cache_ttl)
+        add(
+            "prompt caching, breakpoints only where reused",
+            priced_saving(
+                costed, with_prompt_caching(usage, reusable, a.min_cacheable_tokens, written), book
+            ),
+            basis,
+            f"same reads; only prefixes a later request reuses within {a.cache_ttl} are written"
+            f" ({written.sum():,.0f} tokens): hindsight breakpoints, the upper bound",
+        )
 
     # 2. Batch tier for non-interactive traffic.
     if a.non_interactive_agents and "agent" in usage.columns:
