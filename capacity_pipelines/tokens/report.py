@@ -381,6 +381,8 @@ def build_report(
         if dim in costed.columns:
             t[f"spend_by_{dim}"] = spend_by(costed, dim)
     t["cache_hit_ratio_by_model"] = cache_hit_ratio(costed, ["provider", "model"])
+    if "agent" in costed.columns:
+        t["cache_hit_ratio_by_agent"] = cache_hit_ratio(costed, ["agent"])
     t["unpriced"] = unpriced_summary(costed, book)
     per_request, request_summary = request_costs(costed)
     if per_request.height:
