@@ -24,7 +24,7 @@ MIN_SEASONS = 2
 
 HISTORY_COLUMNS = ("series_id", "ts", "value")
 # Hampel identifier for isolated spikes (Pearson 2002): a point further than HAMPEL_K robust
-# standard deviations from the median of its 2*HAMPEL_HALF_WINDOW+1 neighbours is replaced by
+# step sizes from the median of its 2*HAMPEL_HALF_WINDOW+1 neighbours is replaced by
 # that median in the models' input. The textbook k = 3 would also flatten genuine short load
 # peaks; 8 only removes measurement artefacts such as NAB's labelled anomaly spikes.
 HAMPEL_HALF_WINDOW = 3
@@ -198,7 +198,10 @@ def despike(y: np.ndarray) -> np.ndarray:
                                                        width)
     local_median = np.median(windows, axis=1)
     residual = y - local_median
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(residual)))
+    # Scale from step-to-step changes: residuals from a running median are exactly zero along
+    # monotone stretches of a daily cycle, so their MAD is often zero.
+    changes = np.abs(np.diff(y))
+    sigma = MAD_TO_SIGMA * float(np.median(changes)) or float(np.mean(changes))
     if sigma <= 0.0:
         return y
     return np.where(np.abs(residual) > HAMPEL_K * sigma, local_median, y)
