@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -179,6 +180,32 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
             )
 
 
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _delete_then_insert(
+    con: duckdb.DuckDBPyConnection,
+    table_name: str,
+    columns: list[str],
+    start: datetime,
+    end: datetime,
+    rows: pl.DataFrame,
+) -> None:
+    """Inside an open transaction: drop the window's rows, insert `rows` (explicit columns)."""
+    col_list = ", ".join(_quote(c) for c in columns)
+    con.execute(f"DELETE FROM {_quote(table_name)} WHERE ts >= ? AND ts < ?", [start, end])
+    if _crash_hook("after_delete"):
+        os._exit(3)  # test hook: simulate a process killed between delete and insert
+    con.register("incoming_rows", rows.select(columns).to_arrow())
+    try:
+        con.execute(
+            f"INSERT INTO {_quote(table_name)} ({col_list}) SELECT {col_list} FROM incoming_rows"
+        )
+    finally:
+        con.unregister("incoming_rows")
+
+
 def replace_window(
     con: duckdb.DuckDBPyConnection,
     table: TableSpec,
@@ -189,38 +216,25 @@ def replace_window(
     expected_points: int,
 ) -> int:
     """Atomically replace the rows of `[start, end)` with `frame`; returns rows written."""
-    columns = table.all_columns
-    col_list = ", ".join(_quote(c) for c in columns)
-    start_naive = start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start
-    end_naive = end.astimezone(UTC).replace(tzinfo=None) if end.tzinfo else end
-    rows = frame.select(columns)
-    series = rows.select(table.key).n_unique() if rows.height else 0
+    start, end = _naive_utc(start), _naive_utc(end)
+    series = frame.select(table.key).n_unique() if frame.height else 0
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(
-            f"DELETE FROM {_quote(table.name)} WHERE ts >= ? AND ts < ?", [start_naive, end_naive]
-        )
-        if _crash_hook("after_delete"):
-            os._exit(3)  # test hook: simulate a process killed between delete and insert
-        con.register("incoming_rows", rows.to_arrow())
-        con.execute(
-            f"INSERT INTO {_quote(table.name)} ({col_list}) SELECT {col_list} FROM incoming_rows"
-        )
-        con.unregister("incoming_rows")
+        _delete_then_insert(con, table.name, table.all_columns, start, end, frame)
         con.execute(
             f"DELETE FROM {EXTRACTION_LOG} WHERE table_name = ? AND window_start = ? "
             "AND window_end = ?",
-            [table.name, start_naive, end_naive],
+            [table.name, start, end],
         )
         con.execute(
             f"INSERT INTO {EXTRACTION_LOG} (table_name, window_start, window_end, source, "
             "row_count, series_count, expected_points, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 table.name,
-                start_naive,
-                end_naive,
+                start,
+                end,
                 source,
-                rows.height,
+                frame.height,
                 series,
                 expected_points,
                 datetime.now(UTC).replace(tzinfo=None),
@@ -230,7 +244,89 @@ def replace_window(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    return frame.height
+
+
+_DUCKDB_TYPES = {
+    pl.Utf8: "VARCHAR",
+    pl.Float64: "DOUBLE",
+    pl.Float32: "DOUBLE",
+    pl.Int64: "BIGINT",
+    pl.Int32: "BIGINT",
+    pl.UInt32: "BIGINT",
+    pl.Boolean: "BOOLEAN",
+}
+
+
+def _duckdb_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMP"
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return "VARCHAR"
+    for polars_type, duck in _DUCKDB_TYPES.items():
+        if dtype == polars_type:
+            return duck
+    raise TypeError(f"no warehouse type for {dtype}")
+
+
+@dataclass(frozen=True)
+class DerivedTable:
+    """A table computed by the pipeline (costs, forecasts, ...), documented like the others."""
+
+    name: str
+    description: str
+    columns: dict[str, str]  # column -> documentation, in table order
+
+    def ddl(self, schema: dict[str, pl.DataType]) -> str:
+        cols = [f"{_quote(c)} {_duckdb_type(schema[c])}" for c in self.columns]
+        return f"CREATE TABLE IF NOT EXISTS {_quote(self.name)} (" + ", ".join(cols) + ")"
+
+
+def replace_derived_window(
+    con: duckdb.DuckDBPyConnection,
+    table: DerivedTable,
+    start: datetime,
+    end: datetime,
+    frame: pl.DataFrame,
+) -> int:
+    """Create/document a derived table and atomically replace its rows in `[start, end)`.
+
+    `frame` must have every documented column (and `ts`); timestamps are stored as naive UTC.
+    """
+    missing = [c for c in table.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table.name}: frame lacks documented columns {missing}")
+    rows = frame.select(list(table.columns)).with_columns(
+        pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        for c, dtype in frame.select(list(table.columns)).schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(table.ddl(rows.schema))
+        con.execute(f"COMMENT ON TABLE {_quote(table.name)} IS {_literal(table.description)}")
+        for column, doc in table.columns.items():
+            con.execute(
+                f"COMMENT ON COLUMN {_quote(table.name)}.{_quote(column)} IS {_literal(doc)}"
+            )
+        _delete_then_insert(
+            con, table.name, list(table.columns), _naive_utc(start), _naive_utc(end), rows
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     return rows.height
+
+
+def read_window(
+    con: duckdb.DuckDBPyConnection, table_name: str, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """Rows of one table with `ts` in `[start, end)`, as Polars."""
+    return con.execute(
+        f"SELECT * FROM {_quote(table_name)} WHERE ts >= ? AND ts < ? ORDER BY ts",
+        [_naive_utc(start), _naive_utc(end)],
+    ).pl()
 
 
 def _crash_hook(point: str) -> bool:

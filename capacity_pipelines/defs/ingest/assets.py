@@ -112,7 +112,8 @@ def build_snapshot_asset(catalog: Catalog) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
-        deps=[dg.AssetKey(name) for name in catalog.tables],
+        # Every asset that writes the warehouse, so the snapshot is consistent after the run.
+        deps=[*(dg.AssetKey(name) for name in catalog.tables), dg.AssetKey("llm_token_cost")],
     )
     def warehouse_snapshot(warehouse: WarehouseResource) -> dg.MaterializeResult:
         snapshot = wh.publish_snapshot(warehouse.path, warehouse.snapshot_path)
