@@ -32,7 +32,7 @@ import lzma
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -139,6 +139,7 @@ class LlmRoute:
 
 
 def _c(name: str, **kw: float | int | None) -> ContainerSpec:
+    """Keyword-only shorthand that keeps the workload table below readable."""
     return ContainerSpec(name=name, **kw)  # type: ignore[arg-type]
 
 
@@ -308,7 +309,6 @@ class SourceShapes:
     azure_code: pl.DataFrame
     mooncake: pl.DataFrame
     cache: CacheProfile
-    files: tuple[str, ...] = field(default=())
 
 
 def _rolling_ratio(values: np.ndarray, window: int, lo: float, hi: float) -> np.ndarray:
@@ -624,6 +624,7 @@ class FleetBuilder:
 
     @staticmethod
     def alive(pod: Pod) -> np.ndarray:
+        """Mask of the steps at which the pod exists (and so is scraped)."""
         mask = np.zeros(N_STEPS, dtype=bool)
         mask[pod.start:pod.end] = True
         return mask
