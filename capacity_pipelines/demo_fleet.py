@@ -206,7 +206,7 @@ WORKLOADS: tuple[WorkloadSpec, ...] = (
                memory_limit=256 * MIB, idle_cores=0.01, cpu_seconds_per_request=0.0144,
                memory_base=70 * MIB, memory_per_rps=2 * MIB),
         ),
-        requests_per_query=1.0, latency_median_s=9.0, latency_sigma=0.7,
+        requests_per_query=1.0, latency_median_s=6.0, latency_sigma=0.6,
         error_shares={"429": 0.004, "500": 0.0015, "503": 0.0005},
         burst_source="nab_elb",
     ),
@@ -645,10 +645,21 @@ class FleetBuilder:
             per_pod_rps = rps[wl.name] / np.maximum(replicas, 1)
             for pod in group:
                 alive = self.alive(pod)
+                pod_rps = per_pod_rps * self._balancing_share()
                 for spec in wl.containers:
-                    demand = self._cpu_demand(wl, spec, pod, per_pod_rps)
-                    memory, kills = self._memory(wl, spec, pod, per_pod_rps)
+                    demand = self._cpu_demand(wl, spec, pod, pod_rps)
+                    memory, kills = self._memory(wl, spec, pod, pod_rps)
                     self._emit_container(wl, spec, pod, alive, demand, memory, kills)
+
+    def _balancing_share(self) -> np.ndarray:
+        """A pod's share of its workload's traffic relative to an even split.
+
+        Load balancers are never perfectly even: a fixed skew per pod (connection affinity)
+        plus slow drift, so replicas of one workload do not report identical usage.
+        """
+        skew = self.rng.uniform(0.9, 1.1)
+        drift = np.convolve(self.rng.normal(0, 1, N_STEPS), np.ones(12) / 12, mode="same")
+        return skew * (1.0 + 0.12 * drift)
 
     def _cpu_demand(
         self, wl: WorkloadSpec, spec: ContainerSpec, pod: Pod, per_pod_rps: np.ndarray
@@ -859,7 +870,7 @@ class FleetBuilder:
             if wl.name == "postgres":
                 median = median * (1.0 + 60.0 * incident)
             elif wl.namespace == "agents" or wl.name == "api-gateway":
-                median = median * (1.0 + 0.8 * incident)
+                median = median * (1.0 + 0.5 * incident)
             sigma = wl.latency_sigma * (1.0 + 0.3 * incident)
             # Status codes: binomial shares of the step's requests; 503 rises in the incident,
             # 500 when the service's container was OOM-killed.
