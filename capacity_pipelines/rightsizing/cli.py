@@ -1,0 +1,146 @@
+"""`capacity rightsize --usage U.parquet [--spec S.parquet] --out R.parquet [--exports DIR]
+[--policy policy.yaml] [--prices compute.yaml] [--node-class aws/m6i]`.
+
+`register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
+Bad input ends with one line on stderr naming the file, the column and the problem, exit code 2,
+and nothing written: R goes to a temporary file renamed only when complete, the exports to a
+temporary folder swapped in likewise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from capacity_pipelines.rightsizing.outputs import write_exports
+from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
+from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
+from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage
+
+EXIT_BAD_INPUT = 2
+COMMAND = "rightsize"
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `rightsize` subcommand; its handler is stored as `func` on the namespace."""
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="forecast-aware CPU / memory requests with $ savings and Kubernetes patches",
+        description="Recommend CPU and memory requests and limits per container from its usage "
+        "history (container_id, ts, cpu_cores, memory_bytes), priced with the compute price book.",
+    )
+    parser.add_argument("--usage", required=True, type=Path, help="usage Parquet file (U)")
+    parser.add_argument("--spec", type=Path, help="current requests / limits Parquet file (S)")
+    parser.add_argument("--out", required=True, type=Path, help="recommendations Parquet (R)")
+    parser.add_argument("--exports", type=Path, help="folder for CSV, JSON, table and patches")
+    parser.add_argument("--policy", type=Path, help="limits policy YAML (default: no CPU limit)")
+    parser.add_argument("--prices", type=Path, help="compute price book YAML (default: built-in)")
+    parser.add_argument("--node-class", help="price book node class, e.g. gcp/n2")
+    parser.set_defaults(func=run_rightsize)
+    return parser
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return pl.read_parquet(path)
+    except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not a readable Parquet file ({first_line})") from error
+
+
+def _write_atomically(frame: pl.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _prepare_exports(frame: pl.DataFrame, folder: Path) -> Path:
+    """Write the exports into a temporary sibling folder; the caller swaps it in."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write_exports(frame, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_rightsize(args: argparse.Namespace) -> int:
+    """Handler of `capacity rightsize`; returns the process exit code."""
+    try:
+        usage = _read_parquet(args.usage)
+        spec = _read_parquet(args.spec) if args.spec else None
+        policy = load_policy(args.policy)
+        prices = load_compute_prices(args.prices) if args.prices else load_compute_prices()
+        if args.node_class:
+            prices.price(args.node_class)
+        frame = recommend_usage(
+            usage,
+            spec,
+            policy=policy,
+            prices=prices,
+            node_class=args.node_class,
+            usage_source=str(args.usage),
+            spec_source=str(args.spec),
+        )
+    except (InputError, PolicyError, PriceBookError) as error:
+        print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    staging = _prepare_exports(frame, args.exports) if args.exports else None
+    try:
+        _write_atomically(frame, args.out)
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if staging is not None:
+        _swap_in(staging, args.exports)
+    kinds = frame["kind"].value_counts().sort("kind")
+    summary = ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
+    saving = frame["monthly_saving_usd"].drop_nulls().sum()
+    print(
+        f"wrote {frame.height} recommendations to {args.out} ({summary}); net ${saving:,.2f}/month"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `rightsize` as a stand-alone command (tests, `python -m`)."""
+    parser = argparse.ArgumentParser(prog="capacity")
+    register(parser.add_subparsers(dest="command", required=True))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args([COMMAND, *arguments])
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
