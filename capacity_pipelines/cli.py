@@ -18,12 +18,14 @@ from pathlib import Path
 
 from capacity_pipelines import paths
 
-# Domain packages that add their own file-based subcommands with `register(subparsers)`.
-DOMAIN_COMMANDS = (
-    "capacity_pipelines.forecasting.cli",
-    "capacity_pipelines.tokens.cli",
-    "capacity_pipelines.rightsizing.cli",
-)
+# File-based subcommands that domain packages add with `register(subparsers)`. A domain is
+# imported only when its command runs, so `capacity demo` never pays for (or trips over) the
+# import of statsmodels, LightGBM or a domain it does not use.
+DOMAIN_COMMANDS = {
+    "forecast": ("capacity_pipelines.forecasting.cli", "forecast series from a history file"),
+    "token-cost": ("capacity_pipelines.tokens.cli", "cost LLM usage with the dated price book"),
+    "rightsize": ("capacity_pipelines.rightsizing.cli", "recommend CPU and memory requests"),
+}
 DAGSTER_YAML = """\
 # Written by `capacity`: a local instance for the demo and the UI.
 telemetry:
@@ -134,7 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ.pop(name, None)  # the demo never reads a live Prometheus
     first, last = demo_source().time_range()
     first_day = datetime.fromtimestamp(first, UTC).date()
-    last_day = datetime.fromtimestamp(last, UTC).date() - timedelta(days=1)
+    # the last whole day: a sample at 23:55 closes its day, one at 00:00 opens the next
+    last_day = datetime.fromtimestamp(last + 300, UTC).date() - timedelta(days=1)
     if args.days:
         first_day = max(first_day, last_day - timedelta(days=args.days - 1))
     print(f"Demo fleet: {DEMO_FLEET_FILE.relative_to(paths.REPO_ROOT)}")
@@ -202,7 +205,8 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(domain: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; `domain` names the one domain command to load fully."""
     parser = argparse.ArgumentParser(
         prog="capacity",
         description="Capacity planning for LLM-backed multi-agent services (Dagster + DuckDB).",
@@ -230,14 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     dictionary.add_argument("--out", default=str(paths.REPO_ROOT / "docs" / "warehouse.md"))
     dictionary.set_defaults(func=cmd_dictionary)
 
-    for module_name in DOMAIN_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that domain is not installed in this build
-            raise
-        module.register(sub)
+    for name, (module_name, help_text) in DOMAIN_COMMANDS.items():
+        if name == domain:
+            importlib.import_module(module_name).register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -248,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     from capacity_pipelines.sources.openmetrics import ExportFormatError
     from capacity_pipelines.warehouse import WarehouseBusyError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in DOMAIN_COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, CatalogError, SourceError, ExportFormatError, WarehouseBusyError) as exc:
