@@ -22,7 +22,6 @@ from capacity_pipelines.rightsizing.strategies import (
     THROTTLING_ALERT_RATIO,
     ForecastAwareStrategy,
     epoch_seconds,
-    utc_date,
 )
 
 USAGE_REQUIRED = {
@@ -413,8 +412,8 @@ def _recommend(
     for history in histories:
         rule = policy.rule(history.namespace, history.workload)
         rec = strategy.recommend(history, forecasts.get(history.container_id), rule)
-        last_seen = float(history.ts_s.max()) if history.ts_s.size else math.nan
-        price = prices.price(node_class, utc_date(last_seen) if history.ts_s.size else None)
+        # the saving accrues from now on, so today's price applies, whatever the history's age
+        price = prices.price(node_class)
         replicas = history.replica_series()[1] if history.ts_s.size else np.ones(1)
         replica_mean = float(np.nanmean(replicas)) if replicas.size else 1.0
         current = history.current

@@ -19,9 +19,7 @@ A new strategy is a new class with its own settings and the same `recommend` sig
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -372,8 +370,3 @@ def epoch_seconds(ts: pl.Series) -> np.ndarray:
     if isinstance(ts.dtype, pl.Datetime) and ts.dtype.time_zone is not None:
         ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     return ts.dt.cast_time_unit("us").cast(pl.Int64).to_numpy() / 1e6
-
-
-def utc_date(seconds: float) -> dt.date:
-    """Date of an epoch-seconds timestamp in UTC."""
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).date() if math.isfinite(seconds) else None
