@@ -1186,7 +1186,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
-    stats = write_fleet(build_fleet(args.data), args.out, args.days)
+    try:
+        fleet = build_fleet(args.data)
+    except FileNotFoundError as exc:
+        parser.error(f"--data {args.data}: missing source trace {exc.filename or exc}")
+    stats = write_fleet(fleet, args.out, args.days)
     print(json.dumps(stats))
     return 0
 
