@@ -56,8 +56,10 @@ class ForecastAwareSettings:
 
     # quantile of recency-weighted per-pod CPU samples the request covers
     cpu_quantile: float = 0.95
-    # half-life of the sample weights: last week counts twice as much as the week before
-    half_life_days: float = 7.0
+    # half-life of the sample weights: a burst from three weeks ago weighs 1/8 of today's, so a
+    # one-off incident fades within the KRR-length window instead of pinning the request for
+    # all of it (the VPA uses 24 h, which forgets the weekly cycle; 3 d keeps it)
+    half_life_days: float = 3.0
     # CPU margin added at zero confidence (scaled by 1 - confidence)
     cpu_low_confidence_margin: float = 0.30
     # memory margin on top of MEMORY_SAFETY_MARGIN at zero confidence
