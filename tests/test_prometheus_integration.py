@@ -7,7 +7,7 @@ mid-extraction must give a clear error and leave the warehouse as it was.
 import dataclasses
 import lzma
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -75,9 +75,10 @@ def test_demo_fleet_matches_through_prometheus(tmp_path: Path):
     backfill(plain, tmp_path / "data")
     catalog = load_catalog()
     first, _ = FileSource([DEMO_FLEET_FILE]).time_range()
+    # two days in the middle of the fleet's month
     start = datetime.fromtimestamp(first, UTC).replace(hour=0, minute=0, second=0)
-    start = start.replace(day=start.day + 7)  # a window in the middle of the fleet's month
-    end = start.replace(day=start.day + 2)
+    start += timedelta(days=7)
+    end = start + timedelta(days=2)
     file_source = FileSource([DEMO_FLEET_FILE])
     with PrometheusServer(tmp_path / "data") as server:
         prom_source = PrometheusSource(PrometheusSettings(url=server.url))
