@@ -467,3 +467,39 @@ def test_rightsizing_package_does_not_import_dagster():
         " sys.exit('dagster' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_gappy_container_loses_only_its_own_forecast():
+    steady = usage_frame("jobs/api/app", 4, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    # a batch job that runs one day in three: most hours of its span have no sample
+    batch = usage_frame("jobs/nightly/app", 9, daily(0.5, 0.1), lambda i: 400 * MIB + 0 * i)
+    batch = batch.filter((pl.int_range(pl.len()) // PER_DAY) % 3 == 0)
+    frame = recommend_usage(pl.concat([steady, batch]))
+    nightly, api = row(frame, "jobs/nightly/app"), row(frame, "jobs/api/app")
+    assert nightly["status"] == "ok" and not nightly["forecast_used"]
+    assert "of hours observed" in nightly["rationale"]
+    assert api["forecast_used"]
+
+
+def test_file_contract_uses_pods_and_replicas_columns_for_hpa():
+    n = 2 * PER_DAY
+    index = np.arange(n)
+    replicas = np.where((index // 16) % 2 == 0, 2.0, 4.0)
+    rows = []
+    for k in range(4):
+        live = replicas > k
+        rows.append(
+            pl.DataFrame(
+                {
+                    "container_id": "shop/api/app",
+                    "pod": f"api-{k}",
+                    "ts": [START + dt.timedelta(minutes=STEP_MIN * int(i)) for i in index[live]],
+                    "cpu_cores": np.full(int(live.sum()), 0.28),
+                    "memory_bytes": np.full(int(live.sum()), 300.0 * MIB),
+                    "replicas": replicas[live],
+                }
+            )
+        )
+    api = recommend_usage(pl.concat(rows)).row(0, named=True)
+    assert api["hpa"] and api["replicas"] == pytest.approx(replicas.mean())
+    assert 0.4 <= api["cpu_request"] <= 0.4 * 1.3 + 0.01  # 0.28 cores per replica at 70 %

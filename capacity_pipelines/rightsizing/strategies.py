@@ -74,6 +74,10 @@ class ForecastAwareSettings:
     # how far the forecast may move the CPU level (declines are trusted less than growth)
     min_forecast_ratio: float = 0.9
     max_forecast_ratio: float = 2.0
+    # hourly series with fewer observed hours than this are not forecast (the engine refuses
+    # series that miss more than half their grid; the margin keeps one gappy container from
+    # failing the whole batch)
+    min_forecast_hour_coverage: float = 0.6
     # the memory forecast may raise the level above the history's peak by at most this factor
     max_memory_forecast_ratio: float = 1.5
     # a throttled container's request grows by its p90 throttled share, at most this factor
@@ -134,11 +138,21 @@ class ForecastAwareStrategy:
 
     # -- forecasts -------------------------------------------------------------------------
 
+    def why_no_forecast(self, history: ContainerHistory) -> str | None:
+        """The reason this container's history cannot be forecast, or None when it can."""
+        if history.history_days < self.settings.min_forecast_days:
+            return f"history < {self.settings.min_forecast_days:g} d"
+        hours = np.unique(history.ts_s // SECONDS_PER_HOUR)
+        span = hours.max() - hours.min() + 1
+        if hours.size / span < self.settings.min_forecast_hour_coverage:
+            return f"only {hours.size / span:.0%} of hours observed"
+        return None
+
     def _forecast_frame(self, histories: Sequence[ContainerHistory]) -> pl.DataFrame:
         """Hourly per-replica CPU (mean) and memory (max) series of the forecastable containers."""
         frames = []
         for history in histories:
-            if history.history_days < self.settings.min_forecast_days:
+            if self.why_no_forecast(history) is not None:
                 continue
             for kind, values, how in (
                 ("cpu", history.cpu_cores, "mean"),
@@ -164,8 +178,22 @@ class ForecastAwareStrategy:
         """Run the forecasting engine once over every container with enough history.
 
         Returns the per-container view; containers missing from it get history-only advice
-        (and their rationale says so).
+        (and their rationale says so). When the engine refuses the batch, each container is
+        retried alone, so one odd series costs only its own forecast.
         """
+        try:
+            return self._forecast_batch(histories)
+        except HistoryError as error:
+            logger.warning("rightsizing batch forecast refused (%s); retrying per container", error)
+        out: dict[str, ForecastView] = {}
+        for history in histories:
+            try:
+                out.update(self._forecast_batch([history]))
+            except HistoryError as error:
+                logger.warning("no forecast for %s: %s", history.container_id, error)
+        return out
+
+    def _forecast_batch(self, histories: Sequence[ContainerHistory]) -> dict[str, ForecastView]:
         frame = self._forecast_frame(histories)
         if frame.height == 0:
             return {}
@@ -175,11 +203,7 @@ class ForecastAwareStrategy:
                 workers=self.settings.forecast_workers, use_lightgbm=self.settings.use_lightgbm
             )
         )
-        try:
-            forecast = engine.fit(frame).predict(horizon)
-        except HistoryError as error:
-            logger.warning("rightsizing forecasts skipped: %s", error)
-            return {}
+        forecast = engine.fit(frame).predict(horizon)
         column = self.settings.forecast_quantile
         q = self.settings.cpu_quantile
         out: dict[str, ForecastView] = {}
@@ -269,7 +293,9 @@ class ForecastAwareStrategy:
             reasons.append(hpa_reason)
         else:
             cpu_level = weighted_quantile(history.cpu_cores, weights, s.cpu_quantile)
-            reasons.append(f"CPU p{s.cpu_quantile * 100:g} {cpu_level * 1000:.0f}m")
+            reasons.append(
+                f"recency-weighted CPU p{s.cpu_quantile * 100:g} {cpu_level * 1000:.0f}m"
+            )
 
         memory_peak = float(np.max(history.memory_bytes))
         memory_level = memory_peak
@@ -284,12 +310,9 @@ class ForecastAwareStrategy:
                 f"forecast {s.forecast_quantile} next {s.forecast_horizon_days:g} d:"
                 f" CPU x{ratio:.2f}, memory peak {memory_level / MIB:.0f}Mi"
             )
-        elif days < s.min_forecast_days:
-            reasons.append(
-                f"no forecast (history < {s.min_forecast_days:g} d): history quantiles only"
-            )
         else:
-            reasons.append("no forecast (engine refused the series): history quantiles only")
+            why = self.why_no_forecast(history) or "the forecasting engine refused the series"
+            reasons.append(f"no forecast ({why}): history quantiles only")
 
         cpu_request = cpu_level * (1.0 + cpu_margin)
         if throttled_p90 is not None and throttled_p90 > THROTTLING_ALERT_RATIO:
