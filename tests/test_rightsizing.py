@@ -503,3 +503,19 @@ def test_file_contract_uses_pods_and_replicas_columns_for_hpa():
     api = recommend_usage(pl.concat(rows)).row(0, named=True)
     assert api["hpa"] and api["replicas"] == pytest.approx(replicas.mean())
     assert 0.4 <= api["cpu_request"] <= 0.4 * 1.3 + 0.01  # 0.28 cores per replica at 70 %
+
+
+def test_rollout_surge_pods_are_not_mistaken_for_an_hpa():
+    # one replica; a rollout runs the new pod beside the old one for an hour, then replaces it
+    old = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    old = old.with_columns(
+        pl.when(pl.int_range(pl.len()) < PER_DAY + 4)
+        .then(pl.lit("api-old"))
+        .otherwise(pl.lit("api-new"))
+        .alias("pod")
+    )
+    surge = old.filter(pl.int_range(pl.len()).is_between(PER_DAY, PER_DAY + 3))
+    usage = pl.concat([old, surge.with_columns(pl.lit("api-new").alias("pod"))])
+    api = recommend_usage(usage).row(0, named=True)
+    assert not api["hpa"] and "HPA" not in api["rationale"]
+    assert api["cpu_request"] >= 0.38  # sized for the per-pod p95, not a per-replica mean

@@ -44,6 +44,9 @@ OOM_BUMP_RATIO = 1.2
 OOM_MIN_BUMP_BYTES = 100 * MIB
 # kubernetes-mixin's CPUThrottlingHigh alert fires above 25 % throttled CFS periods.
 THROTTLING_ALERT_RATIO = 0.25
+# A rollout's surge pods last minutes; a replica count away from its usual value for at least
+# a tenth of the history is an autoscaler, not a rollout.
+HPA_MIN_SHARE_OFF_MODE = 0.1
 # KRR's default history_duration is 336 h: two weeks of history earn full length confidence.
 FULL_CONFIDENCE_DAYS = 14.0
 # KRR and VPA both add 15 % to memory (KRR memory_buffer_percentage, VPA safety-margin-fraction).
@@ -118,6 +121,19 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     cumulative = np.cumsum(weights[order])
     position = np.searchsorted(cumulative, q * cumulative[-1])
     return float(values[order][min(position, values.size - 1)])
+
+
+def scales_horizontally(replicas: np.ndarray) -> bool:
+    """True when the replica count moves (an HPA at work), not just during rollouts.
+
+    A rolling update briefly runs surge pods next to the old ones; only a count that differs
+    from its most common value for `HPA_MIN_SHARE_OFF_MODE` of the time counts as scaling.
+    """
+    counts = np.round(replicas[np.isfinite(replicas)])
+    if counts.size == 0 or counts.max() - counts.min() < 1:
+        return False
+    values, frequency = np.unique(counts, return_counts=True)
+    return bool(1.0 - frequency.max() / counts.size >= HPA_MIN_SHARE_OFF_MODE)
 
 
 def hourly(ts_s: np.ndarray, values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +303,7 @@ class ForecastAwareStrategy:
         cpu_margin = s.cpu_low_confidence_margin * (1.0 - confidence)
 
         replica_ts, replicas = history.replica_series()
-        hpa = bool(replicas.size and np.nanmax(replicas) - np.nanmin(replicas) >= 1.0)
+        hpa = scales_horizontally(replicas)
         if hpa:
             cpu_level, hpa_reason = self._hpa_level(history, replica_ts, replicas, rule)
             reasons.append(hpa_reason)
