@@ -85,7 +85,8 @@ class ForecastAwareSettings:
     max_memory_forecast_ratio: float = 1.5
     # a throttled container's request grows by its p90 throttled share, at most this factor
     max_throttling_bump: float = 2.0
-    forecast_workers: int = 1
+    # worker processes of the forecasting engine (it only spawns them for >= 24 series)
+    forecast_workers: int = 2
     use_lightgbm: bool = False
 
 
