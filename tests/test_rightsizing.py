@@ -519,3 +519,15 @@ def test_rollout_surge_pods_are_not_mistaken_for_an_hpa():
     api = recommend_usage(usage).row(0, named=True)
     assert not api["hpa"] and "HPA" not in api["rationale"]
     assert api["cpu_request"] >= 0.38  # sized for the per-pod p95, not a per-replica mean
+
+
+def test_a_proven_memory_limit_is_not_raised_without_an_oom():
+    usage = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 850 * MIB + 0 * i)
+    spec = spec_frame({"shop/api/app": (1.0, None, 1.0 * GIB, 1.0 * GIB)})
+    api = recommend_usage(usage, spec).row(0, named=True)
+    assert api["memory_request"] == GIB and "capped at the current limit" in api["rationale"]
+    # the same usage pressed against a smaller limit is sized above it
+    tight = spec_frame({"shop/api/app": (1.0, None, 900.0 * MIB, 900.0 * MIB)})
+    squeezed = recommend_usage(usage, tight).row(0, named=True)
+    assert squeezed["memory_request"] > 900 * MIB and squeezed["kind"] == "risk"
+    assert squeezed["rationale"].startswith("sizes memory up")

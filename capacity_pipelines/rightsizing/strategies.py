@@ -47,6 +47,9 @@ THROTTLING_ALERT_RATIO = 0.25
 # A rollout's surge pods last minutes; a replica count away from its usual value for at least
 # a tenth of the history is an autoscaler, not a rollout.
 HPA_MIN_SHARE_OFF_MODE = 0.1
+# A working set that stays below 90 % of its limit was not squeezed by it (near the limit the
+# kernel reclaims page cache and the observed peak understates the demand).
+PROVEN_LIMIT_SHARE = 0.9
 # KRR's default history_duration is 336 h: two weeks of history earn full length confidence.
 FULL_CONFIDENCE_DAYS = 14.0
 # KRR and VPA both add 15 % to memory (KRR memory_buffer_percentage, VPA safety-margin-fraction).
@@ -341,6 +344,19 @@ class ForecastAwareStrategy:
 
         memory_margin = MEMORY_SAFETY_MARGIN + s.memory_low_confidence_margin * (1.0 - confidence)
         memory_request = memory_level * (1.0 + memory_margin)
+        current_limit = history.current.memory_limit
+        if (
+            not oom_kills
+            and current_limit
+            and memory_level < PROVEN_LIMIT_SHARE * current_limit < memory_request
+        ):
+            # the container ran its whole history under this limit without an OOM kill and
+            # never came close to it: the limit is proven, a margin above it buys nothing seen
+            memory_request = current_limit
+            reasons.append(
+                f"memory capped at the current limit {current_limit / MIB:.0f}Mi "
+                "(no OOM kill under it, peak below 90 %)"
+            )
         if oom_kills:
             died_at = self._oom_limit(history)
             bumped = max(died_at * OOM_BUMP_RATIO, died_at + OOM_MIN_BUMP_BYTES)
@@ -354,6 +370,13 @@ class ForecastAwareStrategy:
             cpu_limit = round_cpu_up(cpu_limit)
         memory_limit = round_memory_up(memory_limit)
         reasons.append(f"margin CPU {cpu_margin:.0%} memory {memory_margin:.0%}; {rule.describe()}")
+        current = history.current
+        for name, new, old in (
+            ("CPU", cpu_request, current.cpu_request),
+            ("memory", memory_request, current.memory_request),
+        ):
+            if old and new > old:
+                reasons.insert(0, f"sizes {name} up {new / old - 1:.0%}")
         return Recommendation(
             "ok",
             cpu_request,
