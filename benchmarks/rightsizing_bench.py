@@ -20,7 +20,8 @@ Metrics per method over the evaluation week (every 5-min sample of every VM):
   price book's default node class.
 
 KRR and VPA are re-implemented here from their published algorithms (constants cited inline).
-Results go to `benchmarks/results/rightsizing.md` (Markdown) and the JSON beside it.
+The tables are printed as Markdown and every number goes to `benchmarks/results/rightsizing.json`;
+`benchmarks/results/rightsizing.md` holds the printed tables with their reading.
 """
 
 from __future__ import annotations
@@ -119,9 +120,8 @@ def krr_simple(train: pl.DataFrame) -> Sizing:
 def _histogram_percentile(
     values: np.ndarray, weights: np.ndarray, first_bucket: float, q: float
 ) -> float:
-    """VPA's exponential-bucket histogram percentile: the upper edge... of the bucket that
-    holds the q-th weight (util/histogram.go returns the bucket's start; the recommender then
-    applies the margin)."""
+    """VPA's exponential-bucket histogram percentile (util/histogram.go `Percentile`): the end
+    of the bucket where the cumulative weight reaches q, i.e. `GetBucketStart(bucket + 1)`."""
     # bucket i spans [first*(ratio^i - 1)/(ratio - 1), ...): VPA's exponential options
     scale = first_bucket / (VPA_BUCKET_RATIO - 1)
     index = np.floor(np.log1p(np.maximum(values, 0) / scale) / math.log(VPA_BUCKET_RATIO))
@@ -389,7 +389,7 @@ def markdown(split: dict) -> str:
 def main() -> int:
     """Run both splits, print the tables, write the results files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=RESULTS / "rightsizing.md")
+    parser.add_argument("--json", type=Path, default=RESULTS / "rightsizing.json")
     args = parser.parse_args()
     if not DATA.exists():
         print(
@@ -416,8 +416,8 @@ def main() -> int:
     text = "\n\n".join(markdown(s) for s in splits)
     print(text)
     payload = {"commit": commit, "price_id": price.price_id, "splits": splits}
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    print(f"\nprice {price.price_id}; commit {commit}; json {args.out.with_suffix('.json')}")
+    args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"\nprice {price.price_id}; commit {commit}; json {args.json}")
     return 0
 
 
