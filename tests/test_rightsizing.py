@@ -531,3 +531,12 @@ def test_a_proven_memory_limit_is_not_raised_without_an_oom():
     squeezed = recommend_usage(usage, tight).row(0, named=True)
     assert squeezed["memory_request"] > 900 * MIB and squeezed["kind"] == "risk"
     assert squeezed["rationale"].startswith("sizes memory up")
+
+
+def test_the_example_policy_file_loads():
+    example = Path(__file__).resolve().parents[1] / "assets/rightsizing/limits_policy.example.yaml"
+    policy = load_policy(example)
+    assert policy.rule("payments", "ledger").mode == "guaranteed"
+    assert policy.rule("batch", "etl").limits(1.0, 1e9) == (2.0, 1.5e9)
+    assert policy.rule("agents", "planner").hpa_target_utilization == 0.6
+    assert policy.rule("shop", "api").mode == "no_cpu_limit"
