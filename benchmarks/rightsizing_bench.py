@@ -48,7 +48,6 @@ from capacity_pipelines.rightsizing.prices import GIB, load_compute_prices  # no
 DATA = REPO.parent / "shared" / "data" / "bitbrains_rnd_6vms_2013-07.csv.gz"
 RESULTS = REPO / "benchmarks" / "results"
 DAY_S = 86_400
-STEP_S = 300  # Bitbrains samples every 5 minutes
 
 # --- KRR `simple` strategy (robusta-dev/krr, robusta_krr/strategies/simple.py) -------------
 KRR_HISTORY_S = 336 * 3_600  # history_duration default: 336 hours
@@ -93,6 +92,32 @@ def load_bitbrains() -> pl.DataFrame:
         (pl.col("mem_capacity_kb") * 1024.0).alias("memory_capacity"),
         (pl.col("timestamp_s") - start).alias("t"),
     ).sort("vm_id", "t")
+
+
+ALIBABA = REPO.parent / "shared" / "data" / "alibaba_v2018_machine_usage_3machines.csv"
+ALIBABA_CORES = 96  # cluster-trace-v2018 machines: 96 cores (trace documentation)
+ALIBABA_NOMINAL_MEMORY = 100 * GIB  # memory is published as % only: 100 % = 100 GiB, nominal
+ALIBABA_EPOCH_S = 1_514_764_800  # 2018-01-01: the trace's timestamps are offsets from its start
+
+
+def load_alibaba() -> pl.DataFrame:
+    """Three Alibaba 2018 machines in the Bitbrains frame's shape (irregular 10-60 s samples,
+    8 days; CPU % of 96 cores, memory % of a nominal 100 GiB). Research/study use only."""
+    frame = pl.read_csv(ALIBABA).drop_nulls(["cpu_util_percent", "mem_util_percent"])
+    start = frame["time_stamp"].min()
+    return (
+        frame.with_columns(
+            pl.col("machine_id").str.extract(r"(\d+)$").cast(pl.Int64).alias("vm_id"),
+            (pl.col("time_stamp") - start).alias("t"),
+            (pl.col("time_stamp") + ALIBABA_EPOCH_S).alias("timestamp_s"),
+            (pl.col("cpu_util_percent") / 100 * ALIBABA_CORES).cast(pl.Float64).alias("cores"),
+            (pl.col("mem_util_percent") / 100 * ALIBABA_NOMINAL_MEMORY).alias("memory"),
+            pl.lit(ALIBABA_CORES).alias("cpu_cores"),
+            pl.lit(float(ALIBABA_NOMINAL_MEMORY)).alias("memory_capacity"),
+        )
+        .unique(["vm_id", "t"], keep="first")
+        .sort("vm_id", "t")
+    )
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -248,8 +273,8 @@ def hindsight(evaluation: pl.DataFrame, violation: float) -> Sizing:
 # -- scoring -----------------------------------------------------------------------------------
 
 
-def score(sizing: Sizing, evaluation: pl.DataFrame, usd_per_month: Callable) -> dict:
-    """The issue's metrics for one method over the evaluation week."""
+def score(sizing: Sizing, evaluation: pl.DataFrame, usd_per_month: Callable, hours: float) -> dict:
+    """The issue's metrics for one method over an evaluation window of `hours`."""
     cpu_slack = cpu_total = memory_slack = memory_total = 0.0
     violations = samples = oom = 0
     core_hours = gib_hours = cores_sum = memory_sum = 0.0
@@ -264,7 +289,6 @@ def score(sizing: Sizing, evaluation: pl.DataFrame, usd_per_month: Callable) -> 
         violations += int((cores > cpu_request).sum())
         samples += cores.size
         oom += int(bool((memory > sizing.memory_limit[vm]).any()))
-        hours = cores.size * STEP_S / 3_600
         core_hours += cpu_request * hours
         gib_hours += memory_request / GIB * hours
         cores_sum += cpu_request
@@ -281,12 +305,13 @@ def score(sizing: Sizing, evaluation: pl.DataFrame, usd_per_month: Callable) -> 
     }
 
 
-def run_split(frame: pl.DataFrame, train_weeks: int, usd_per_month: Callable) -> dict:
-    """Train on the first `train_weeks` weeks, evaluate on the week after."""
-    train = frame.filter(pl.col("t") < train_weeks * 7 * DAY_S)
-    evaluation = frame.filter(
-        (pl.col("t") >= train_weeks * 7 * DAY_S) & (pl.col("t") < (train_weeks + 1) * 7 * DAY_S)
-    )
+def run_split(
+    frame: pl.DataFrame, title: str, train_end_s: int, eval_end_s: int, usd_per_month: Callable
+) -> dict:
+    """Train on `t < train_end_s`, evaluate on `train_end_s <= t < eval_end_s`."""
+    train = frame.filter(pl.col("t") < train_end_s)
+    evaluation = frame.filter((pl.col("t") >= train_end_s) & (pl.col("t") < eval_end_s))
+    hours = (eval_end_s - train_end_s) / 3_600
     current = current_spec(train)
     methods: dict[str, Sizing] = {"current provisioning": current}
     timings = {}
@@ -298,13 +323,13 @@ def run_split(frame: pl.DataFrame, train_weeks: int, usd_per_month: Callable) ->
         began = time.perf_counter()
         methods[name] = build()
         timings[name] = time.perf_counter() - began
-    scores = {name: score(s, evaluation, usd_per_month) for name, s in methods.items()}
+    scores = {name: score(s, evaluation, usd_per_month, hours) for name, s in methods.items()}
     best_violation = min(
         scores["KRR simple"]["cpu_violation_rate"], scores["VPA recommender"]["cpu_violation_rate"]
     )
     reference = hindsight(evaluation, best_violation)
-    scores["hindsight optimum (knows the evaluation week)"] = score(
-        reference, evaluation, usd_per_month
+    scores["hindsight optimum (knows the evaluation window)"] = score(
+        reference, evaluation, usd_per_month, hours
     )
     per_vm = {
         name: {
@@ -317,7 +342,7 @@ def run_split(frame: pl.DataFrame, train_weeks: int, usd_per_month: Callable) ->
         for name, s in methods.items()
     }
     return {
-        "train_weeks": train_weeks,
+        "title": title,
         "scores": scores,
         "per_vm": per_vm,
         "seconds": timings,
@@ -347,7 +372,7 @@ def goal(scores: dict) -> dict:
 def markdown(split: dict) -> str:
     """One split's table and goal lines."""
     lines = [
-        f"### Train weeks 1-{split['train_weeks']}, evaluate week {split['train_weeks'] + 1}",
+        f"### {split['title']}",
         "",
         "| method | CPU slack | CPU violation rate | memory slack | memory OOM proxy "
         "| core-hours | GiB-hours | $ / month |",
@@ -404,10 +429,24 @@ def main() -> int:
     def usd_per_month(cores: float, memory: float) -> float:
         return prices.monthly_usd(cores, memory, price)
 
-    frame = load_bitbrains()
+    week = 7 * DAY_S
+    bitbrains = load_bitbrains()
+    runs = [
+        (bitbrains, "Bitbrains: train weeks 1-3, evaluate week 4", 3 * week, 4 * week),
+        (bitbrains, "Bitbrains: train weeks 1-2, evaluate week 3", 2 * week, 3 * week),
+    ]
+    if ALIBABA.exists():
+        runs.append(
+            (
+                load_alibaba(),
+                "Alibaba 2018 machines: train days 1-6, evaluate days 7-8",
+                6 * DAY_S,
+                8 * DAY_S,
+            )
+        )
     splits = []
-    for train_weeks in (3, 2):
-        split = run_split(frame, train_weeks, usd_per_month)
+    for frame, title, train_end, eval_end in runs:
+        split = run_split(frame, title, train_end, eval_end, usd_per_month)
         split["goal"] = goal(split["scores"])
         splits.append(split)
     commit = subprocess.run(
