@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SECONDS_PER_DAY = 86_400
+# Coverage is judged on bins of at least five minutes (a common Prometheus rate window).
+COVERAGE_BIN_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,17 @@ class ContainerHistory:
 
     @property
     def coverage(self) -> float:
-        """Share of the expected time steps that carry at least one sample (gaps lower it)."""
-        step = self.step_s
-        if np.isnan(step) or step <= 0:
+        """Share of time bins that hold at least one sample (gaps lower it).
+
+        Bins are the median gap between samples, at least `COVERAGE_BIN_S`: irregular sampling
+        (jittered scrapes, event-driven exporters) is not missing data, a silent hour is.
+        """
+        distinct = np.unique(self.ts_s)
+        if distinct.size < 2:
             return 0.0
-        expected = (self.ts_s.max() - self.ts_s.min()) / step + 1
-        return float(min(1.0, np.unique(self.ts_s).size / expected))
+        width = max(float(np.median(np.diff(distinct))), COVERAGE_BIN_S)
+        bins = np.unique(((distinct - distinct[0]) // width).astype(np.int64))
+        return float(min(1.0, bins.size / (bins.max() + 1)))
 
     def replica_series(self) -> tuple[np.ndarray, np.ndarray]:
         """Replicas over time: the given series, else the number of pods seen per timestamp."""
