@@ -540,3 +540,22 @@ def test_the_example_policy_file_loads():
     assert policy.rule("batch", "etl").limits(1.0, 1e9) == (2.0, 1.5e9)
     assert policy.rule("agents", "planner").hpa_target_utilization == 0.6
     assert policy.rule("shop", "api").mode == "no_cpu_limit"
+
+
+def test_changes_too_small_to_roll_out_get_no_patch():
+    usage = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    first = recommend_usage(usage).row(0, named=True)
+    # current requests 3 % above the recommendation: cheaper by less than 5 %, not worth it
+    spec = spec_frame(
+        {
+            "shop/api/app": (
+                first["cpu_request"] * 1.03,
+                None,
+                first["memory_request"] * 1.03,
+                first["memory_request"] * 1.03,
+            )
+        }
+    )
+    frame = recommend_usage(usage, spec)
+    assert frame["kind"].to_list() == ["no_change"]
+    assert workload_patches(frame) == {}

@@ -114,11 +114,13 @@ def _resources(row: dict) -> dict:
 def workload_patches(recommendations: pl.DataFrame) -> dict[str, str]:
     """`namespace/workload` -> strategic-merge patch YAML of its changed container resources.
 
-    Containers without enough data and workloads with nothing to change get no patch.
+    Containers without enough data, changes too small to be worth a rollout (`no_change`: less
+    than 5 % of the cost, nothing sized up) and workloads with nothing to change get no patch.
     """
     patches: dict[str, list[dict]] = {}
     comments: dict[str, list[str]] = {}
-    for row in recommendations.filter(pl.col("status") == "ok").iter_rows(named=True):
+    worth_applying = (pl.col("status") == "ok") & (pl.col("kind") != "no_change")
+    for row in recommendations.filter(worth_applying).iter_rows(named=True):
         resources = _resources(row)
         if not resources:
             continue
