@@ -191,10 +191,15 @@ def _delete_then_insert(
     start: datetime,
     end: datetime,
     rows: pl.DataFrame,
+    time_column: str = "ts",
 ) -> None:
     """Inside an open transaction: drop the window's rows, insert `rows` (explicit columns)."""
     col_list = ", ".join(_quote(c) for c in columns)
-    con.execute(f"DELETE FROM {_quote(table_name)} WHERE ts >= ? AND ts < ?", [start, end])
+    con.execute(
+        f"DELETE FROM {_quote(table_name)} WHERE {_quote(time_column)} >= ? "
+        f"AND {_quote(time_column)} < ?",
+        [start, end],
+    )
     if _crash_hook("after_delete"):
         os._exit(3)  # test hook: simulate a process killed between delete and insert
     con.register("incoming_rows", rows.select(columns).to_arrow())
@@ -288,10 +293,12 @@ def replace_derived_window(
     start: datetime,
     end: datetime,
     frame: pl.DataFrame,
+    time_column: str = "ts",
 ) -> int:
     """Create/document a derived table and atomically replace its rows in `[start, end)`.
 
-    `frame` must have every documented column (and `ts`); timestamps are stored as naive UTC.
+    The window is on `time_column` (`as_of` for forecasts, whose `ts` lie in the future).
+    `frame` must have every documented column; timestamps are stored as naive UTC.
     """
     missing = [c for c in table.columns if c not in frame.columns]
     if missing:
@@ -310,7 +317,13 @@ def replace_derived_window(
                 f"COMMENT ON COLUMN {_quote(table.name)}.{_quote(column)} IS {_literal(doc)}"
             )
         _delete_then_insert(
-            con, table.name, list(table.columns), _naive_utc(start), _naive_utc(end), rows
+            con,
+            table.name,
+            list(table.columns),
+            _naive_utc(start),
+            _naive_utc(end),
+            rows,
+            time_column,
         )
         con.execute("COMMIT")
     except BaseException:

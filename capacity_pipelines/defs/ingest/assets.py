@@ -11,7 +11,13 @@ from capacity_pipelines.ingest import BlockingCheckError, ingest_window
 from capacity_pipelines.sources.evaluate import UnsupportedQueryError
 from capacity_pipelines.sources.openmetrics import ExportFormatError
 
-WAREHOUSE_POOL = "warehouse"  # one writer at a time (DESIGN.md, warehouse rules)
+WAREHOUSE_POOL = "warehouse"
+# Assets that write derived tables: the snapshot waits for them so analysts see one state.
+DERIVED_WRITERS = (
+    "llm_token_cost",
+    "load_forecasts",
+    "forecast_backtests",
+)  # one writer at a time (DESIGN.md, warehouse rules)
 EXTRACTION_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -113,7 +119,10 @@ def build_snapshot_asset(catalog: Catalog) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         # Every asset that writes the warehouse, so the snapshot is consistent after the run.
-        deps=[*(dg.AssetKey(name) for name in catalog.tables), dg.AssetKey("llm_token_cost")],
+        deps=[
+            *(dg.AssetKey(name) for name in catalog.tables),
+            *(dg.AssetKey(name) for name in DERIVED_WRITERS),
+        ],
     )
     def warehouse_snapshot(warehouse: WarehouseResource) -> dg.MaterializeResult:
         snapshot = wh.publish_snapshot(warehouse.path, warehouse.snapshot_path)

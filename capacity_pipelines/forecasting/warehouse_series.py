@@ -1,0 +1,272 @@
+"""Load series from the warehouse for the forecasting engine, and what comes back out of it.
+
+Capacity questions are asked per service and per workload, hourly, over weeks: this module
+turns the warehouse's 5-minute per-pod rows into hourly series with their capacity, runs the
+engine, derives peaks and runway, and backtests the engine against seasonal naive on the last
+week (the bar it must clear), so the Dagster assets only call and attach metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from capacity_pipelines.forecasting.capacity import (
+    clipping_notes,
+    next_week_peak,
+    time_to_saturation,
+)
+from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
+from capacity_pipelines.forecasting.metrics import mase
+from capacity_pipelines.forecasting.models import SeasonalNaive
+from capacity_pipelines.warehouse import DerivedTable
+
+HORIZON_HOURS = 168  # a week ahead: the weekly capacity report's horizon
+HISTORY_DAYS = 56  # 8 weeks: enough for weekly seasonality, short enough to follow change
+MIN_HISTORY_HOURS = 72  # below this a series is listed as too short, not forecast
+MAX_MISSING_SHARE = 0.10  # the engine tolerates up to 10 % missing points
+SEASON_HOURS = 24  # MASE scale: in-sample seasonal naive with m = 24 on hourly data
+
+# Hourly series per family. `ts` is the start of the hour; a 5-minute row stamped at the end of
+# its step belongs to the hour that step lies in, hence the 1-microsecond shift.
+_HOUR = "date_trunc('hour', ts - INTERVAL 1 microsecond)"
+FAMILY_SQL = {
+    "service_request_rate": f"""
+        SELECT 'service_request_rate:' || namespace || '/' || service AS series_id,
+               {_HOUR} AS ts, avg(request_rate_rps) AS value, NULL::DOUBLE AS capacity
+        FROM service_traffic WHERE ts > ? AND ts <= ? GROUP BY ALL""",
+    "workload_cpu": f"""
+        WITH per_step AS (
+            SELECT namespace, workload, ts, sum(cpu_cores) AS cores,
+                   sum(coalesce(cpu_limit_cores, cpu_request_cores)) AS capacity
+            FROM container_usage WHERE ts > ? AND ts <= ? GROUP BY ALL)
+        SELECT 'workload_cpu:' || namespace || '/' || workload AS series_id,
+               {_HOUR} AS ts, avg(cores) AS value, max(capacity) AS capacity
+        FROM per_step GROUP BY ALL""",
+    "workload_memory": f"""
+        WITH per_step AS (
+            SELECT namespace, workload, ts, sum(memory_working_set_bytes) AS bytes,
+                   sum(coalesce(memory_limit_bytes, memory_request_bytes)) AS capacity
+            FROM container_usage WHERE ts > ? AND ts <= ? GROUP BY ALL)
+        SELECT 'workload_memory:' || namespace || '/' || workload AS series_id,
+               {_HOUR} AS ts, max(bytes) AS value, max(capacity) AS capacity
+        FROM per_step GROUP BY ALL""",
+    "llm_tokens": f"""
+        SELECT 'llm_tokens:' || provider || '/' || model || '/' || agent AS series_id,
+               {_HOUR} AS ts, sum(input_tokens + output_tokens) AS value,
+               NULL::DOUBLE AS capacity
+        FROM llm_token_usage WHERE ts > ? AND ts <= ? GROUP BY ALL""",
+}
+
+FORECAST_TABLE = DerivedTable(
+    name="load_forecast",
+    description="Hourly load forecasts a week ahead per service, workload and LLM agent, with "
+    "calibrated upper quantiles; one set per as-of day.",
+    columns={
+        "as_of": "UTC end of the history the forecast was made from.",
+        "series_id": "family:entity, e.g. workload_cpu:agents/planner.",
+        "family": "service_request_rate, workload_cpu, workload_memory or llm_tokens.",
+        "ts": "UTC start of the forecast hour.",
+        "point": "Point forecast (the combination's mean).",
+        "p50": "Median forecast.",
+        "p80": "80th percentile (upper quantile).",
+        "p90": "90th percentile (upper quantile).",
+        "p95": "95th percentile (upper quantile).",
+        "model": "Model or combination that produced the forecast.",
+        "interval_method": "How the quantiles were calibrated.",
+    },
+)
+RUNWAY_TABLE = DerivedTable(
+    name="capacity_runway",
+    description="Per series and as-of day: next-week peak (p50, p90), the capacity it is "
+    "measured against, when p90 first reaches it and the runway in days, and a note when "
+    "usage sits at its limit (then usage understates demand).",
+    columns={
+        "as_of": "UTC end of the history the forecast was made from.",
+        "series_id": "family:entity.",
+        "family": "Series family.",
+        "peak_p50": "Highest hourly p50 in the next 7 days.",
+        "peak_p90": "Highest hourly p90 in the next 7 days.",
+        "capacity": "Sum of limits (requests where no limit) at the end of the history.",
+        "saturation_ts": "First forecast hour whose p90 reaches the capacity (NULL: not within "
+        "the horizon).",
+        "runway_days": "Days from as_of to saturation_ts (NULL: longer than the horizon).",
+        "clipped": "True when usage sits at its limit often: demand is higher than usage shows.",
+        "note": "Demand-vs-utilisation note.",
+    },
+)
+BACKTEST_TABLE = DerivedTable(
+    name="forecast_backtest",
+    description="The engine vs seasonal naive on the last week before each as-of day "
+    "(trained on the weeks before it): MASE per series, the bar the engine must clear.",
+    columns={
+        "as_of": "UTC end of the history.",
+        "series_id": "family:entity.",
+        "family": "Series family.",
+        "mase_engine": "MASE of the engine's point forecast (scale: seasonal naive, m = 24).",
+        "mase_seasonal_naive": "MASE of the daily seasonal-naive forecast.",
+        "coverage_p90": "Share of the week's actuals at or below the engine's p90.",
+    },
+)
+
+
+@dataclass(frozen=True)
+class WarehouseSeries:
+    """Hourly history for the engine, the capacity of each series, and the ones left out."""
+
+    history: pl.DataFrame  # series_id, ts, value
+    capacity: pl.DataFrame  # series_id, capacity (latest)
+    skipped: pl.DataFrame  # series_id, reason
+
+
+def load_series(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, history_days: int = HISTORY_DAYS
+) -> WarehouseSeries:
+    """Hourly series of every family over `(as_of - history_days, as_of]`."""
+    start = as_of - timedelta(days=history_days)
+    args = [start.replace(tzinfo=None), as_of.replace(tzinfo=None)]
+    frames = [con.execute(sql, args).pl() for sql in FAMILY_SQL.values()]
+    schema = {
+        "series_id": pl.Utf8,
+        "ts": pl.Datetime("us"),
+        "value": pl.Float64,
+        "capacity": pl.Float64,
+    }
+    hourly = pl.concat([f.cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
+    hourly = hourly.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
+    stats = hourly.group_by("series_id").agg(
+        pl.len().alias("points"),
+        ((pl.col("ts").max() - pl.col("ts").min()).dt.total_hours() + 1).alias("span"),
+        pl.col("capacity").sort_by("ts").last().alias("capacity"),
+    )
+    too_short = stats.filter(pl.col("points") < MIN_HISTORY_HOURS).with_columns(
+        pl.format("{} hours of history (< {})", "points", pl.lit(MIN_HISTORY_HOURS)).alias("reason")
+    )
+    gappy = stats.filter(
+        (pl.col("points") >= MIN_HISTORY_HOURS)
+        & (pl.col("points") < (1 - MAX_MISSING_SHARE) * pl.col("span"))
+    ).with_columns(pl.format("{} of {} hours present", "points", "span").alias("reason"))
+    skipped = pl.concat([too_short, gappy]).select("series_id", "reason").sort("series_id")
+    kept = stats.join(skipped, on="series_id", how="anti")
+    history = (
+        hourly.join(kept.select("series_id"), on="series_id")
+        .select("series_id", "ts", "value")
+        .sort("series_id", "ts")
+    )
+    capacity = kept.select("series_id", "capacity").filter(pl.col("capacity").is_not_null())
+    return WarehouseSeries(history=history, capacity=capacity, skipped=skipped)
+
+
+def family_of(series_id: pl.Expr) -> pl.Expr:
+    """The family prefix of a series id."""
+    return series_id.str.split(":").list.first()
+
+
+@dataclass(frozen=True)
+class LoadForecast:
+    forecast: pl.DataFrame
+    runway: pl.DataFrame
+
+
+def forecast_load(
+    series: WarehouseSeries, as_of: datetime, horizon: int = HORIZON_HOURS, workers: int = 2
+) -> LoadForecast:
+    """Forecast every series `horizon` hours ahead; peaks, saturation against capacity, notes."""
+    engine = CapacityForecaster(EngineSettings(workers=workers)).fit(series.history)
+    forecast = engine.predict(horizon)
+    as_of_naive = as_of.replace(tzinfo=None)
+    peaks = next_week_peak(forecast)
+    saturation = time_to_saturation(forecast, series.capacity, "p90", now=as_of_naive)
+    limits = series.capacity.rename({"capacity": "limit"})
+    notes = clipping_notes(series.history.join(limits, on="series_id"), limits)
+    runway = (
+        peaks.join(saturation.drop("quantile", "saturates"), on="series_id", how="left")
+        .join(notes.select("series_id", "clipped", "note"), on="series_id", how="left")
+        .with_columns(
+            pl.lit(as_of_naive).alias("as_of"),
+            family_of(pl.col("series_id")).alias("family"),
+            pl.col("clipped").fill_null(False),
+            pl.col("note").fill_null(""),
+        )
+    )
+    forecast = forecast.with_columns(
+        pl.lit(as_of_naive).alias("as_of"), family_of(pl.col("series_id")).alias("family")
+    )
+    return LoadForecast(forecast=forecast, runway=runway)
+
+
+def backtest_last_week(
+    series: WarehouseSeries, as_of: datetime, horizon: int = HORIZON_HOURS, workers: int = 2
+) -> pl.DataFrame:
+    """Train on all but the last `horizon` hours, score the engine and seasonal naive on them.
+
+    Series without two weeks of history before the held-out week are left out: there is
+    nothing honest to score them on.
+    """
+    history = series.history
+    cut = history.group_by("series_id").agg(pl.col("ts").max().alias("last"))
+    history = history.join(cut, on="series_id").with_columns(
+        (pl.col("ts") > pl.col("last") - pl.duration(hours=horizon)).alias("held_out")
+    )
+    train = history.filter(~pl.col("held_out"))
+    long_enough = (
+        train.group_by("series_id").len().filter(pl.col("len") >= 2 * HORIZON_HOURS)["series_id"]
+    )
+    train = train.filter(pl.col("series_id").is_in(long_enough.implode()))
+    schema = {c: pl.Float64 for c in ("mase_engine", "mase_seasonal_naive", "coverage_p90")}
+    if train.height == 0:
+        return pl.DataFrame(schema={"series_id": pl.Utf8, **schema})
+    engine = CapacityForecaster(EngineSettings(workers=workers)).fit(
+        train.select("series_id", "ts", "value")
+    )
+    forecast = engine.predict(horizon)
+    actual = history.filter(pl.col("held_out")).select("series_id", "ts", "value")
+    rows = []
+    naive = SeasonalNaive("day")
+    for (series_id,), group in forecast.group_by("series_id", maintain_order=True):
+        insample = train.filter(pl.col("series_id") == series_id)["value"].to_numpy()
+        joined = group.join(
+            actual.filter(pl.col("series_id") == series_id), on=["series_id", "ts"], how="left"
+        )
+        truth = joined["value"].to_numpy().astype(float)
+        snaive = naive.forecast(insample, (SEASON_HOURS,), len(truth))
+        observed = np.isfinite(truth)
+        rows.append(
+            {
+                "series_id": series_id,
+                "mase_engine": mase(truth, joined["point"].to_numpy(), insample, SEASON_HOURS),
+                "mase_seasonal_naive": mase(truth, snaive, insample, SEASON_HOURS),
+                "coverage_p90": float(
+                    (truth[observed] <= joined["p90"].to_numpy()[observed]).mean()
+                )
+                if observed.any()
+                else None,
+            }
+        )
+    return pl.DataFrame(rows, schema={"series_id": pl.Utf8, **schema}).with_columns(
+        pl.lit(as_of.replace(tzinfo=None)).alias("as_of"),
+        family_of(pl.col("series_id")).alias("family"),
+    )
+
+
+def accuracy_by_family(backtest: pl.DataFrame) -> pl.DataFrame:
+    """Mean MASE per family for the engine and seasonal naive, and whether the engine regressed."""
+    return (
+        backtest.group_by("family")
+        .agg(
+            pl.len().alias("series"),
+            pl.col("mase_engine").mean().round(3),
+            pl.col("mase_seasonal_naive").mean().round(3),
+            (pl.col("mase_engine") < pl.col("mase_seasonal_naive"))
+            .mean()
+            .round(3)
+            .alias("share_better_than_naive"),
+            pl.col("coverage_p90").mean().round(3),
+        )
+        .with_columns((pl.col("mase_engine") > pl.col("mase_seasonal_naive")).alias("regressed"))
+        .sort("family")
+    )
