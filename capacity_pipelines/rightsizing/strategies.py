@@ -10,11 +10,14 @@ present) it sets:
   per-replica load divided by the HPA's target utilisation instead.
 - Memory request: the peak working set over the whole history or the forecast's upper quantile
   of the coming week's hourly peaks, whichever is higher, plus a margin; above the limit the
-  container was OOM-killed at, bumped like the VPA does.
+  container was OOM-killed at, bumped like the VPA does; never above a current limit that the
+  whole history stayed well below without an OOM kill (that limit is proven).
 - Limits from the namespace's / workload's `LimitsRule`; floors and rounding to Kubernetes
   quantities.
 
-A new strategy is a new class with its own settings and the same `recommend` signature.
+A new strategy is a new class with its own settings and the same `forecasts` / `recommend`
+methods. KRR's `simple` strategy and the VPA recommender are re-implemented in
+`benchmarks/rightsizing_bench.py` for comparison, not offered here.
 """
 
 from __future__ import annotations
