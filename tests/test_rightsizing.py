@@ -559,3 +559,18 @@ def test_changes_too_small_to_roll_out_get_no_patch():
     frame = recommend_usage(usage, spec)
     assert frame["kind"].to_list() == ["no_change"]
     assert workload_patches(frame) == {}
+
+
+def test_a_persistent_oom_status_counts_as_one_kill_per_run():
+    usage = warehouse_rows(
+        "cache",
+        ["cache-a", "cache-b"],
+        2,
+        lambda i, p: np.full(i.size, 0.2),
+        lambda i, p: np.full(i.size, 480.0 * MIB),
+        # pod a: flagged for 10 steps (one kill, status kept), pod b: two separate kills
+        oom_killed=lambda i, p: (
+            ((i >= 50) & (i < 60)) if p == 0 else ((i == 20) | (i == 90))
+        ).astype(float),
+    )
+    assert recommend_from_warehouse(usage).row(0, named=True)["oom_kills"] == 3

@@ -130,6 +130,18 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(values[order][min(position, values.size - 1)])
 
 
+def count_oom_kills(history: ContainerHistory) -> int:
+    """OOM kills as runs of flagged samples per pod: a "last terminated: OOMKilled" status
+    stays set until the next termination, so consecutive flags are one kill, not many."""
+    if history.oom_killed is None:
+        return 0
+    kills = 0
+    for pod in np.unique(history.pod):
+        flagged = history.oom_killed[history.pod == pod] > 0
+        kills += int(np.sum(flagged[1:] & ~flagged[:-1]) + (flagged[0] if flagged.size else 0))
+    return kills
+
+
 def scales_horizontally(replicas: np.ndarray) -> bool:
     """True when the replica count moves (an HPA at work), not just during rollouts.
 
@@ -277,7 +289,7 @@ class ForecastAwareStrategy:
         """Requests and limits for one container, with a one-line rationale."""
         s = self.settings
         days = history.history_days
-        oom_kills = int(np.sum(history.oom_killed > 0)) if history.oom_killed is not None else 0
+        oom_kills = count_oom_kills(history)
         throttled = history.cpu_throttled_ratio
         throttled_p90 = (
             float(np.nanquantile(throttled, 0.9))
