@@ -218,6 +218,7 @@ def test_oom_history_bumps_memory_above_the_limit_it_died_at():
         lambda i, p: np.full(i.size, 0.2),
         lambda i, p: np.full(i.size, 480.0 * MIB),
         oom_killed=lambda i, p: (i == 50).astype(float) * (p == 0),
+        restarts=lambda i, p: (i == 50).astype(float) * (p == 0),
     )
     frame = recommend_from_warehouse(usage)
     cache = frame.row(0, named=True)
@@ -561,16 +562,33 @@ def test_changes_too_small_to_roll_out_get_no_patch():
     assert workload_patches(frame) == {}
 
 
-def test_a_persistent_oom_status_counts_as_one_kill_per_run():
+def test_oom_kills_are_events_not_the_persistent_status():
+    # kube-state-metrics keeps "last terminated: OOMKilled" until the next termination
+    flags = {0: (50, 60), 1: (20, 200), 2: (30, 200)}
+    kills = {0: (50,), 1: (20,), 2: (30, 70)}  # pod c is OOM-killed again while flagged
     usage = warehouse_rows(
         "cache",
-        ["cache-a", "cache-b"],
+        ["cache-a", "cache-b", "cache-c"],
         2,
         lambda i, p: np.full(i.size, 0.2),
         lambda i, p: np.full(i.size, 480.0 * MIB),
-        # pod a: flagged for 10 steps (one kill, status kept), pod b: two separate kills
-        oom_killed=lambda i, p: (
-            ((i >= 50) & (i < 60)) if p == 0 else ((i == 20) | (i == 90))
-        ).astype(float),
+        oom_killed=lambda i, p: ((i >= flags[p][0]) & (i < flags[p][1])).astype(float),
+        restarts=lambda i, p: np.isin(i, kills[p]).astype(float),
     )
-    assert recommend_from_warehouse(usage).row(0, named=True)["oom_kills"] == 3
+    assert recommend_from_warehouse(usage).row(0, named=True)["oom_kills"] == 4
+    # without restart counts: the first sample of each run of flags per pod
+    runs = (
+        usage.drop("restarts")
+        .rename({"memory_working_set_bytes": "memory_bytes"})
+        .select(
+            pl.concat_str(["namespace", "workload", "container"], separator="/").alias(
+                "container_id"
+            ),
+            "pod",
+            "ts",
+            "cpu_cores",
+            "memory_bytes",
+            "oom_killed",
+        )
+    )
+    assert recommend_usage(runs).row(0, named=True)["oom_kills"] == 3

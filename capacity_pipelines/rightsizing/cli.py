@@ -4,8 +4,9 @@
 U needs `container_id, ts, cpu_cores, memory_bytes`; optional U columns are used when present:
 `pod` (samples of several pods per container; duplicates are then checked per pod), `workload`,
 `namespace`, `container` (otherwise parsed from a `namespace/workload/container` id),
-`oom_killed`, `cpu_throttled_ratio`, `replicas`, `memory_limit_bytes` (the limit at each sample,
-for the OOM bump).
+`oom_killed`, `restarts` (with both, an OOM kill is a step with restarts and the flag),
+`cpu_throttled_ratio`, `replicas`, `memory_limit_bytes` (the limit at each sample, for the OOM
+bump).
 
 `register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
 Bad input ends with one line on stderr naming the file, the column and the problem, exit code 2,

@@ -48,6 +48,7 @@ class ContainerHistory:
     replicas_ts_s: np.ndarray | None
     replicas: np.ndarray | None
     current: CurrentSpec
+    restarts: np.ndarray | None = None
 
     @property
     def step_s(self) -> float:

@@ -30,7 +30,13 @@ USAGE_REQUIRED = {
     "cpu_cores": "numeric",
     "memory_bytes": "numeric",
 }
-USAGE_OPTIONAL_NUMERIC = ("oom_killed", "cpu_throttled_ratio", "replicas", "memory_limit_bytes")
+USAGE_OPTIONAL_NUMERIC = (
+    "oom_killed",
+    "restarts",
+    "cpu_throttled_ratio",
+    "replicas",
+    "memory_limit_bytes",
+)
 USAGE_OPTIONAL_STRING = ("workload", "namespace", "container", "pod")
 SPEC_COLUMNS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 # Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
@@ -208,6 +214,7 @@ def build_histories(
                 replicas_ts_s=replicas_ts,
                 replicas=replicas,
                 current=current.get(str(container_id), CurrentSpec()),
+                restarts=_optional(group, "restarts"),
             )
         )
     return out
@@ -309,6 +316,7 @@ def recommend_from_warehouse(
         .clip(lower_bound=0.0)
         .alias("memory_bytes"),
         pl.col("oom_killed").cast(pl.Float64),
+        pl.col("restarts").cast(pl.Float64),
         pl.col("cpu_throttled_ratio").cast(pl.Float64),
         pl.col("replicas").cast(pl.Float64),
         pl.col("memory_limit_bytes").cast(pl.Float64),

@@ -130,16 +130,30 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> floa
     return float(values[order][min(position, values.size - 1)])
 
 
-def count_oom_kills(history: ContainerHistory) -> int:
-    """OOM kills as runs of flagged samples per pod: a "last terminated: OOMKilled" status
-    stays set until the next termination, so consecutive flags are one kill, not many."""
+def oom_kill_mask(history: ContainerHistory) -> np.ndarray:
+    """Samples at which an OOM kill happened.
+
+    kube-state-metrics keeps "last terminated: OOMKilled" set until the next termination, so a
+    flag alone is a state, not an event: with restart counts, a kill is a step with restarts
+    and the flag (the warehouse's definition); without them, the first sample of each run of
+    flags in a pod.
+    """
     if history.oom_killed is None:
-        return 0
-    kills = 0
+        return np.zeros(history.ts_s.size, dtype=bool)
+    flagged = history.oom_killed > 0
+    if history.restarts is not None and np.isfinite(history.restarts).any():
+        return flagged & (np.nan_to_num(history.restarts) > 0)
+    starts = np.zeros_like(flagged)
     for pod in np.unique(history.pod):
-        flagged = history.oom_killed[history.pod == pod] > 0
-        kills += int(np.sum(flagged[1:] & ~flagged[:-1]) + (flagged[0] if flagged.size else 0))
-    return kills
+        index = np.flatnonzero(history.pod == pod)
+        run = flagged[index]
+        starts[index] = run & ~np.concatenate([[False], run[:-1]])
+    return starts
+
+
+def count_oom_kills(history: ContainerHistory) -> int:
+    """Number of OOM kills in the history (see `oom_kill_mask`)."""
+    return int(oom_kill_mask(history).sum())
 
 
 def scales_horizontally(replicas: np.ndarray) -> bool:
@@ -434,7 +448,7 @@ class ForecastAwareStrategy:
     @staticmethod
     def _oom_limit(history: ContainerHistory) -> float:
         """The memory limit the container died at (or its working set then, when unknown)."""
-        killed = history.oom_killed > 0
+        killed = oom_kill_mask(history)
         if history.memory_limit_bytes is not None:
             limits = history.memory_limit_bytes[killed]
             limits = limits[np.isfinite(limits)]
