@@ -1,4 +1,5 @@
-"""Forecast assets over a real warehouse: forecasts, runway and backtests written and checked."""
+"""Assets downstream of extraction over a real warehouse: forecasts, runway, backtests and
+rightsizing written, exported and checked."""
 
 from datetime import UTC, datetime
 
@@ -45,7 +46,7 @@ def run(tmp_path_factory):
         assert ingest.success
         result = dg.materialize(
             assets,
-            selection=["load_forecasts", "forecast_backtests"],
+            selection=["load_forecasts", "forecast_backtests", "container_rightsizing"],
             resources=resources,
             instance=instance,
             tags=tags,
@@ -89,3 +90,22 @@ def test_backtest_scores_engine_against_seasonal_naive(run):
     )
     engine_better = all(r[2] < r[3] for r in rows)
     assert evaluation.passed == engine_better
+
+
+def test_rightsizing_recommends_every_container_and_exports_patches(run):
+    result, root = run
+    con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT container, status, current_cpu_request, cpu_request, confidence, rationale "
+        "FROM container_rightsizing ORDER BY container"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["app0", "app1", "app2"]  # none silently skipped
+    for _, status, current, recommended, confidence, rationale in rows:
+        assert status == "ok" and 0 < confidence <= 1 and rationale
+        assert current > 0 and recommended > 0
+    exports = root / "reports" / "latest" / "rightsizing"
+    assert any(p.suffix == ".csv" for p in exports.iterdir())
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "no_risky_cuts"
+    ]
+    assert evaluation.severity.value == "WARN"
