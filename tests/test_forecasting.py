@@ -19,7 +19,7 @@ from capacity_pipelines.forecasting.capacity import (
     next_week_peak,
     time_to_saturation,
 )
-from capacity_pipelines.forecasting.engine import is_sane
+from capacity_pipelines.forecasting.engine import _fold_cuts, is_sane
 from capacity_pipelines.forecasting.frames import despike, seasonal_periods, to_regular
 from capacity_pipelines.forecasting.global_lgbm import LightGBMGlobal
 from capacity_pipelines.forecasting.metrics import mase, naive2, smape
@@ -184,6 +184,17 @@ def test_exploding_model_falls_back_to_seasonal_naive(monkeypatch: pytest.Monkey
 ])
 def test_sanity_check(forecast: np.ndarray | None, ok: bool) -> None:
     assert is_sane(forecast, np.array([0.0, 10.0]), 3.0) is ok
+
+
+@pytest.mark.parametrize("n, h, cuts", [
+    (8 * WEEK, WEEK, [7 * WEEK, 6 * WEEK]),  # two full-horizon folds
+    (WEEK + 100, WEEK, [100]),  # one full fold fits, the second would leave < 2 days
+    (WEEK + 1, WEEK, [109, 49]),  # none fits: two shortened folds over what there is
+    (40, WEEK, [28, 16]),  # no season yet: folds keep 16 steps of history
+    (30, WEEK, []),  # too little to backtest
+])
+def test_backtest_origins(n: int, h: int, cuts: list[int]) -> None:
+    assert _fold_cuts(n, h, 2, 3600) == cuts
 
 
 def test_same_input_same_output() -> None:

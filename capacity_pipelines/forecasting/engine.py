@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from capacity_pipelines.forecasting.frames import (
+    MIN_SEASONS,
     RegularSeries,
     forecast_frame,
     to_regular,
@@ -46,6 +47,8 @@ POOLED = "pooled_conformal"
 PER_SERIES = "per_series_conformal"
 # A backtest origin needs at least this many steps of history before it to say anything.
 MIN_BACKTEST_HISTORY = 16
+# A shortened backtest fold must still see this many steps to say anything about the model.
+MIN_BACKTEST_STEPS = 12
 # Below this many pooled errors in a horizon bucket the bucket borrows all buckets' errors.
 MIN_BUCKET_ERRORS = 40
 # Worker processes only pay off (spawn + import ~1-2 s each) above this many series.
@@ -97,9 +100,23 @@ def is_sane(forecast: np.ndarray | None, history: np.ndarray, factor: float) -> 
     return bool(forecast.min() >= low - factor * span and forecast.max() <= high + factor * span)
 
 
-def _fold_cuts(n: int, h: int, folds: int) -> list[int]:
-    """History lengths of the backtest origins that leave enough history before them."""
-    return [n - f * h for f in range(1, folds + 1) if n - f * h >= MIN_BACKTEST_HISTORY]
+def _fold_cuts(n: int, h: int, folds: int, step_s: int) -> list[int]:
+    """History lengths at the backtest origins.
+
+    Origins one horizon apart when the history allows at least one; otherwise (a history
+    shorter than horizon + two seasons, e.g. a one-week-old service asked for a week) the
+    folds are spaced evenly over what there is and scored on the steps they can see, so the
+    series still gets its own weights and spread instead of borrowing everybody else's.
+    """
+    periods = usable_periods(n, step_s)
+    min_history = max(MIN_BACKTEST_HISTORY, MIN_SEASONS * periods[0] + 1 if periods else 0)
+    full = [n - f * h for f in range(1, folds + 1) if n - f * h >= min_history]
+    if full:
+        return full
+    stride = (n - min_history) // folds
+    if stride < MIN_BACKTEST_STEPS:
+        return []
+    return [n - f * stride for f in range(1, folds + 1)]
 
 
 def _local_forecasts(task: tuple[list[tuple[np.ndarray, int, list[int]]], int]
@@ -197,7 +214,7 @@ class CapacityForecaster:
             raise ValueError("call fit() before predict()")
         quantiles = sorted(quantiles)
         series = self._series
-        cuts = [_fold_cuts(s.n, h, self.settings.backtest_folds) for s in series]
+        cuts = [_fold_cuts(s.n, h, self.settings.backtest_folds, s.step_s) for s in series]
         self._global_cache = None
         local = self._run_local(h, cuts)
         global_ = self._global_cache if self._global_cache is not None \
@@ -209,8 +226,13 @@ class CapacityForecaster:
                 merged["lightgbm"] = per_global
             candidates.append(self._guard(s, merged, h))
         scales = [seasonal_scale(s) for s in series]
-        scores = [self._scores(s, c, cut, scale, h)
-                  for s, c, cut, scale in zip(series, candidates, cuts, scales, strict=True)]
+        # Shortened folds (see `_fold_cuts`) only score the first steps: good enough for the
+        # error spread, too optimistic about fast-reacting models to choose weights with, so
+        # those series take the cross-series ranking instead of their own.
+        full = [bool(c) and s.n - c[0] >= h for s, c in zip(series, cuts, strict=True)]
+        scores = [self._scores(s, c, cut, scale, h) if ok else {}
+                  for s, c, cut, scale, ok in zip(series, candidates, cuts, scales, full,
+                                                  strict=True)]
         medians = self._median_scores(scores)
         points, errors, labels, rows = [], [], [], []
         for s, cand, cut, scale, score in zip(series, candidates, cuts, scales, scores,
@@ -324,7 +346,7 @@ class CapacityForecaster:
         """
         out = []
         for cut in cuts:
-            if len(cuts) > 1:
+            if len(cuts) > 1 and score:
                 others = [c for c in cuts if c != cut]
                 fold_score = self._scores(s, cand, others, scale, h)
                 fold_weights = self._weights(fold_score, medians, cand)
