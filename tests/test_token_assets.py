@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
@@ -107,3 +108,25 @@ def test_unpriced_model_warns_and_report_is_published(run):
     summary = json.loads((root / "reports" / "latest" / "token_cost" / "summary.json").read_text())
     assert summary["unpriced_rows"] == 288
     assert summary["cost_usd"] == pytest.approx(2 * 288 * 0.015, rel=1e-6)
+
+
+def test_spend_forecast_uses_the_engine_with_enough_history():
+    from capacity_pipelines.tokens.warehouse_costs import engine_spend_forecast
+
+    days = pl.datetime_range(
+        datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 28, tzinfo=UTC), "1d", eager=True
+    )
+    weekly = [100.0 + (40.0 if d.weekday() < 5 else 0.0) + i for i, d in enumerate(days)]
+    history = pl.DataFrame({"series_id": "spend", "ts": days, "value": weekly})
+    forecast = engine_spend_forecast(history, 30)
+    assert forecast.height == 30
+    assert not forecast["model"][0].startswith("linear")
+    assert (forecast["p95"] >= forecast["p50"]).all() and (forecast["p50"] >= 0).all()
+    assert forecast["ts"].dtype.time_zone == "UTC"
+    # weekdays stay above weekends, as in the history
+    by_weekend = forecast.group_by(pl.col("ts").dt.weekday() > 5).agg(pl.col("p50").mean())
+    weekend = by_weekend.filter(pl.col("ts"))["p50"][0]
+    weekday = by_weekend.filter(~pl.col("ts"))["p50"][0]
+    assert weekday > weekend
+    short = engine_spend_forecast(history.head(5), 30)
+    assert short["model"][0].startswith("linear")

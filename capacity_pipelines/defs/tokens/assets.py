@@ -13,7 +13,11 @@ from capacity_pipelines.formatting import markdown_table
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import build_report, write_report
 from capacity_pipelines.tokens.usage import UsageContractError
-from capacity_pipelines.tokens.warehouse_costs import TOKEN_COST_TABLE, cost_warehouse_usage
+from capacity_pipelines.tokens.warehouse_costs import (
+    TOKEN_COST_TABLE,
+    cost_warehouse_usage,
+    engine_spend_forecast,
+)
 
 REPORT_DAYS = 30  # the token-cost report looks back a month, like a monthly bill
 
@@ -98,7 +102,7 @@ def token_cost_report(
     if costed.height == 0:
         return dg.MaterializeResult(metadata={"rows": 0, "note": "no LLM usage in the window"})
     costed = costed.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    report = build_report(costed, load_price_book())
+    report = build_report(costed, load_price_book(), forecaster=engine_spend_forecast)
     out = Path(reports.reports_dir) / "latest" / "token_cost"
     write_report(report, out)
     summary = report.summary
