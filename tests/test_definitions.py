@@ -10,12 +10,8 @@ import duckdb
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import (
-    MetricSourceResource,
-    ReportsResource,
-    WarehouseResource,
-)
 from capacity_pipelines.paths import REPO_ROOT
+from tests.pipeline import pipeline_resources
 from tests.synthetic_fleet import write_container_fleet
 
 INGEST = ["container_usage", "llm_token_usage", "service_traffic", "workload_replicas"]
@@ -58,12 +54,8 @@ def test_materialise_partition_writes_rows_and_reports_checks(definitions, tmp_p
     write_container_fleet(
         export, containers=3, start_s=int(start.timestamp()), days=2, interval_s=300
     )
-    db, snap = tmp_path / "wh.duckdb", tmp_path / "snap.duckdb"
-    resources = {
-        "warehouse": WarehouseResource(path=str(db), snapshot_path=str(snap)),
-        "metrics": MetricSourceResource(export_files=[str(export)], cache_dir=str(tmp_path)),
-        "reports": ReportsResource(reports_dir=str(tmp_path / "reports")),
-    }
+    snap = tmp_path / "snap.duckdb"
+    resources = pipeline_resources(tmp_path, [export])
     assets = list(definitions.assets)
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
@@ -93,13 +85,7 @@ def test_materialise_partition_writes_rows_and_reports_checks(definitions, tmp_p
 def test_malformed_export_fails_fast_without_retries(definitions, tmp_path: Path):
     export = tmp_path / "bad.om"
     export.write_text('# TYPE m gauge\nm{a="1" 5 100\n# EOF\n')
-    resources = {
-        "warehouse": WarehouseResource(
-            path=str(tmp_path / "w.duckdb"), snapshot_path=str(tmp_path / "s.duckdb")
-        ),
-        "metrics": MetricSourceResource(export_files=[str(export)]),
-        "reports": ReportsResource(reports_dir=str(tmp_path / "reports")),
-    }
+    resources = pipeline_resources(tmp_path, [export])
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             list(definitions.assets),
@@ -113,7 +99,7 @@ def test_malformed_export_fails_fast_without_retries(definitions, tmp_path: Path
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert f"{export}:2" in failures[0].step_failure_data.error.message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert not (tmp_path / "w.duckdb").exists()
+    assert not (tmp_path / "wh.duckdb").exists()
 
 
 def test_dg_check_defs_passes():

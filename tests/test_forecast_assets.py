@@ -8,11 +8,7 @@ import duckdb
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import (
-    MetricSourceResource,
-    ReportsResource,
-    WarehouseResource,
-)
+from tests.pipeline import pipeline_resources
 from tests.synthetic_fleet import write_container_fleet
 
 START = datetime(2026, 9, 28, tzinfo=UTC)
@@ -23,13 +19,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("forecast")
     export = root / "fleet.om"
     write_container_fleet(export, 3, int(START.timestamp()), days=22, interval_s=300)
-    resources = {
-        "warehouse": WarehouseResource(
-            path=str(root / "wh.duckdb"), snapshot_path=str(root / "snap.duckdb")
-        ),
-        "metrics": MetricSourceResource(export_files=[str(export)], cache_dir=str(root)),
-        "reports": ReportsResource(reports_dir=str(root / "reports")),
-    }
+    resources = pipeline_resources(root, [export])
     assets = list(build_defs().assets)
     tags = {
         "dagster/asset_partition_range_start": "2026-09-28",

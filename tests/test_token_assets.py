@@ -10,11 +10,7 @@ import polars as pl
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import (
-    MetricSourceResource,
-    ReportsResource,
-    WarehouseResource,
-)
+from tests.pipeline import pipeline_resources
 
 START = datetime(2026, 9, 28, tzinfo=UTC)
 FAMILIES = {
@@ -51,13 +47,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tokens")
     export = root / "llm.om"
     _llm_export(export)
-    resources = {
-        "warehouse": WarehouseResource(
-            path=str(root / "wh.duckdb"), snapshot_path=str(root / "snap.duckdb")
-        ),
-        "metrics": MetricSourceResource(export_files=[str(export)], cache_dir=str(root)),
-        "reports": ReportsResource(reports_dir=str(root / "reports")),
-    }
+    resources = pipeline_resources(root, [export])
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             list(build_defs().assets),

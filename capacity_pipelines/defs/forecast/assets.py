@@ -21,6 +21,16 @@ from capacity_pipelines.forecasting.warehouse_series import (
 )
 from capacity_pipelines.formatting import markdown_table
 
+# Settings both forecast assets share: they read the same series and write the warehouse.
+FORECAST_ASSET = dict(
+    group_name="forecast",
+    kinds={"statsmodels", "lightgbm", "duckdb"},
+    owners=["team:capacity"],
+    partitions_def=daily_partitions(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
+    deps=["container_usage", "service_traffic", "llm_token_usage"],
+)
 CHARTS = 3  # forecast plots attached to the materialisation: the series closest to capacity
 
 
@@ -39,13 +49,7 @@ def _read_series(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     description="Hourly forecasts a week ahead for every service's request rate, workload CPU "
     "and memory, and LLM tokens per agent, with calibrated p50-p95; next-week peaks, time to "
     "saturation against limits and runway (tables load_forecast, capacity_runway).",
-    group_name="forecast",
-    kinds={"statsmodels", "lightgbm", "duckdb"},
-    owners=["team:capacity"],
-    partitions_def=daily_partitions(),
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
-    deps=["container_usage", "service_traffic", "llm_token_usage"],
+    **FORECAST_ASSET,
     check_specs=[
         dg.AssetCheckSpec(
             "finite_non_negative",
@@ -117,13 +121,7 @@ def _just_after(moment: datetime) -> datetime:
     description="The engine against seasonal naive on the last week of history (trained on "
     "the weeks before): MASE and p90 coverage per series and family (table forecast_backtest). "
     "WARNs when a family does worse than seasonal naive.",
-    group_name="forecast",
-    kinds={"statsmodels", "lightgbm", "duckdb"},
-    owners=["team:capacity"],
-    partitions_def=daily_partitions(),
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
-    deps=["container_usage", "service_traffic", "llm_token_usage"],
+    **FORECAST_ASSET,
     check_specs=[
         dg.AssetCheckSpec(
             "beats_seasonal_naive",
