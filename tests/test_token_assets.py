@@ -101,7 +101,7 @@ def test_unpriced_model_warns_and_report_is_published(run):
 
 
 def test_spend_forecast_uses_the_engine_with_enough_history():
-    from capacity_pipelines.tokens.warehouse_costs import engine_spend_forecast
+    from capacity_pipelines.tokens.report import engine_spend_forecast
 
     days = pl.datetime_range(
         datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 28, tzinfo=UTC), "1d", eager=True

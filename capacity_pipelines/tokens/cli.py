@@ -20,7 +20,12 @@ from pathlib import Path
 
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
-from capacity_pipelines.tokens.report import BudgetThreshold, build_report, write_report
+from capacity_pipelines.tokens.report import (
+    BudgetThreshold,
+    build_report,
+    engine_spend_forecast,
+    write_report,
+)
 from capacity_pipelines.tokens.savings import SavingsAssumptions
 from capacity_pipelines.tokens.traces import read_usage
 from capacity_pipelines.tokens.usage import UsageContractError, validate_usage
@@ -105,6 +110,7 @@ def run_token_cost(args: argparse.Namespace) -> int:
             report = build_report(
                 costed,
                 book,
+                forecaster=engine_spend_forecast,
                 thresholds=thresholds,
                 assumptions=SavingsAssumptions(
                     non_interactive_agents=tuple(args.non_interactive_agent)

@@ -286,6 +286,26 @@ def linear_spend_forecast(history: pl.DataFrame, horizon: int) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+MIN_DAYS_FOR_ENGINE = 14  # two weekly cycles: below this the engine has nothing to backtest
+
+
+def engine_spend_forecast(history: pl.DataFrame, horizon: int) -> pl.DataFrame:
+    """Daily spend forecast from the forecasting engine (backtested combination, calibrated
+    quantiles), falling back to the report's documented linear trend on short histories.
+    """
+    # Imported here: statsmodels and LightGBM load only when a forecast is actually made.
+    from capacity_pipelines.forecasting import CapacityForecaster, EngineSettings
+
+    if history.height < MIN_DAYS_FOR_ENGINE:
+        return linear_spend_forecast(history, horizon)
+    utc = history["ts"].dtype.time_zone if isinstance(history["ts"].dtype, pl.Datetime) else None
+    naive = history.with_columns(pl.col("ts").dt.replace_time_zone(None)) if utc else history
+    forecast = CapacityForecaster(EngineSettings(workers=1)).fit(naive).predict(horizon)
+    if utc:
+        forecast = forecast.with_columns(pl.col("ts").dt.replace_time_zone(utc))
+    return forecast.select("series_id", "ts", "point", "p50", "p80", "p90", "p95", "model")
+
+
 def spend_forecast(
     costed: pl.DataFrame, horizon_days: int = 30, forecaster: SpendForecaster | None = None
 ) -> tuple[pl.DataFrame, str]:

@@ -60,23 +60,3 @@ def cost_warehouse_usage(usage: pl.DataFrame, book: PriceBook, source: str) -> p
             frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
     costed = cost_usage(validate_usage(frame, source), book)
     return costed.with_columns(pl.col("agent").fill_null("")).select(list(TOKEN_COST_TABLE.columns))
-
-
-MIN_DAYS_FOR_ENGINE = 14  # two weekly cycles: below this the engine has nothing to backtest
-
-
-def engine_spend_forecast(history: pl.DataFrame, horizon: int) -> pl.DataFrame:
-    """Daily spend forecast from the forecasting engine (backtested combination, calibrated
-    quantiles), falling back to the report's documented linear trend on short histories.
-    """
-    from capacity_pipelines.forecasting import CapacityForecaster, EngineSettings
-    from capacity_pipelines.tokens.report import linear_spend_forecast
-
-    if history.height < MIN_DAYS_FOR_ENGINE:
-        return linear_spend_forecast(history, horizon)
-    utc = history["ts"].dtype.time_zone if isinstance(history["ts"].dtype, pl.Datetime) else None
-    naive = history.with_columns(pl.col("ts").dt.replace_time_zone(None)) if utc else history
-    forecast = CapacityForecaster(EngineSettings(workers=1)).fit(naive).predict(horizon)
-    if utc:
-        forecast = forecast.with_columns(pl.col("ts").dt.replace_time_zone(utc))
-    return forecast.select("series_id", "ts", "point", "p50", "p80", "p90", "p95", "model")
