@@ -205,6 +205,16 @@ def test_same_input_same_output() -> None:
     assert first.equals(second)
 
 
+def test_worker_processes_give_the_in_process_result() -> None:
+    from capacity_pipelines.forecasting.engine import PARALLEL_MIN_SERIES
+
+    fleet = {k: v[: 2 * WEEK + 24] for k, v in perturbed_fleet(PARALLEL_MIN_SERIES).items()}
+    history = long_frame(fleet)
+    in_process = fast_engine().fit(history).predict(24)
+    parallel = CapacityForecaster(EngineSettings(workers=2)).fit(history).predict(24)
+    assert in_process.equals(parallel)
+
+
 # -- input handling ------------------------------------------------------------------------
 
 

@@ -155,7 +155,6 @@ class CapacityForecaster:
         self.settings = settings or EngineSettings()
         self._series: list[RegularSeries] = []
         self.backtest_: pl.DataFrame | None = None
-        self._global_cache: list[dict[int, np.ndarray | None]] | None = None
         self._calibration: tuple | None = None
 
     def fit(self, history: pl.DataFrame) -> Self:
@@ -170,14 +169,18 @@ class CapacityForecaster:
 
     # -- candidate forecasts ---------------------------------------------------------------
 
-    def _run_local(self, h: int, cuts: list[list[int]]
-                   ) -> list[dict[str, dict[int, np.ndarray | None]]]:
-        """Local methods per series; in worker processes (with the global model running in
-        the parent meanwhile) once there are enough series to repay the process start-up."""
+    def _run_candidates(self, h: int, cuts: list[list[int]]
+                        ) -> tuple[list[dict[str, dict[int, np.ndarray | None]]],
+                                   list[dict[int, np.ndarray | None]]]:
+        """Local methods per series and the global model, each keyed by history length.
+
+        Local methods run in worker processes once there are enough series to repay the
+        process start-up; the global model trains in the parent meanwhile.
+        """
         items = [(s.filled, s.step_s, c) for s, c in zip(self._series, cuts, strict=True)]
         workers = self.settings.workers
         if workers <= 1 or len(items) < PARALLEL_MIN_SERIES:
-            return _local_forecasts((items, h))
+            return _local_forecasts((items, h)), self._run_global(h, cuts)
         chunk = max(1, math.ceil(len(items) / (workers * 8)))
         tasks = [(items[i:i + chunk], h) for i in range(0, len(items), chunk)]
         context = multiprocessing.get_context("spawn")
@@ -185,10 +188,10 @@ class CapacityForecaster:
             futures = [pool.submit(_local_forecasts, task) for task in tasks]
             global_results = self._run_global(h, cuts)
             local_results = [r for future in futures for r in future.result()]
-        self._global_cache = global_results
-        return local_results
+        return local_results, global_results
 
     def _run_global(self, h: int, cuts: list[list[int]]) -> list[dict[int, np.ndarray | None]]:
+        """The LightGBM global model, trained once per backtest fold and once on everything."""
         out: list[dict[int, np.ndarray | None]] = [{} for _ in self._series]
         if not self.settings.use_lightgbm:
             return out
@@ -215,10 +218,7 @@ class CapacityForecaster:
         quantiles = sorted(quantiles)
         series = self._series
         cuts = [_fold_cuts(s.n, h, self.settings.backtest_folds, s.step_s) for s in series]
-        self._global_cache = None
-        local = self._run_local(h, cuts)
-        global_ = self._global_cache if self._global_cache is not None \
-            else self._run_global(h, cuts)
+        local, global_ = self._run_candidates(h, cuts)
         candidates = []
         for s, per_method, per_global in zip(series, local, global_, strict=True):
             merged = dict(per_method)
