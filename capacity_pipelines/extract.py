@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from capacity_pipelines.catalog import Catalog, TableSpec
-from capacity_pipelines.sources.base import MetricSource
+from capacity_pipelines.sources.base import MetricSource, SeriesPoints
 
 # Kubernetes pod names: Deployment `<name>-<pod-template-hash>-<5>`, StatefulSet `<name>-<n>`,
 # DaemonSet / Job / bare ReplicaSet `<name>-<5>`. Hash alphabet from k8s.io/apimachinery
@@ -64,32 +64,84 @@ class ExtractedTable:
         return self.frame.select(self.table.key).n_unique() if self.frame.height else 0
 
 
-def _normalise(table: TableSpec, frame: pl.DataFrame, default_cluster: str) -> pl.DataFrame:
-    """Fill the default cluster, rename labels and roll pods up to their workload."""
-    if "cluster" in frame.columns:
-        frame = frame.with_columns(
+def _normalise(table: TableSpec, labels: pl.DataFrame, default_cluster: str) -> pl.DataFrame:
+    """Per series: fill the default cluster, rename labels, roll pods up to their workload."""
+    if "cluster" in labels.columns:
+        labels = labels.with_columns(
             pl.when(pl.col("cluster") == "")
             .then(pl.lit(default_cluster))
             .otherwise(pl.col("cluster"))
             .alias("cluster")
         )
     if table.rename:
-        frame = frame.rename(table.rename)
+        labels = labels.rename(table.rename)
     if table.rollup == "pod_to_workload":
-        pods = frame["pod"].unique().to_list()  # a few hundred names for millions of rows
-        workloads = {pod: pod_to_workload(pod) for pod in pods}
-        frame = frame.with_columns(
-            pl.col("pod").replace_strict(workloads, return_dtype=pl.Utf8).alias("workload")
+        labels = labels.with_columns(
+            pl.col("pod").map_elements(pod_to_workload, return_dtype=pl.Utf8).alias("workload")
         )
-    return frame
+    return labels
 
 
-def _outer(wide: pl.DataFrame, frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
-    """Full join of one more column onto the table (the first non-empty column seeds it)."""
-    if wide.height == 0:
-        missing = [c for c in wide.columns if c not in key]
-        return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in missing)
-    return wide.join(frame, on=key, how="full", coalesce=True)
+def _assemble(
+    table: TableSpec,
+    answers: dict[str, SeriesPoints],
+    grid: np.ndarray,
+    step_s: float,
+    default_cluster: str,
+) -> pl.DataFrame:
+    """Put every column's points side by side, one row per entity and step.
+
+    Entities (the table's key after normalisation) get integer ids in key order; each point
+    gets the cell `entity * steps + step index`; the union of cells, sorted, is the table,
+    already ordered by entity and time. No join or sort over points: label work is per series.
+    Two series that normalise to the same entity add up (as PromQL `sum by` would).
+    """
+    key = list(table.key)
+    labels = {c: _normalise(table, a.labels, default_cluster) for c, a in answers.items()}
+    known = [frame.select(key) for frame in labels.values() if frame.height]
+    if not known:
+        return pl.DataFrame(
+            schema={
+                **{k: pl.Utf8 for k in key},
+                "ts": pl.Datetime("us"),
+                **{c: pl.Float64 for c in table.value_columns},
+            }
+        )
+    entities = pl.concat(known).unique().sort(key).with_row_index("entity")
+    steps = len(grid)
+    cells: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for column, answer in answers.items():
+        if answer.points.height == 0:
+            continue
+        entity_of_series = (
+            (labels[column].select(key).join(entities, on=key, how="left", maintain_order="left"))[
+                "entity"
+            ]
+            .to_numpy()
+            .astype(np.int64)
+        )
+        points = answer.points
+        slot = np.rint((points["ts"].to_numpy() - grid[0]) / step_s).astype(np.int64)
+        inside = (slot >= 0) & (slot < steps)
+        cell = entity_of_series[points["series"].to_numpy()[inside]] * steps + slot[inside]
+        cells[column] = (cell, points["value"].to_numpy()[inside])
+    union = np.unique(np.concatenate([cell for cell, _ in cells.values()]))
+    columns: dict[str, np.ndarray] = {}
+    for column in table.value_columns:
+        if column not in cells:
+            columns[column] = np.full(len(union), np.nan)
+            continue
+        cell, value = cells[column]
+        position = np.searchsorted(union, cell)
+        sums = np.bincount(position, weights=value, minlength=len(union))
+        counts = np.bincount(position, minlength=len(union))
+        columns[column] = np.where(counts > 0, sums, np.nan)
+    rows = entities.select(key)[pl.Series(union // steps)]
+    ts_ms = np.rint(grid[union % steps] * 1000).astype(np.int64)
+    return rows.with_columns(
+        pl.from_epoch(pl.Series("ts", ts_ms), time_unit="ms").cast(pl.Datetime("us")),
+        *[pl.Series(c, v, dtype=pl.Float64).fill_nan(None) for c, v in columns.items()],
+    )
 
 
 def extract_table(
@@ -100,29 +152,12 @@ def extract_table(
     Rows where every value is missing are dropped (a gap stays a gap, never a zero).
     """
     table = catalog.table(table_name)
-    grid = evaluation_grid(start, end, catalog.step_seconds)
-    columns = source.fetch_columns(
-        table, list(table.columns), grid, catalog.step_seconds, catalog.rate_window_seconds
+    step = catalog.step_seconds
+    grid = evaluation_grid(start, end, step)
+    answers = source.fetch_columns(
+        table, list(table.columns), grid, step, catalog.rate_window_seconds
     )
-    key = [*table.key, "ts"]
-    wide = pl.DataFrame(schema={**{k: pl.Utf8 for k in table.key}, "ts": pl.Float64})
-    for column, frame in columns.items():
-        if frame.height == 0:
-            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
-            continue
-        frame = _normalise(table, frame, catalog.default_cluster).select(
-            *key, pl.col("value").alias(column)
-        )
-        # Each column has at most one value per entity and step, so a full join is exact.
-        wide = _outer(wide, frame, key)
-    wide = wide.with_columns(
-        pl.from_epoch((pl.col("ts") * 1000).round().cast(pl.Int64), time_unit="ms")
-        .cast(pl.Datetime("us"))
-        .alias("ts"),
-        *[pl.col(c).cast(pl.Float64) for c in table.value_columns],
-    )
-    wide = wide.filter(pl.any_horizontal(pl.col(c).is_not_null() for c in table.value_columns))
-    wide = wide.select(table.all_columns).sort(key)
+    wide = _assemble(table, answers, grid, step, catalog.default_cluster)
     return ExtractedTable(
         table=table,
         start=start,

@@ -11,7 +11,7 @@ import polars as pl
 
 from capacity_pipelines.catalog import ColumnQuery, TableSpec
 from capacity_pipelines.paths import DEMO_DIR, capacity_home
-from capacity_pipelines.sources.base import MetricSource, SourceError, long_frame
+from capacity_pipelines.sources.base import MetricSource, SeriesPoints, SourceError, series_points
 from capacity_pipelines.sources.evaluate import evaluate_column
 from capacity_pipelines.sources.openmetrics import RawSamples, read_long_table, read_openmetrics
 
@@ -95,10 +95,10 @@ class FileSource(MetricSource):
         grid: np.ndarray,
         step_s: float,
         window_s: float,
-    ) -> dict[str, pl.DataFrame]:
+    ) -> dict[str, SeriesPoints]:
         samples = self.samples()
         return {
-            q.column: long_frame(
+            q.column: series_points(
                 table.source_labels,
                 evaluate_column(samples, table, q, grid, step_s, window_s),
                 grid,

@@ -21,7 +21,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from capacity_pipelines.catalog import ColumnQuery, TableSpec, format_duration, render_promql
-from capacity_pipelines.sources.base import MetricSource, SourceError
+from capacity_pipelines.sources.base import MetricSource, SeriesPoints, SourceError
 
 PROMETHEUS_MAX_POINTS = 11_000  # Prometheus refuses range queries above this per series
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
@@ -102,35 +102,32 @@ def grid_chunks(grid: np.ndarray, max_points: int) -> list[np.ndarray]:
     return [grid[i : i + max_points] for i in range(0, len(grid), max_points)]
 
 
-def _decode(result: list[dict], labels: tuple[str, ...]) -> pl.DataFrame:
-    """Turn a query_range `result` into the long frame (NaN answers are dropped as gaps).
+def _decode(result: list[dict], labels: tuple[str, ...]) -> SeriesPoints:
+    """Turn a query_range `result` into labels per series and points (NaN answers are gaps).
 
-    All series of the answer are flattened into three lists and converted once by Polars:
-    per-series frames cost more than the data for short chunks.
+    All points of the answer are flattened into lists and converted once by Polars: per-series
+    frames cost more than the data for short chunks.
     """
-    schema = {**{name: pl.Utf8 for name in labels}, "ts": pl.Float64, "value": pl.Float64}
     series = [s for s in result if s.get("values")]
     if not series:
-        return pl.DataFrame(schema=schema)
+        return SeriesPoints.empty(labels)
     lengths = [len(s["values"]) for s in series]
     points = [point for s in series for point in s["values"]]
     frame = pl.DataFrame(
         {
+            "series": np.repeat(np.arange(len(series), dtype=np.uint32), lengths),
             "ts": pl.Series([p[0] for p in points], dtype=pl.Float64),
             "value": pl.Series([p[1] for p in points], dtype=pl.Utf8),
-            "series_index": np.repeat(np.arange(len(series), dtype=np.uint32), lengths),
         }
+    )
+    frame = frame.with_columns(pl.col("value").replace(_SPECIAL_VALUES).cast(pl.Float64)).filter(
+        pl.col("value").is_not_nan()
     )
     metrics = pl.DataFrame(
         {name: [s.get("metric", {}).get(name, "") for s in series] for name in labels},
         schema={name: pl.Utf8 for name in labels},
-    ).with_row_index("series_index")
-    frame = (
-        frame.with_columns(pl.col("value").replace(_SPECIAL_VALUES).cast(pl.Float64))
-        .filter(pl.col("value").is_not_nan())
-        .join(metrics, on="series_index", how="left")
     )
-    return frame.select(*labels, "ts", "value")
+    return SeriesPoints(labels=metrics, points=frame)
 
 
 def failed_later(error: BaseException) -> bool:
@@ -184,7 +181,7 @@ class PrometheusSource(MetricSource):
         grid: np.ndarray,
         step_s: float,
         window_s: float,
-    ) -> dict[str, pl.DataFrame]:
+    ) -> dict[str, SeriesPoints]:
         chunks = grid_chunks(grid, self.settings.max_points)
         jobs = [
             (q.column, render_promql(table, q, step_s, window_s), chunk)
@@ -193,7 +190,7 @@ class PrometheusSource(MetricSource):
         ]
         failed = threading.Event()
 
-        def fetch(promql: str, chunk: np.ndarray) -> pl.DataFrame:
+        def fetch(promql: str, chunk: np.ndarray) -> SeriesPoints:
             # Once one chunk has failed for good, the rest stop instead of hammering a sick
             # server; the caller gets the first, meaningful error.
             if failed.is_set():
@@ -212,7 +209,9 @@ class PrometheusSource(MetricSource):
         first_error = next((e for e in errors if e is not None and not failed_later(e)), None)
         if first_error is not None:
             raise first_error
-        out: dict[str, list[pl.DataFrame]] = {q.column: [] for q in queries}
+        out: dict[str, list[SeriesPoints]] = {q.column: [] for q in queries}
         for (column, _, _), future in zip(jobs, futures, strict=True):
             out[column].append(future.result())
-        return {column: pl.concat(parts) for column, parts in out.items()}
+        return {
+            column: SeriesPoints.concat(parts, table.source_labels) for column, parts in out.items()
+        }
