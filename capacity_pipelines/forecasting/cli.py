@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
+from capacity_pipelines.atomic import replaced_on_success
 from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
 from capacity_pipelines.forecasting.frames import HistoryError, validate_history
 
@@ -63,15 +62,8 @@ def run_forecast(args: argparse.Namespace) -> int:
         print(f"capacity forecast: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with replaced_on_success(out) as tmp:
         forecast.write_parquet(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"wrote {forecast.height} rows for {forecast['series_id'].n_unique()} series to {out}")
     return 0
 

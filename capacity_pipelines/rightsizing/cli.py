@@ -27,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from capacity_pipelines.atomic import replaced_on_success
 from capacity_pipelines.rightsizing.outputs import write_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
@@ -66,15 +67,8 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def _write_atomically(frame: pl.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with replaced_on_success(out) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _prepare_exports(frame: pl.DataFrame, folder: Path) -> Path:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from capacity_pipelines.atomic import replaced_on_success
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import (
@@ -122,17 +121,10 @@ def run_token_cost(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
+        with replaced_on_success(out) as tmp:
             costed.write_parquet(tmp)
             if report is not None:
                 write_report(report, args.report_dir)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     except OSError as error:
         print(f"capacity {COMMAND}: error: cannot write {out}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
