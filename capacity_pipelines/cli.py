@@ -25,6 +25,7 @@ DOMAIN_COMMANDS = {
     "forecast": ("capacity_pipelines.forecasting.cli", "forecast series from a history file"),
     "token-cost": ("capacity_pipelines.tokens.cli", "cost LLM usage with the dated price book"),
     "rightsize": ("capacity_pipelines.rightsizing.cli", "recommend CPU and memory requests"),
+    "recs": ("capacity_pipelines.recommendations.cli", "review the ranked recommendations"),
 }
 DAGSTER_YAML = """\
 # Written by `capacity`: a local instance for the demo and the UI.

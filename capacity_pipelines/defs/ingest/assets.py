@@ -17,6 +17,7 @@ DERIVED_WRITERS = (
     "llm_token_cost",
     "load_forecasts",
     "forecast_backtests",
+    "container_rightsizing",
 )  # one writer at a time (DESIGN.md, warehouse rules)
 EXTRACTION_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
