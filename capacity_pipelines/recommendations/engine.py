@@ -1,0 +1,119 @@
+"""One as-of day's recommendations: findings -> outcomes -> scores -> identity -> review status.
+
+`build_recommendations` reads the warehouse (it never writes); the asset writes what it returns.
+Decisions are read, never written, here: the review status of each row is derived from them, so
+a re-run or a backfill recomputes the same status and no decision can be lost by a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from capacity_pipelines.recommendations.findings import collect_findings, table_columns
+from capacity_pipelines.recommendations.playbook import Playbook, Teams, load_playbook, load_teams
+from capacity_pipelines.recommendations.review import apply_review, read_decisions
+from capacity_pipelines.recommendations.scoring import score_findings, slo_impact_text
+from capacity_pipelines.recommendations.validation import learned_priors, validate_accepted
+from capacity_pipelines.recommendations.warehouse_table import (
+    OUTCOMES_TABLE,
+    RECOMMENDATIONS_TABLE,
+)
+
+
+@dataclass
+class RecommendationRun:
+    """What one run produces: the table rows, the outcomes and notes on skipped inputs."""
+
+    table: pl.DataFrame
+    outcomes: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def previous_recommendations(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pl.DataFrame:
+    """Rows of the latest as-of day before `as_of` (empty when none)."""
+    if table_columns(con, RECOMMENDATIONS_TABLE.name) is None:
+        return pl.DataFrame()
+    return con.execute(
+        f"SELECT * FROM {RECOMMENDATIONS_TABLE.name} WHERE as_of = (SELECT max(as_of) FROM "
+        f"{RECOMMENDATIONS_TABLE.name} WHERE as_of < ?)",
+        [as_of.replace(tzinfo=None)],
+    ).pl()
+
+
+def _first_seen(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict[str, datetime]:
+    if table_columns(con, RECOMMENDATIONS_TABLE.name) is None:
+        return {}
+    return dict(
+        con.execute(
+            f"SELECT recommendation_id, min(first_seen) FROM {RECOMMENDATIONS_TABLE.name} "
+            "WHERE as_of < ? GROUP BY ALL",
+            [as_of.replace(tzinfo=None)],
+        ).fetchall()
+    )
+
+
+def build_recommendations(
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    playbook: Playbook | None = None,
+    teams: Teams | None = None,
+) -> RecommendationRun:
+    """The ranked `recommendations` rows of `as_of`, plus superseded ones carried over."""
+    playbook = playbook or load_playbook()
+    teams = teams or load_teams()
+    as_of_naive = as_of.replace(tzinfo=None)
+    findings = collect_findings(con, as_of, playbook)
+    decisions = read_decisions(con)
+    outcomes = validate_accepted(con, decisions, as_of, playbook)
+    scored = score_findings(findings.frame, playbook, teams, learned_priors(outcomes, playbook))
+    first_seen = _first_seen(con, as_of)
+    current = scored.with_columns(
+        pl.lit(as_of_naive).alias("as_of"),
+        pl.lit("open").alias("status"),
+        pl.Series(
+            "slo_impact",
+            [
+                slo_impact_text(s, r)
+                for s, r in scored.select("slo_risk_avoided", "runway_days_gained").iter_rows()
+            ],
+            dtype=pl.Utf8,
+        ),
+        pl.col("recommendation_id")
+        .replace_strict(first_seen, default=as_of_naive, return_dtype=pl.Datetime("us"))
+        .alias("first_seen"),
+    )
+    columns = list(RECOMMENDATIONS_TABLE.columns)
+    previous = previous_recommendations(con, as_of)
+    if previous.height:
+        gone = previous.filter(
+            (pl.col("status") == "open")
+            & ~pl.col("recommendation_id").is_in(current["recommendation_id"].implode())
+        )
+        if gone.height:
+            superseded = gone.with_columns(
+                pl.lit(as_of_naive).alias("as_of"),
+                pl.lit("superseded").alias("status"),
+                (pl.col("rank") + current.height + 1_000_000).alias("rank"),
+            )
+            current = pl.concat(
+                [
+                    current.select(columns),
+                    superseded.select(columns).cast(current.select(columns).schema),
+                ]
+            )
+    current = current.select([c for c in columns if c != "review_status"])
+    reviewed = apply_review(current, decisions, playbook.settings["reopen_change"])
+    table = reviewed.sort("rank").with_columns(
+        pl.int_range(1, reviewed.height + 1, dtype=pl.Int64).alias("rank")
+    )
+    return RecommendationRun(
+        table=table.select(columns),
+        outcomes=outcomes.with_columns(pl.lit(as_of_naive).alias("as_of")).select(
+            list(OUTCOMES_TABLE.columns)
+        ),
+        notes=findings.notes,
+    )
