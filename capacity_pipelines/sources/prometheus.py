@@ -1,23 +1,33 @@
-"""Live Prometheus source, through prometheus-api-client.
+"""Live Prometheus source: `query_range` over a retrying HTTP session.
 
 Range queries are cut into chunks below Prometheus' 11,000-points-per-series limit and fetched
-concurrently (bounded); the HTTP session retries timeouts, 429 and 5xx with exponential backoff
-and jitter, honouring `Retry-After`. A chunk that still fails fails the whole fetch: the caller
+concurrently (bounded); the HTTP session retries timeouts, dropped connections, 429 and 5xx with
+exponential backoff and jitter, honouring `Retry-After`, and an answer cut short or not valid
+JSON is asked for again as often. A chunk that still fails fails the whole fetch: the caller
 never sees (or writes) a partial window.
+
+Answers are read as a stream and counted as they arrive: a query whose answer holds more series
+than `max_series` (a label-cardinality explosion) is abandoned before it is parsed, so memory
+stays bounded by the cap rather than by whatever the server sends.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import polars as pl
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from capacity_pipelines.catalog import ColumnQuery, TableSpec, format_duration, render_promql
@@ -26,6 +36,18 @@ from capacity_pipelines.sources.base import MetricSource, SeriesPoints, SourceEr
 PROMETHEUS_MAX_POINTS = 11_000  # Prometheus refuses range queries above this per series
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
 _SPECIAL_VALUES = {"+Inf": "inf", "-Inf": "-inf", "NaN": "nan"}  # Prometheus' JSON spellings
+# Series per query above which the answer is refused. A 2,000-container fleet answers about
+# 2,000 series per container query, so 20,000 leaves tenfold headroom while a label explosion
+# (a per-request label, a pod-name churn) stops before it costs gigabytes.
+DEFAULT_MAX_SERIES = 20_000
+_SERIES_MARKER = b'"metric":'  # opens every series object of a query_range answer
+_READ_BYTES = 1 << 20
+
+logger = logging.getLogger(__name__)
+
+
+class SeriesLimitError(SourceError):
+    """A query matched more series than the configured cap; retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,7 @@ class PrometheusSettings:
     backoff_s: float = 0.5
     max_points: int = 10_000
     concurrency: int = 4
+    max_series: int = DEFAULT_MAX_SERIES
     bearer_token: str | None = None
     basic_auth: tuple[str, str] | None = None
     ca_bundle: str | None = None
@@ -45,7 +68,10 @@ class PrometheusSettings:
 
     @classmethod
     def from_env(cls, url: str | None = None, **overrides) -> PrometheusSettings:
-        """Read `CAPACITY_PROMETHEUS_*` variables (URL, TOKEN, USER/PASSWORD, CA_BUNDLE, ...)."""
+        """Read `CAPACITY_PROMETHEUS_*` variables (URL, TOKEN, USER/PASSWORD, CA_BUNDLE, ...).
+
+        `CAPACITY_MAX_SERIES_PER_QUERY` sets the cardinality cap (default `DEFAULT_MAX_SERIES`).
+        """
         env = os.environ
         url = url or env.get("CAPACITY_PROMETHEUS_URL")
         if not url:
@@ -61,6 +87,7 @@ class PrometheusSettings:
             timeout_s=float(env.get("CAPACITY_PROMETHEUS_TIMEOUT", 30)),
             retries=int(env.get("CAPACITY_PROMETHEUS_RETRIES", 4)),
             concurrency=int(env.get("CAPACITY_PROMETHEUS_CONCURRENCY", 4)),
+            max_series=int(env.get("CAPACITY_MAX_SERIES_PER_QUERY", DEFAULT_MAX_SERIES)),
             bearer_token=env.get("CAPACITY_PROMETHEUS_TOKEN") or None,
             basic_auth=(user, password) if user and password else None,
             ca_bundle=env.get("CAPACITY_PROMETHEUS_CA_BUNDLE") or None,
@@ -69,8 +96,21 @@ class PrometheusSettings:
         settings.update(overrides)
         return cls(**settings)
 
+    @property
+    def public_url(self) -> str:
+        """The URL without any `user:password@`, for messages, logs and metadata."""
+        return redact_url(self.url)
+
     def __repr__(self) -> str:  # never print credentials
-        return f"PrometheusSettings(url={self.url!r}, timeout_s={self.timeout_s})"
+        return f"PrometheusSettings(url={self.public_url!r}, timeout_s={self.timeout_s})"
+
+
+def redact_url(url: str) -> str:
+    """`url` with the user info (basic-auth credentials) replaced by `***`."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _retry(settings: PrometheusSettings) -> Retry:
@@ -90,9 +130,73 @@ def _retry(settings: PrometheusSettings) -> Retry:
 
 
 def _session(settings: PrometheusSettings) -> requests.Session:
+    """A session with the retry policy mounted and the credentials attached (never logged)."""
     session = requests.Session()
     session.verify = settings.ca_bundle or settings.verify_tls
+    adapter = HTTPAdapter(
+        max_retries=_retry(settings),
+        pool_connections=settings.concurrency,
+        pool_maxsize=settings.concurrency,
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if settings.bearer_token:
+        session.headers["Authorization"] = f"Bearer {settings.bearer_token}"
+    if settings.basic_auth:
+        session.auth = settings.basic_auth
     return session
+
+
+class _BadAnswer(Exception):
+    """An answer cut short or not the JSON Prometheus sends: worth asking again."""
+
+
+def _read_answer(response: requests.Response, max_series: int, promql: str) -> bytes:
+    """The whole body, counting series as it streams in; refuse past `max_series`."""
+    parts: list[bytes] = []
+    series, tail = 0, b""
+    try:
+        for block in response.iter_content(_READ_BYTES):
+            # Count across block boundaries: keep the marker's length minus one byte of overlap.
+            window = tail + block
+            series += window.count(_SERIES_MARKER)
+            tail = window[-(len(_SERIES_MARKER) - 1) :]
+            if series > max_series:
+                raise SeriesLimitError(
+                    f"query_range {promql!r} matched more than {max_series:,} series (label "
+                    "cardinality explosion?): refused before parsing; narrow the catalog "
+                    "selector or raise CAPACITY_MAX_SERIES_PER_QUERY"
+                )
+            parts.append(block)
+    except requests.RequestException as exc:  # connection dropped mid-body
+        raise _BadAnswer(f"answer cut short: {type(exc).__name__}") from None
+    return b"".join(parts)
+
+
+def _result(body: bytes) -> list[dict]:
+    """The `data.result` list of a query_range answer; `_BadAnswer` when it is not one."""
+    try:
+        answer = json.loads(body)
+        result = answer["data"]["result"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _BadAnswer(
+            f"answer is not query_range JSON ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
+    if not isinstance(result, list):
+        raise _BadAnswer("answer's data.result is not a list")
+    return result
+
+
+# What decoding a structurally odd answer raises (a series without values, a value not a number).
+_UNREADABLE = (_BadAnswer, TypeError, IndexError, ValueError, pl.exceptions.PolarsError)
+
+
+def _error_text(response: requests.Response) -> str:
+    """Prometheus' own error message when the body carries one, else the body's start."""
+    try:
+        return str(response.json()["error"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
 
 
 def grid_chunks(grid: np.ndarray, max_points: int) -> list[np.ndarray]:
@@ -108,7 +212,10 @@ def _decode(result: list[dict], labels: tuple[str, ...]) -> SeriesPoints:
     All points of the answer are flattened into lists and converted once by Polars: per-series
     frames cost more than the data for short chunks.
     """
-    series = [s for s in result if s.get("values")]
+    try:
+        series = [s for s in result if s.get("values")]
+    except AttributeError:
+        raise _BadAnswer("answer's series are not JSON objects") from None
     if not series:
         return SeriesPoints.empty(labels)
     lengths = [len(s["values"]) for s in series]
@@ -120,9 +227,12 @@ def _decode(result: list[dict], labels: tuple[str, ...]) -> SeriesPoints:
             "value": pl.Series([p[1] for p in points], dtype=pl.Utf8),
         }
     )
-    frame = frame.with_columns(pl.col("value").replace(_SPECIAL_VALUES).cast(pl.Float64)).filter(
-        pl.col("value").is_not_nan()
+    frame = frame.with_columns(
+        pl.col("value").replace(_SPECIAL_VALUES).cast(pl.Float64, strict=False)
     )
+    if frame["value"].null_count():
+        raise _BadAnswer("answer holds a sample value that is not a number")
+    frame = frame.filter(pl.col("value").is_not_nan())
     metrics = pl.DataFrame(
         {name: [s.get("metric", {}).get(name, "") for s in series] for name in labels},
         schema={name: pl.Utf8 for name in labels},
@@ -140,39 +250,65 @@ class PrometheusSource(MetricSource):
 
     def __init__(self, settings: PrometheusSettings):
         self.settings = settings
-        self.description = f"prometheus: {settings.url}"
-        headers = (
-            {"Authorization": f"Bearer {settings.bearer_token}"} if settings.bearer_token else None
-        )
-        self.client = PrometheusConnect(
-            url=settings.url,
-            headers=headers,
-            disable_ssl=not settings.verify_tls,
-            auth=settings.basic_auth,
-            session=_session(settings),
-            # prometheus-api-client mounts its own adapter on the URL: give it our policy.
-            retry=_retry(settings),
-            timeout=settings.timeout_s,
-        )
+        self.description = f"prometheus: {settings.public_url}"
+        self.session = _session(settings)
 
     def _query(self, promql: str, chunk: np.ndarray, step_s: float) -> list[dict]:
+        """One chunk's `data.result`; transport retries are the session's, bad bodies ours."""
         start = datetime.fromtimestamp(float(chunk[0]), tz=UTC)
         end = datetime.fromtimestamp(float(chunk[-1]), tz=UTC)
-        try:
-            return self.client.custom_query_range(
-                promql, start_time=start, end_time=end, step=format_duration(step_s)
-            )
-        except PrometheusApiClientException as exc:
-            raise SourceError(
-                f"Prometheus {self.settings.url} refused query_range {promql!r} "
-                f"[{start:%Y-%m-%dT%H:%M}Z..{end:%Y-%m-%dT%H:%M}Z]: {str(exc)[:300]}"
-            ) from None
-        except (requests.RequestException, ValueError) as exc:
-            raise SourceError(
-                f"Prometheus {self.settings.url} unreachable or answered badly for query_range "
-                f"{promql!r} [{start:%Y-%m-%dT%H:%M}Z..{end:%Y-%m-%dT%H:%M}Z] after "
-                f"{self.settings.retries} retries: {type(exc).__name__}: {str(exc)[:300]}"
-            ) from None
+        where = (
+            f"query_range {promql!r} [{start:%Y-%m-%dT%H:%M}Z..{end:%Y-%m-%dT%H:%M}Z] "
+            f"at Prometheus {self.settings.public_url}"
+        )
+        params = {
+            "query": promql,
+            "start": round(start.timestamp()),
+            "end": round(end.timestamp()),
+            "step": format_duration(step_s),
+        }
+        for attempt in range(self.settings.retries + 1):
+            try:
+                with self.session.get(
+                    f"{self.settings.url}/api/v1/query_range",
+                    params=params,
+                    timeout=self.settings.timeout_s,
+                    stream=True,
+                ) as response:
+                    if response.status_code != 200:
+                        raise SourceError(
+                            f"{where} refused: HTTP {response.status_code}: {_error_text(response)}"
+                        )
+                    body = _read_answer(response, self.settings.max_series, promql)
+                result = _result(body)
+                del body
+            except SeriesLimitError as exc:
+                raise SeriesLimitError(f"{exc} ({where})") from None
+            except _BadAnswer as exc:
+                if attempt == self.settings.retries:
+                    raise SourceError(
+                        f"{where} answered badly {attempt + 1} times "
+                        f"({self.settings.retries} retries): {exc}"
+                    ) from None
+                # Same backoff as the transport retries: base * 2^attempt, plus jitter.
+                pause = self.settings.backoff_s * (2**attempt)
+                time.sleep(pause + random.uniform(0, self.settings.backoff_s))
+                continue
+            except requests.RequestException as exc:
+                raise SourceError(
+                    f"{where} unreachable after {self.settings.retries} retries: "
+                    f"{type(exc).__name__}: {str(exc)[:300]}"
+                ) from None
+            if len(result) > self.settings.max_series // 2:
+                logger.warning(
+                    "%s returned %d series, over half the cap of %d "
+                    "(CAPACITY_MAX_SERIES_PER_QUERY): check the labels for a cardinality explosion",
+                    where,
+                    len(result),
+                    self.settings.max_series,
+                )
+            return result
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def fetch_columns(
         self,
@@ -201,7 +337,14 @@ class PrometheusSource(MetricSource):
                 failed.set()
                 raise
             # Decoding here overlaps with the other chunks' time on the server.
-            return _decode(result, table.source_labels)
+            try:
+                return _decode(result, table.source_labels)
+            except _UNREADABLE as exc:
+                failed.set()
+                raise SourceError(
+                    f"Prometheus {self.settings.public_url} answered query_range {promql!r} with "
+                    f"samples that cannot be read: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             futures = [pool.submit(fetch, promql, chunk) for _, promql, chunk in jobs]

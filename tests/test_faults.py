@@ -1,0 +1,478 @@
+"""Faults, bad input and hostile labels, against the real Prometheus and the real DuckDB file.
+
+Every server is a real Prometheus on 127.0.0.1 (backfilled with promtool); misbehaviour comes
+from a loopback proxy in front of it (tests/flaky_proxy.py). Each test bounds its own time and
+traffic (a handful of requests over one or two days of a small fleet). What is asserted is the
+contract of DESIGN.md: retries as configured, one clear final error naming the query, and never a
+partial write: the warehouse holds the same rows before and after a failed run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from capacity_pipelines import warehouse
+from capacity_pipelines.catalog import load_catalog, render_promql
+from capacity_pipelines.defs.ingest.assets import build_extraction_asset
+from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
+from capacity_pipelines.extract import extract_table
+from capacity_pipelines.ingest import ingest_window
+from capacity_pipelines.paths import REPO_ROOT
+from capacity_pipelines.sources import PrometheusSettings, PrometheusSource, SourceError
+from capacity_pipelines.sources.prometheus import SeriesLimitError
+from tests.flaky_proxy import FlakyProxy
+from tests.prometheus_server import PrometheusServer, backfill, prometheus_available
+from tests.synthetic_fleet import write_container_fleet
+
+DAY1 = datetime(2026, 9, 28, tzinfo=UTC)  # the partitions' first day (defs/partitions.py)
+DAY2 = DAY1 + timedelta(days=1)
+PARTITION = DAY1.strftime("%Y-%m-%d")
+CAPACITY = REPO_ROOT / ".venv" / "bin" / "capacity"
+needs_prometheus = pytest.mark.usefixtures("require_prometheus")
+
+# Label values an attacker (or an unlucky naming scheme) could put in a pod or container label.
+HOSTILE_LABELS = (
+    'a"}) or vector(1) #',
+    "x'; DROP TABLE container_usage; --",
+    "<script>alert(1)</script>",
+)
+
+
+def _escape_om(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def write_hostile_fleet(path: Path, start_s: int, steps: int = 24, interval_s: int = 300) -> None:
+    """Memory gauges for one container per hostile label value (as container and pod label)."""
+    lines = ["# TYPE container_memory_working_set_bytes gauge"]
+    for index, hostile in enumerate(HOSTILE_LABELS):
+        labels = (
+            f'namespace="hostile",pod="{_escape_om(hostile)}-{index}",'
+            f'container="{_escape_om(hostile)}"'
+        )
+        for step in range(steps):
+            ts = start_s + step * interval_s
+            lines.append(f"container_memory_working_set_bytes{{{labels}}} {1e8 + step} {ts}")
+    path.write_text("\n".join(lines) + "\n# EOF\n")
+
+
+def _merge_exports(target: Path, *parts: Path) -> None:
+    """One OpenMetrics file from several (promtool wants one `# EOF`, families contiguous)."""
+    text = "".join(p.read_text().replace("# EOF\n", "") for p in parts)
+    target.write_text(text + "# EOF\n")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """A real Prometheus over 3 containers x 2 days at 5 min, plus hostile-label containers."""
+    if not prometheus_available():
+        pytest.skip("needs the Debian prometheus package (prometheus + promtool on PATH)")
+    root = tmp_path_factory.mktemp("faults")
+    normal, hostile = root / "normal.om", root / "hostile.om"
+    write_container_fleet(normal, 3, int(DAY1.timestamp()), days=2, interval_s=300)
+    write_hostile_fleet(hostile, int(DAY1.timestamp()))
+    export = root / "fleet.om"
+    _merge_exports(export, normal, hostile)
+    backfill(export, root / "data")
+    with PrometheusServer(root / "data") as server:
+        yield root, server
+
+
+def fast_settings(url: str, **overrides) -> PrometheusSettings:
+    """Short timeouts and backoff, one connection: tests stay fast and request counts exact."""
+    base = dict(url=url, timeout_s=5.0, retries=2, backoff_s=0.05, concurrency=1)
+    return PrometheusSettings(**{**base, **overrides})
+
+
+def warehouse_rows(db: Path) -> dict[str, list[tuple]]:
+    """Every row of every table (written_at aside), sorted: the warehouse's whole state."""
+    with warehouse.connect(db, read_only=True) as con:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        state = {}
+        for name in tables:
+            frame = con.execute(f'SELECT * FROM "{name}"').pl()
+            state[name] = sorted(frame.drop("written_at", strict=False).rows(), key=repr)
+    return state
+
+
+@pytest.fixture
+def filled_warehouse(fleet, tmp_path) -> Path:
+    """A warehouse holding day 1 of container_usage, written from the undisturbed server."""
+    _, server = fleet
+    db = tmp_path / "wh.duckdb"
+    source = PrometheusSource(fast_settings(server.url))
+    result = ingest_window(source, load_catalog(), "container_usage", DAY1, DAY2, db)
+    assert result.rows_written > 0
+    return db
+
+
+# --- Prometheus misbehaving -------------------------------------------------------------------
+
+
+@needs_prometheus
+def test_prometheus_killed_then_restarted_dagster_retry_ends_identical(tmp_path: Path):
+    """The real asset, its real RetryPolicy: the server dies mid-run and comes back."""
+    export = tmp_path / "fleet.om"
+    write_container_fleet(export, 2, int(DAY1.timestamp()), days=1, interval_s=300)
+    backfill(export, tmp_path / "data")
+    server = PrometheusServer(tmp_path / "data").start()
+    restarted = threading.Event()
+
+    def kill_on_second_query(n: int) -> None:
+        if n == 2:  # one column answered, the second one finds the server gone
+            server.kill()
+
+            def come_back() -> None:
+                time.sleep(1.0)
+                server.start()  # same port, same TSDB
+                restarted.set()
+
+            threading.Thread(target=come_back, daemon=True).start()
+
+    catalog = load_catalog()
+    asset = build_extraction_asset(catalog, "container_usage")
+    try:
+        with FlakyProxy(server.url, before_forward=kill_on_second_query) as proxy:
+            clean = tmp_path / "clean.duckdb"
+            disturbed = tmp_path / "disturbed.duckdb"
+            os.environ["CAPACITY_PROMETHEUS_RETRIES"] = "1"
+            try:
+                with dg.DagsterInstance.ephemeral() as instance:
+                    result = dg.materialize(
+                        [asset],
+                        partition_key=PARTITION,
+                        instance=instance,
+                        raise_on_error=False,
+                        resources={
+                            "warehouse": WarehouseResource(
+                                path=str(disturbed), snapshot_path=str(tmp_path / "s1")
+                            ),
+                            "metrics": MetricSourceResource(prometheus_url=proxy.url),
+                        },
+                    )
+                    retried = [
+                        e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"
+                    ]
+            finally:
+                os.environ.pop("CAPACITY_PROMETHEUS_RETRIES", None)
+        assert restarted.is_set()
+        assert result.success, "the retried run should finish once Prometheus is back"
+        assert len(retried) == 1  # the first attempt failed on the dead server and was retried
+        # the undisturbed run, straight to the restarted server
+        ingest_window(
+            PrometheusSource(fast_settings(server.url)),
+            catalog,
+            "container_usage",
+            DAY1,
+            DAY2,
+            clean,
+        )
+    finally:
+        server.stop()
+    got, want = warehouse_rows(disturbed), warehouse_rows(clean)
+    assert len(got["container_usage"]) == 2 * 288
+    assert got["container_usage"] == want["container_usage"]
+    # one log row for the window, with the same counts (the source URL differs: proxy vs direct)
+    assert [r[4:] for r in got["extraction_log"]] == [r[4:] for r in want["extraction_log"]]
+
+
+def _extract(url: str, **overrides):
+    return extract_table(
+        PrometheusSource(fast_settings(url, **overrides)),
+        load_catalog(),
+        "container_usage",
+        DAY1,
+        DAY2,
+    )
+
+
+@needs_prometheus
+@pytest.mark.parametrize(
+    ("fault", "options"),
+    [
+        ("delay", {"delay_s": 1.5}),  # slower than the client's 0.5 s timeout
+        ("drop", {}),  # connection closed without an answer
+        ("truncate", {}),  # half the JSON, then the connection is cut
+    ],
+)
+def test_transient_faults_are_retried_and_give_the_undisturbed_rows(fleet, fault, options):
+    _, server = fleet
+    want = _extract(server.url).frame
+    with FlakyProxy(server.url, failures=2, fault=fault, **options) as proxy:
+        got = _extract(proxy.url, timeout_s=0.5, retries=2).frame
+    assert got.equals(want)
+    columns = len(load_catalog().table("container_usage").columns)
+    assert len(proxy.paths) == columns + 2  # two failed tries, then one answer per column
+
+
+@needs_prometheus
+@pytest.mark.parametrize(
+    ("fault", "options", "message"),
+    [
+        ("delay", {"delay_s": 1.5}, "unreachable after 2 retries: ConnectionError"),
+        ("drop", {}, "unreachable after 2 retries: ConnectionError"),
+        ("truncate", {}, "answered badly 3 times (2 retries): answer cut short"),
+        (
+            "body",
+            {"body": b'{"status":"success","data":{"result":[{"metric":{}'},
+            "answered badly 3 times (2 retries): answer is not query_range JSON",
+        ),
+        (
+            "body",
+            {"body": b"<html><body>502 Bad Gateway</body></html>"},
+            "answer is not query_range JSON",
+        ),
+        ("body", {"body": b'{"status":"success","data":{}}'}, "KeyError"),
+        ("status", {"status": 500}, "refused: HTTP 500: injected failure"),
+    ],
+    ids=["slow", "dropped", "truncated", "cut-json", "html", "no-result", "5xx"],
+)
+def test_persistent_faults_fail_clearly_after_retries_and_write_nothing(
+    fleet, filled_warehouse: Path, fault, options, message
+):
+    _, server = fleet
+    before = warehouse_rows(filled_warehouse)
+    with FlakyProxy(server.url, failures=100, fault=fault, **options) as proxy:
+        source = PrometheusSource(fast_settings(proxy.url, timeout_s=0.5, retries=2))
+        with pytest.raises(SourceError) as err:
+            ingest_window(source, load_catalog(), "container_usage", DAY1, DAY2, filled_warehouse)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+    # it names the query, the window and the server
+    assert "query_range 'sum by (cluster, namespace, pod, container)" in text
+    assert "[2026-09-28T00:00Z..2026-09-28T23:55Z]" in text and proxy.url in text
+    assert len(proxy.paths) == 3  # the first try and the two configured retries, then stop
+    assert warehouse_rows(filled_warehouse) == before
+
+
+@needs_prometheus
+def test_samples_that_are_not_numbers_are_refused(fleet):
+    _, server = fleet
+    body = (
+        b'{"status":"success","data":{"resultType":"matrix","result":'
+        b'[{"metric":{"namespace":"a","pod":"p","container":"c"},"values":[[1790553900,"abc"]]}]}}'
+    )
+    with FlakyProxy(server.url, failures=100, fault="body", body=body) as proxy:
+        with pytest.raises(SourceError, match="samples that cannot be read") as err:
+            _extract(proxy.url)
+    assert "query_range" in str(err.value)
+
+
+@needs_prometheus
+def test_prometheus_11000_points_error_is_not_retried_and_quoted(fleet, filled_warehouse):
+    """A step too fine for the window: Prometheus' own message, once, nothing written."""
+    _, server = fleet
+    before = warehouse_rows(filled_warehouse)
+
+    def too_fine(path: str) -> str:
+        return re.sub(r"step=[^&]+", "step=1", path)  # 86,400 points per series
+
+    with FlakyProxy(server.url, rewrite=too_fine) as proxy:
+        source = PrometheusSource(fast_settings(proxy.url))
+        with pytest.raises(SourceError) as err:
+            ingest_window(source, load_catalog(), "container_usage", DAY1, DAY2, filled_warehouse)
+    text = str(err.value)
+    assert "refused: HTTP 400: exceeded maximum resolution of 11,000 points per timeseries" in text
+    assert "query_range 'sum by (cluster, namespace, pod, container)" in text
+    assert len(proxy.paths) == 1  # a 400 is not worth retrying
+    assert warehouse_rows(filled_warehouse) == before
+
+
+# --- label-cardinality explosion ---------------------------------------------------------------
+
+EXPLOSION_SERIES = 30_000
+
+
+@pytest.fixture(scope="module")
+def exploded(tmp_path_factory):
+    """A real Prometheus whose memory gauge has 30,000 series (a per-request pod label)."""
+    if not prometheus_available():
+        pytest.skip("needs the Debian prometheus package (prometheus + promtool on PATH)")
+    root = tmp_path_factory.mktemp("explosion")
+    export = root / "explosion.om"
+    start = int(DAY1.timestamp())
+    with export.open("w") as out:
+        out.write("# TYPE container_memory_working_set_bytes gauge\n")
+        for i in range(EXPLOSION_SERIES):
+            labels = f'namespace="agents",pod="req-{i:05d}",container="app"'
+            for step in range(3):
+                out.write(
+                    f"container_memory_working_set_bytes{{{labels}}} {1e8 + i} "
+                    f"{start + step * 300}\n"
+                )
+        out.write("# EOF\n")
+    backfill(export, root / "data")
+    with PrometheusServer(root / "data") as server:
+        yield server
+
+
+def _memory_only_catalog():
+    catalog = load_catalog()
+    table = catalog.table("container_usage")
+    memory = next(q for q in table.columns if q.column == "memory_working_set_bytes")
+    table = dataclasses.replace(table, columns=(memory,))
+    return dataclasses.replace(catalog, tables={"container_usage": table})
+
+
+def _peak_python_mb(action) -> tuple[float, object]:
+    tracemalloc.start()
+    try:
+        outcome = action()
+    except Exception as exc:  # noqa: BLE001 (the outcome is asserted by the caller)
+        outcome = exc
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 1e6, outcome
+
+
+@needs_prometheus
+@pytest.mark.timeout(120)
+def test_cardinality_explosion_is_capped_with_bounded_memory(exploded, monkeypatch, caplog):
+    catalog = _memory_only_catalog()
+    end = DAY1 + timedelta(minutes=15)
+
+    def run(cap: int):
+        monkeypatch.setenv("CAPACITY_MAX_SERIES_PER_QUERY", str(cap))
+        source = PrometheusSource(PrometheusSettings.from_env(url=exploded.url, retries=0))
+        return extract_table(source, catalog, "container_usage", DAY1, end)
+
+    # above the cap: refused while streaming, before the answer is parsed
+    capped_mb, refused = _peak_python_mb(lambda: run(2_000))
+    assert isinstance(refused, SeriesLimitError)
+    assert "matched more than 2,000 series" in str(refused)
+    assert "CAPACITY_MAX_SERIES_PER_QUERY" in str(refused) and "query_range" in str(refused)
+    # under a cap raised on purpose: all series arrive, with a warning near the cap
+    with caplog.at_level(logging.WARNING, logger="capacity_pipelines.sources.prometheus"):
+        full_mb, extracted = _peak_python_mb(lambda: run(50_000))
+    assert not isinstance(extracted, Exception), extracted
+    assert extracted.series_count == EXPLOSION_SERIES
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"returned {EXPLOSION_SERIES} series, over half the cap of 50000" in w for w in warning
+    )
+    # memory: the refused answer costs a fraction of parsing the whole explosion
+    assert capped_mb < full_mb / 5, (capped_mb, full_mb)
+    assert capped_mb < 50
+
+
+def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypatch):
+    from capacity_pipelines.sources.prometheus import DEFAULT_MAX_SERIES
+
+    monkeypatch.delenv("CAPACITY_MAX_SERIES_PER_QUERY", raising=False)
+    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == DEFAULT_MAX_SERIES
+    monkeypatch.setenv("CAPACITY_MAX_SERIES_PER_QUERY", "1234")
+    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == 1234
+    ops = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert "CAPACITY_MAX_SERIES_PER_QUERY" in ops and f"{DEFAULT_MAX_SERIES:,}" in ops
+
+
+# --- hostile labels and secrets ----------------------------------------------------------------
+
+
+@needs_prometheus
+def test_hostile_label_values_reach_the_warehouse_as_plain_data(fleet, tmp_path: Path):
+    _, server = fleet
+    db = tmp_path / "wh.duckdb"
+    source = PrometheusSource(fast_settings(server.url))
+    ingest_window(source, load_catalog(), "container_usage", DAY1, DAY2, db)
+    with warehouse.connect(db, read_only=True) as con:
+        stored = con.execute(
+            "SELECT DISTINCT container, pod FROM container_usage WHERE namespace = 'hostile' "
+            "ORDER BY container"
+        ).fetchall()
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert sorted(c for c, _ in stored) == sorted(HOSTILE_LABELS)
+    assert sorted(p for _, p in stored) == sorted(f"{h}-{i}" for i, h in enumerate(HOSTILE_LABELS))
+    assert "container_usage" in tables  # no DROP TABLE ran
+
+
+@needs_prometheus
+def test_catalog_label_filters_are_escaped_into_promql(fleet, tmp_path: Path):
+    """A filter value that tries to break out of its string stays a literal in PromQL."""
+    _, server = fleet
+    catalog_path = tmp_path / "catalog.yaml"
+    text = (REPO_ROOT / "assets" / "metric_catalog.yaml").read_text()
+    hostile = 'a\\"}) or vector(1) #'  # as written in YAML inside a PromQL selector
+    text = text.replace(
+        """selector: 'container_memory_working_set_bytes{container!="",container!="POD"}'""",
+        f"""selector: 'container_memory_working_set_bytes{{container="{hostile}"}}'""",
+    )
+    catalog_path.write_text(text)
+    catalog = load_catalog(catalog_path)
+    table = catalog.table("container_usage")
+    memory = next(q for q in table.columns if q.column == "memory_working_set_bytes")
+    promql = render_promql(table, memory, 300, 900)
+    assert 'container="a\\"}) or vector(1) #"' in promql
+    source = PrometheusSource(fast_settings(server.url))
+    rows = extract_table(source, catalog, "container_usage", DAY1, DAY2).frame
+    # exactly the hostile container, matched literally; vector(1) never ran (it has no labels)
+    memory_rows = rows.filter(pl.col("memory_working_set_bytes").is_not_null())
+    assert memory_rows["container"].unique().to_list() == ['a"}) or vector(1) #']
+    plain = extract_table(source, load_catalog(), "container_usage", DAY1, DAY2).frame
+    same_container = plain.filter(pl.col("container") == 'a"}) or vector(1) #')
+    assert memory_rows.select("ts", "memory_working_set_bytes").equals(
+        same_container.select("ts", "memory_working_set_bytes")
+    )
+
+
+SECRET_TOKEN = "tok-s3cr3t-6a1f"
+SECRET_PASSWORD = "pw-hunter2-77c"
+
+
+@needs_prometheus
+def test_secrets_never_reach_logs_metadata_or_errors(fleet, tmp_path: Path, monkeypatch, caplog):
+    _, server = fleet
+    monkeypatch.setenv("CAPACITY_PROMETHEUS_TOKEN", SECRET_TOKEN)
+    catalog = load_catalog()
+    asset = build_extraction_asset(catalog, "container_usage")
+    caplog.set_level(logging.DEBUG)
+    with FlakyProxy(server.url) as proxy, dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [asset],
+            partition_key=PARTITION,
+            instance=instance,
+            resources={
+                "warehouse": WarehouseResource(
+                    path=str(tmp_path / "wh.duckdb"), snapshot_path=str(tmp_path / "s")
+                ),
+                "metrics": MetricSourceResource(prometheus_url=proxy.url),
+            },
+        )
+        records = instance.all_logs(result.run_id)
+    assert result.success
+    # the token did travel, in the header only
+    assert {h.get("Authorization") for _, _, h in proxy.requests} == {f"Bearer {SECRET_TOKEN}"}
+    events = "\n".join(repr(r) for r in records)
+    assert "dagster/row_count" in events  # the metadata is in what we searched
+    assert SECRET_TOKEN not in events
+    assert SECRET_TOKEN not in caplog.text
+    assert SECRET_TOKEN not in warehouse_rows(tmp_path / "wh.duckdb").__repr__()
+
+    # basic auth in the URL's user info and in the environment, and a failing server
+    monkeypatch.setenv("CAPACITY_PROMETHEUS_USER", "capacity")
+    monkeypatch.setenv("CAPACITY_PROMETHEUS_PASSWORD", SECRET_PASSWORD)
+    with FlakyProxy(server.url, failures=100, status=503) as proxy:
+        url = proxy.url.replace("http://", f"http://capacity:{SECRET_PASSWORD}@")
+        for settings in (
+            PrometheusSettings.from_env(url=proxy.url, retries=0),
+            PrometheusSettings.from_env(url=url, retries=0),
+        ):
+            source = PrometheusSource(settings)
+            with pytest.raises(SourceError) as err:
+                ingest_window(source, catalog, "container_usage", DAY1, DAY2, tmp_path / "x.db")
+            for text in (str(err.value), repr(settings), source.description, caplog.text):
+                assert SECRET_PASSWORD not in text and SECRET_TOKEN not in text
+    assert proxy.requests[-1][2].get("Authorization", "").startswith("Basic ")
