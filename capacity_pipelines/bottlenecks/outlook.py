@@ -1,0 +1,316 @@
+"""The bottleneck outlook: per service and horizon, what breaks first, how likely, when, and why.
+
+Pipeline of pure steps: hourly signals (`signals.py`) -> USE-rule labels (`labels.py`) ->
+origin features and targets (`features.py`) -> LightGBM or the rule fallback
+(`classifier.py`) -> one row per service and horizon at `as_of`, shaped like
+`BOTTLENECK_TABLE`. The forecasting engine's runway (`capacity_runway`: when the p90 forecast of
+a workload's CPU or memory reaches its capacity) sets `expected_at` and joins the evidence when
+it agrees with the predicted class. The latest evaluation (the 24 h model trained on all but the
+last week, scored on that week's origins) goes with it, for the asset's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from capacity_pipelines.bottlenecks.classifier import (
+    BottleneckClassifier,
+    most_likely,
+    rules_predict,
+    trainable,
+)
+from capacity_pipelines.bottlenecks.features import origin_features
+from capacity_pipelines.bottlenecks.labels import (
+    MEMORY_LIMIT_UTIL,
+    RULE_METRICS,
+    available_classes,
+    label_windows,
+)
+from capacity_pipelines.bottlenecks.signals import KEY, service_windows
+from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, HORIZONS
+
+EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
+HISTORY_DAYS = 28  # labelled history the asset trains on: the demo's four weeks
+RUNWAY_CLASS = {"workload_cpu": "cpu", "workload_memory": "memory"}
+
+
+@dataclass
+class Evaluation:
+    """Scores of a model on held-out origins (time-based split)."""
+
+    labels: list[str]
+    confusion: np.ndarray
+    macro_f1: float
+    recall: dict[str, float]
+    test_origins: int
+    method: str
+
+    def markdown(self) -> str:
+        """The confusion matrix as Markdown (rows: actual, columns: predicted)."""
+        head = "| actual \\ predicted | " + " | ".join(self.labels) + " |"
+        rule = "|---|" + "---|" * len(self.labels)
+        rows = [
+            f"| {actual} | " + " | ".join(str(int(v)) for v in self.confusion[i]) + " |"
+            for i, actual in enumerate(self.labels)
+        ]
+        return "\n".join([head, rule, *rows])
+
+
+@dataclass
+class Outlook:
+    """The outlook rows plus what a person needs to trust them."""
+
+    table: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+    evaluation: Evaluation | None = None
+    labelled: pl.DataFrame | None = None
+
+
+def evaluate(truth: list[str], predicted: list[str], method: str) -> Evaluation:
+    """Macro-F1 over the classes present in truth or prediction, recall per true class."""
+    labels = [c for c in BOTTLENECK_CLASSES if c in set(truth) | set(predicted)]
+    index = {c: i for i, c in enumerate(labels)}
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(truth, predicted, strict=True):
+        confusion[index[t], index[p]] += 1
+    f1s, recall = [], {}
+    for i, c in enumerate(labels):
+        tp = confusion[i, i]
+        actual, said = confusion[i].sum(), confusion[:, i].sum()
+        if actual:
+            recall[c] = float(tp / actual)
+        precision = tp / said if said else 0.0
+        rec = tp / actual if actual else 0.0
+        f1s.append(2 * precision * rec / (precision + rec) if precision + rec else 0.0)
+    return Evaluation(
+        labels=labels,
+        confusion=confusion,
+        macro_f1=float(np.mean(f1s)) if f1s else 0.0,
+        recall=recall,
+        test_origins=len(truth),
+        method=method,
+    )
+
+
+def fit_predict(train: pl.DataFrame, test: pl.DataFrame) -> tuple[pl.DataFrame, str, list[str]]:
+    """Probabilities for `test` from a model trained on `train`, or from the rules if too thin."""
+    ok, why = trainable(train)
+    if not ok:
+        return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
+    model = BottleneckClassifier().fit(train)
+    return model.predict_proba(test), "lightgbm", model.notes
+
+
+def _with_origin_rows(labelled: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    # One empty window at `as_of` per service: its features come from the past only.
+    services = labelled.select(KEY).unique()
+    extra = services.with_columns(
+        pl.lit(as_of).cast(labelled.schema["window_start"]).alias("window_start"),
+        pl.lit("none").alias("bottleneck_class"),
+        pl.lit("").alias("evidence"),
+        pl.lit("").alias("metrics"),
+    )
+    return pl.concat([labelled, extra], how="diagonal_relaxed").sort([*KEY, "window_start"])
+
+
+def latest_evaluation(labelled: pl.DataFrame, as_of: datetime) -> Evaluation | None:
+    """The 24 h model trained before the last week and scored on that week's origins."""
+    features = origin_features(labelled, HORIZONS["24h"]).filter(pl.col("target").is_not_null())
+    split = as_of - timedelta(days=EVALUATION_DAYS)
+    train = features.filter(pl.col("origin") + pl.duration(hours=HORIZONS["24h"]) <= split)
+    test = features.filter(pl.col("origin") >= split)
+    if test.height == 0 or train.height == 0:
+        return None
+    proba, method, _ = fit_predict(train, test)
+    return evaluate(test["target"].to_list(), most_likely(proba).to_list(), method)
+
+
+def _evidence(row: dict, cls: str, hours: int, as_of: datetime, history: pl.DataFrame):
+    """Evidence line, metrics and expected start for a predicted class at one service."""
+    metrics = RULE_METRICS.get(cls, "")
+    runway = row.get(f"runway_{cls}")
+    if runway is not None and runway < as_of + timedelta(hours=hours):
+        return (
+            f"load forecast p90 reaches the {cls.upper() if cls == 'cpu' else cls} capacity at "
+            f"{runway:%Y-%m-%d %H:%M} UTC",
+            metrics + ",load_forecast.p90",
+            runway,
+        )
+    peak = row.get("memory_limit_util_max_max_24h")
+    trend = row.get("memory_weekly_trend_per_hour")
+    if cls == "memory" and peak is not None and trend is not None and trend > 0:
+        to_go = max(0.0, (MEMORY_LIMIT_UTIL - peak) / trend)
+        if to_go <= hours:
+            return (
+                f"working set peaked at {peak:.0%} of its memory limit in the last day, rising "
+                f"{trend * 24:.1%} of the limit a day: near the limit in ~{to_go:.0f} h",
+                metrics,
+                as_of + timedelta(hours=to_go),
+            )
+    seen = history.filter(pl.col("bottleneck_class") == cls).sort("window_start")
+    if seen.height:
+        last = seen.row(-1, named=True)
+        expected = last["window_start"] + timedelta(days=7)
+        expected = expected if as_of <= expected < as_of + timedelta(hours=hours) else None
+        return (
+            f"last seen {last['window_start']:%Y-%m-%d %H:%M}: {last['evidence']}",
+            metrics,
+            expected,
+        )
+    return f"signals resemble past {cls} episodes of other services", metrics, None
+
+
+def _runway_columns(runway: pl.DataFrame | None, services: pl.DataFrame) -> pl.DataFrame:
+    if runway is None or runway.height == 0:
+        return services
+    rows = runway.filter(pl.col("saturation_ts").is_not_null()).with_columns(
+        pl.col("series_id").str.split(":").list.first().alias("family"),
+        pl.col("series_id")
+        .str.split(":")
+        .list.last()
+        .str.split("/")
+        .list.first()
+        .alias("namespace"),
+        pl.col("series_id").str.split(":").list.last().str.split("/").list.last().alias("service"),
+    )
+    for family, cls in RUNWAY_CLASS.items():
+        part = (
+            rows.filter(pl.col("family") == family)
+            .group_by(KEY)
+            .agg(pl.col("saturation_ts").min().alias(f"runway_{cls}"))
+        )
+        services = services.join(part, on=KEY, how="left")
+    return services
+
+
+def build_outlook(
+    windows: pl.DataFrame, as_of: datetime, runway: pl.DataFrame | None = None
+) -> Outlook:
+    """The outlook at `as_of` from hourly service windows (and the forecast runway if given)."""
+    as_of = as_of.replace(tzinfo=None)
+    windows = windows.filter(pl.col("window_start") < as_of)
+    _, class_notes = available_classes(windows)
+    notes = list(class_notes)
+    if windows.height == 0:
+        return Outlook(table=_empty(), notes=[*notes, "no service windows before as_of"])
+    labelled = label_windows(windows)
+    with_origin = _with_origin_rows(labelled, as_of)
+    rows = []
+    for horizon, hours in HORIZONS.items():
+        features = origin_features(with_origin, hours)
+        train = features.filter(pl.col("target").is_not_null())
+        now = features.filter(pl.col("origin") == as_of)
+        now = _runway_columns(runway, now)
+        proba, method, model_notes = fit_predict(train, now)
+        notes += [f"{horizon}: {n}" for n in model_notes]
+        predicted = most_likely(proba).to_list()
+        for i, row in enumerate(now.iter_rows(named=True)):
+            cls = predicted[i]
+            probs = {c: round(float(proba[c][i]), 4) for c in BOTTLENECK_CLASSES}
+            if cls == "none":
+                evidence, metrics, expected = "no saturation seen or forecast", "", None
+            else:
+                history = labelled.filter(
+                    (pl.col("namespace") == row["namespace"])
+                    & (pl.col("service") == row["service"])
+                )
+                evidence, metrics, expected = _evidence(row, cls, hours, as_of, history)
+            rows.append(
+                {
+                    "as_of": as_of,
+                    "namespace": row["namespace"],
+                    "service": row["service"],
+                    "horizon": horizon,
+                    "bottleneck_class": cls,
+                    "probability": probs[cls],
+                    "probabilities": json.dumps(probs),
+                    "expected_at": expected,
+                    "evidence": evidence,
+                    "metrics": metrics,
+                    "method": method,
+                    "note": "; ".join([*class_notes, *model_notes]),
+                }
+            )
+    table = pl.DataFrame(rows, schema=_SCHEMA).sort(["horizon", "namespace", "service"])
+    return Outlook(
+        table=table,
+        notes=notes,
+        evaluation=latest_evaluation(labelled, as_of),
+        labelled=labelled,
+    )
+
+
+_SCHEMA = {
+    "as_of": pl.Datetime("us"),
+    "namespace": pl.Utf8,
+    "service": pl.Utf8,
+    "horizon": pl.Utf8,
+    "bottleneck_class": pl.Utf8,
+    "probability": pl.Float64,
+    "probabilities": pl.Utf8,
+    "expected_at": pl.Datetime("us"),
+    "evidence": pl.Utf8,
+    "metrics": pl.Utf8,
+    "method": pl.Utf8,
+    "note": pl.Utf8,
+}
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema=_SCHEMA)
+
+
+def _read(con: duckdb.DuckDBPyConnection, sql: str, args: list) -> pl.DataFrame:
+    try:
+        return con.execute(sql, args).pl()
+    except duckdb.CatalogException:
+        return pl.DataFrame()  # table not extracted (yet): its classes degrade with a note
+
+
+def read_inputs(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, history_days: int = HISTORY_DAYS
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Hourly service windows over `(as_of - history_days, as_of]` and the latest runway."""
+    as_of = as_of.replace(tzinfo=None)
+    args = [as_of - timedelta(days=history_days), as_of]
+    tables = {
+        name: _read(con, f"SELECT * FROM {name} WHERE ts > ? AND ts <= ?", args)
+        for name in ("container_usage", "service_traffic", "llm_token_usage")
+    }
+    runway = _read(
+        con,
+        "SELECT * FROM capacity_runway WHERE as_of = "
+        "(SELECT max(as_of) FROM capacity_runway WHERE as_of <= ?)",
+        [as_of],
+    )
+    windows = service_windows(
+        tables["container_usage"], tables["service_traffic"], tables["llm_token_usage"]
+    )
+    return windows, runway if runway.height else None
+
+
+def probability_problems(table: pl.DataFrame) -> list[str]:
+    """`service/horizon` of rows whose probabilities leave 0..1 or do not sum to 1 (1e-6)."""
+    bad = []
+    for row in table.iter_rows(named=True):
+        probs = list(json.loads(row["probabilities"]).values())
+        if abs(sum(probs) - 1) > 1e-6 or min(probs) < 0 or max(probs) > 1:
+            bad.append(f"{row['service']}/{row['horizon']}")
+    return bad
+
+
+def unexplained(table: pl.DataFrame) -> pl.DataFrame:
+    """Outlook rows naming a bottleneck without evidence or metrics behind it."""
+    return table.filter(
+        (pl.col("bottleneck_class") != "none")
+        & (
+            (pl.col("evidence").fill_null("").str.len_chars() == 0)
+            | (pl.col("metrics").fill_null("").str.len_chars() == 0)
+        )
+    )

@@ -1,0 +1,222 @@
+"""Hourly saturation and error signals per service, from the warehouse's 5-minute tables.
+
+The USE method (Brendan Gregg) asks, per resource, for utilisation, saturation and errors. A
+bottleneck label needs them per service and per window, side by side: this module rolls the
+per-container, per-service and per-LLM-call rows up to one row per service and hour, and adds
+each signal's seasonal baseline (the same hour on the previous days), because "latency rose" and
+"requests pile up" only mean something against what is normal at that hour.
+
+Services are keyed by name: the demo's service names equal its workload names, and LLM usage
+carries the service but no namespace.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+WINDOW = "1h"  # label windows: long enough to smooth 5-minute noise, short enough for episodes
+BASELINE_DAYS = 7  # seasonal baseline: median of the same hour on up to the 7 previous days
+KEY = ["namespace", "service"]
+
+# Signal columns a window frame may carry; the rules need only the ones their class uses.
+SIGNAL_DOCS = {
+    "cpu_throttled_ratio_max": "Highest share of throttled CFS periods of any container.",
+    "cpu_limit_util_max": "Highest CPU used / CPU limit of any container with a limit.",
+    "cpu_container": "Container with the highest throttling (or CPU use / limit).",
+    "cpu_limit_cores": "That container's CPU limit (cores).",
+    "memory_limit_util_max": "Highest working set / memory limit of any container with a limit.",
+    "memory_container": "Container closest to its memory limit.",
+    "memory_limit_bytes": "That container's memory limit (bytes).",
+    "oom_kills": "OOM kills in the window (restarts while the last termination was OOMKilled).",
+    "cpu_cores": "CPU cores used by the whole service (mean).",
+    "cpu_ratio": "cpu_cores / its seasonal baseline.",
+    "latency_p50_seconds": "Median latency (mean over the window).",
+    "latency_p95_seconds": "95th percentile latency (mean over the window).",
+    "latency_ratio": "Highest of p50 and p95 latency / their seasonal baselines.",
+    "in_flight_requests": "Requests in flight (mean over the window).",
+    "in_flight_ratio": "in_flight_requests / its seasonal baseline.",
+    "request_rate_rps": "Requests per second (mean).",
+    "error_share": "5xx responses / requests.",
+    "llm_tokens_per_minute": "LLM input + output tokens per minute (mean).",
+    "llm_quota_ratio": "Peak provider/model token rate / the configured tokens-per-minute quota.",
+    "llm_rate_limited_share": "LLM calls answered 429 / LLM calls (needs a 429 column).",
+    "llm_latency_share": "Time in LLM calls / request time (needs the LLM duration sum).",
+    "network_util_max": "Network throughput / link capacity (no metric family in the catalog).",
+}
+
+
+def _hour(column: str = "ts") -> pl.Expr:
+    # A row stamped at the end of its 5-minute step belongs to the hour the step lies in.
+    return (pl.col(column) - pl.duration(microseconds=1)).dt.truncate(WINDOW).alias("window_start")
+
+
+def container_signals(usage: pl.DataFrame) -> pl.DataFrame:
+    """Per service and hour: throttling, CPU and memory against limits, OOM kills, CPU used."""
+    if usage.height == 0:
+        return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
+    usage = usage.rename({"workload": "service"}).with_columns(_hour())
+    per_container = usage.group_by([*KEY, "container", "window_start"]).agg(
+        pl.col("cpu_throttled_ratio").max().alias("throttled"),
+        (pl.col("cpu_cores") / pl.col("cpu_limit_cores")).max().alias("cpu_util"),
+        pl.col("cpu_limit_cores").max().alias("cpu_limit_cores"),
+        (pl.col("memory_working_set_bytes") / pl.col("memory_limit_bytes")).max().alias("mem_util"),
+        pl.col("memory_limit_bytes").max().alias("memory_limit_bytes"),
+        (pl.col("restarts").fill_null(0) * pl.col("oom_killed").fill_null(0))
+        .sum()
+        .alias("oom_kills"),
+    )
+    group = [*KEY, "window_start"]
+    cpu = (
+        per_container.sort(["throttled", "cpu_util"], descending=True, nulls_last=True)
+        .group_by(group)
+        .agg(
+            pl.col("throttled").max().alias("cpu_throttled_ratio_max"),
+            pl.col("cpu_util").max().alias("cpu_limit_util_max"),
+            pl.col("container").first().alias("cpu_container"),
+            pl.col("cpu_limit_cores").first(),
+        )
+    )
+    memory = (
+        per_container.sort("mem_util", descending=True, nulls_last=True)
+        .group_by(group)
+        .agg(
+            pl.col("mem_util").max().alias("memory_limit_util_max"),
+            pl.col("container").first().alias("memory_container"),
+            pl.col("memory_limit_bytes").first(),
+            # The restart counter's increase is smoothed over the rate window: round the sum.
+            pl.col("oom_kills").sum().round(0).alias("oom_kills"),
+        )
+    )
+    used = (
+        usage.group_by([*KEY, "ts", "window_start"])
+        .agg(pl.col("cpu_cores").sum())
+        .group_by(group)
+        .agg(pl.col("cpu_cores").mean())
+    )
+    return cpu.join(memory, on=group).join(used, on=group)
+
+
+def traffic_signals(traffic: pl.DataFrame) -> pl.DataFrame:
+    """Per service and hour: latency, requests in flight, request and error rates."""
+    if traffic.height == 0:
+        return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
+    return (
+        traffic.with_columns(_hour())
+        .group_by([*KEY, "window_start"])
+        .agg(
+            pl.col("latency_p50_seconds").mean(),
+            pl.col("latency_p95_seconds").mean(),
+            pl.col("in_flight_requests").mean(),
+            pl.col("request_rate_rps").mean(),
+            (pl.col("error_rate_rps").sum() / pl.col("request_rate_rps").sum()).alias(
+                "error_share"
+            ),
+        )
+    )
+
+
+def llm_signals(
+    tokens: pl.DataFrame, quota_tokens_per_minute: dict[str, float] | None = None
+) -> pl.DataFrame:
+    """Per service and hour: LLM token rate and, where a quota is configured, its share.
+
+    `quota_tokens_per_minute` maps "provider/model" (or "provider") to the provider's
+    tokens-per-minute limit for this organisation; quotas are account settings, not metrics.
+    """
+    if tokens.height == 0:
+        return pl.DataFrame(schema={"service": pl.Utf8})
+    per_step = tokens.with_columns(
+        _hour(),
+        ((pl.col("input_tokens").fill_null(0) + pl.col("output_tokens").fill_null(0)) / 5.0).alias(
+            "tpm"
+        ),  # tokens per 5-minute step -> per minute
+        (pl.col("provider") + "/" + pl.col("model")).alias("route"),
+    )
+    out = (
+        per_step.group_by(["service", "ts", "window_start"])
+        .agg(pl.col("tpm").sum())
+        .group_by(["service", "window_start"])
+        .agg(pl.col("tpm").mean().alias("llm_tokens_per_minute"))
+    )
+    if quota_tokens_per_minute:
+        quotas = pl.DataFrame(
+            {
+                "route": list(quota_tokens_per_minute),
+                "quota": list(quota_tokens_per_minute.values()),
+            }
+        )
+        routed = (
+            per_step.group_by(["service", "provider", "route", "ts", "window_start"])
+            .agg(pl.col("tpm").sum())
+            .join(quotas, on="route", how="left")
+            .join(
+                quotas.rename({"route": "provider", "quota": "provider_quota"}),
+                on="provider",
+                how="left",
+            )
+            .with_columns((pl.col("tpm") / pl.coalesce("quota", "provider_quota")).alias("ratio"))
+            .group_by(["service", "window_start"])
+            .agg(pl.col("ratio").max().alias("llm_quota_ratio"))
+        )
+        out = out.join(routed, on=["service", "window_start"], how="left")
+    return out
+
+
+def with_baselines(windows: pl.DataFrame) -> pl.DataFrame:
+    """Add ratio columns against the seasonal baseline (same hour, previous days' median).
+
+    The grid is completed per service first so that a shift of 24 rows is exactly one day.
+    """
+    if windows.height == 0:
+        return windows
+    bounds = windows.group_by(KEY).agg(
+        pl.col("window_start").min().alias("lo"), pl.col("window_start").max().alias("hi")
+    )
+    grid = (
+        bounds.with_columns(pl.datetime_ranges("lo", "hi", interval=WINDOW).alias("window_start"))
+        .explode("window_start")
+        .drop("lo", "hi")
+    )
+    full = grid.join(windows, on=[*KEY, "window_start"], how="left").sort([*KEY, "window_start"])
+
+    def baseline(column: str) -> pl.Expr:
+        lagged = [pl.col(column).shift(24 * d).over(KEY) for d in range(1, BASELINE_DAYS + 1)]
+        return pl.concat_list(lagged).list.drop_nulls().list.median()
+
+    ratios = []
+    for column, ratio in [("cpu_cores", "cpu_ratio"), ("in_flight_requests", "in_flight_ratio")]:
+        if column in full.columns:
+            ratios.append((pl.col(column) / baseline(column)).alias(ratio))
+    latency = [
+        pl.col(c) / baseline(c)
+        for c in ("latency_p50_seconds", "latency_p95_seconds")
+        if c in full.columns
+    ]
+    if latency:
+        ratios.append(pl.max_horizontal(latency).alias("latency_ratio"))
+    return full.with_columns(ratios) if ratios else full
+
+
+def service_windows(
+    usage: pl.DataFrame,
+    traffic: pl.DataFrame,
+    tokens: pl.DataFrame,
+    quota_tokens_per_minute: dict[str, float] | None = None,
+) -> pl.DataFrame:
+    """One row per service and hour with every signal the warehouse can give, plus baselines."""
+    parts = [
+        f
+        for f in (container_signals(usage), traffic_signals(traffic))
+        if "window_start" in f.columns
+    ]
+    if not parts:
+        return pl.DataFrame(
+            schema={"namespace": pl.Utf8, "service": pl.Utf8, "window_start": pl.Datetime("us")}
+        )
+    windows = parts[0]
+    for part in parts[1:]:
+        windows = windows.join(part, on=[*KEY, "window_start"], how="full", coalesce=True)
+    llm = llm_signals(tokens, quota_tokens_per_minute)
+    if "window_start" in llm.columns:
+        windows = windows.join(llm, on=["service", "window_start"], how="left")
+    return with_baselines(windows)

@@ -1,0 +1,1 @@
+"""Bottleneck outlook: what will saturate first per service, tomorrow and next week."""
