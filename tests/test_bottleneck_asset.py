@@ -42,7 +42,9 @@ def _fleet(path) -> None:
         lines.append(f"# TYPE {name} {kind}")
         sample = f"{name}_total" if kind == "counter" else name
         for labels, values in series:
-            lines.extend(f"{sample}{{{labels}}} {v:.6g} {t}" for t, v in zip(ts, values))
+            lines.extend(
+                f"{sample}{{{labels}}} {v:.6g} {t}" for t, v in zip(ts, values, strict=True)
+            )
 
     pod = {
         "cart": 'namespace="shop",pod="cart-7d9f8b6c5d-x2x4z",container="cart"',
@@ -128,7 +130,7 @@ def _outlook(root) -> dict:
         "note",
         "as_of",
     ]
-    return {(r[0], r[1]): dict(zip(names, r)) for r in rows}
+    return {(r[0], r[1]): dict(zip(names, r, strict=True)) for r in rows}
 
 
 def test_one_row_per_service_and_horizon_at_the_partition_end(run):

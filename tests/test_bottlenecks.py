@@ -1,0 +1,294 @@
+"""Bottleneck labels, features and classifier on hand-made windows (pure, no Dagster)."""
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from capacity_pipelines.bottlenecks.classifier import BottleneckClassifier, rules_predict
+from capacity_pipelines.bottlenecks.features import feature_columns, origin_features
+from capacity_pipelines.bottlenecks.labels import available_classes, label_windows
+from capacity_pipelines.bottlenecks.outlook import build_outlook, evaluate
+from capacity_pipelines.bottlenecks.signals import (
+    container_signals,
+    llm_signals,
+    service_windows,
+    with_baselines,
+)
+from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, BOTTLENECK_TABLE
+
+T0 = datetime(2026, 10, 1)
+
+
+def _label(**signals) -> tuple[str, str]:
+    row = pl.DataFrame([{"namespace": "ns", "service": "svc", "window_start": T0, **signals}])
+    out = label_windows(row).row(0, named=True)
+    return out["bottleneck_class"], out["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        # memory: near the limit, or an OOM kill; not at 80 %
+        ({"memory_limit_util_max": 0.97, "memory_limit_bytes": 2**30}, "memory"),
+        ({"memory_limit_util_max": 0.50, "oom_kills": 1.0}, "memory"),
+        ({"memory_limit_util_max": 0.80, "oom_kills": 0.0}, "none"),
+        # cpu: throttled a quarter of periods or more, or used >= 90 % of the limit
+        ({"cpu_throttled_ratio_max": 0.40, "cpu_limit_cores": 0.5}, "cpu"),
+        ({"cpu_throttled_ratio_max": 0.05, "cpu_limit_util_max": 0.95}, "cpu"),
+        ({"cpu_throttled_ratio_max": 0.10, "cpu_limit_util_max": 0.60}, "none"),
+        # io_database: latency 3x usual while CPU stays at its usual level
+        ({"latency_ratio": 4.0, "cpu_ratio": 0.8}, "io_database"),
+        ({"latency_ratio": 4.0, "cpu_ratio": 2.5}, "none"),  # CPU rose with it: not waiting
+        ({"latency_ratio": 2.0, "cpu_ratio": 0.8}, "none"),
+        # queueing: twice the usual requests in flight with latency up by half
+        ({"in_flight_ratio": 3.0, "latency_ratio": 2.0, "in_flight_requests": 90.0}, "queueing"),
+        ({"in_flight_ratio": 3.0, "latency_ratio": 1.0, "in_flight_requests": 90.0}, "none"),
+        # llm_provider: 429s, quota, or provider latency dominating
+        ({"llm_rate_limited_share": 0.05}, "llm_provider"),
+        ({"llm_quota_ratio": 0.95}, "llm_provider"),
+        ({"llm_latency_share": 0.9, "latency_ratio": 2.0}, "llm_provider"),
+        ({"llm_rate_limited_share": 0.001, "llm_quota_ratio": 0.5}, "none"),
+        ({"llm_latency_share": 0.9, "latency_ratio": 1.0}, "none"),  # slow as usual: no episode
+        # network
+        ({"network_util_max": 0.9}, "network"),
+        ({"network_util_max": 0.5}, "none"),
+    ],
+)
+def test_each_rule_fires_only_on_its_window(signals, expected):
+    cls, evidence = _label(**signals)
+    assert cls == expected
+    assert bool(evidence) == (expected != "none")
+
+
+def test_a_full_resource_wins_over_its_symptoms_and_evidence_names_it():
+    cls, evidence = _label(
+        cpu_throttled_ratio_max=0.38,
+        cpu_container="envoy",
+        cpu_limit_cores=0.5,
+        in_flight_ratio=4.0,
+        latency_ratio=3.0,
+    )
+    assert cls == "cpu"
+    assert evidence == "envoy throttled 38% of CFS periods at its 0.5 cores CPU limit"
+    cls, evidence = _label(
+        memory_limit_util_max=0.99,
+        memory_container="summarizer",
+        memory_limit_bytes=1.5 * 2**30,
+        cpu_throttled_ratio_max=0.5,
+    )
+    assert cls == "memory" and "summarizer" in evidence and "1.5Gi" in evidence
+
+
+def test_missing_families_degrade_to_fewer_classes_with_a_note():
+    windows = pl.DataFrame(
+        {
+            "namespace": ["ns"] * 2,
+            "service": ["svc"] * 2,
+            "window_start": [T0, T0 + timedelta(hours=1)],
+            "cpu_throttled_ratio_max": [0.5, 0.0],
+        }
+    )
+    classes, notes = available_classes(windows)
+    assert classes == ("cpu", "none")
+    assert {n.split(":")[0] for n in notes} == {
+        "memory",
+        "io_database",
+        "llm_provider",
+        "network",
+        "queueing",
+    }
+    assert label_windows(windows)["bottleneck_class"].to_list() == ["cpu", "none"]
+
+
+def test_container_signals_keep_the_saturated_container_and_its_limit():
+    ts = [T0 + timedelta(minutes=5 * i) for i in range(1, 13)]
+    rows = []
+    for t in ts:
+        for container, throttled, limit in (("app", 0.05, 2.0), ("envoy", 0.6, 0.5)):
+            rows.append(
+                {
+                    "cluster": "c",
+                    "namespace": "ns",
+                    "workload": "gw",
+                    "pod": "gw-1",
+                    "container": container,
+                    "ts": t,
+                    "cpu_cores": limit * 0.9,
+                    "memory_working_set_bytes": 100.0,
+                    "cpu_throttled_ratio": throttled,
+                    "cpu_request_cores": limit,
+                    "cpu_limit_cores": limit,
+                    "memory_request_bytes": 200.0,
+                    "memory_limit_bytes": 400.0,
+                    "restarts": 0.0,
+                    "oom_killed": 0.0,
+                }
+            )
+    out = container_signals(pl.DataFrame(rows))
+    assert out.height == 1  # twelve 5-minute steps ending within one hour
+    row = out.row(0, named=True)
+    assert row["cpu_container"] == "envoy" and row["cpu_limit_cores"] == 0.5
+    assert row["cpu_throttled_ratio_max"] == pytest.approx(0.6)
+    assert row["memory_limit_util_max"] == pytest.approx(0.25)
+    assert row["cpu_cores"] == pytest.approx(0.9 * 2.5)
+
+
+def test_baseline_is_the_median_of_the_same_hour_on_previous_days():
+    hours = 24 * 4
+    in_flight = np.full(hours, 10.0)
+    in_flight[[3, 27, 51]] = [10.0, 20.0, 30.0]  # 03:00 on days 1-3
+    in_flight[75] = 60.0  # 03:00 on day 4
+    windows = pl.DataFrame(
+        {
+            "namespace": "ns",
+            "service": "svc",
+            "window_start": [T0 + timedelta(hours=h) for h in range(hours)],
+            "in_flight_requests": in_flight,
+        }
+    )
+    out = with_baselines(windows)
+    assert out["in_flight_ratio"][75] == pytest.approx(60.0 / 20.0)
+    assert out["in_flight_ratio"][:24].is_null().all()  # no previous day yet
+
+
+def test_token_quota_turns_into_an_llm_provider_label():
+    tokens = pl.DataFrame(
+        {
+            "service": ["coder"] * 12,
+            "provider": ["anthropic"] * 12,
+            "model": ["claude-sonnet-4"] * 12,
+            "ts": [T0 + timedelta(minutes=5 * i) for i in range(1, 13)],
+            "input_tokens": [450_000.0] * 12,  # 90,000 per minute
+            "output_tokens": [25_000.0] * 12,  # 5,000 per minute
+        }
+    )
+    llm = llm_signals(tokens, {"anthropic/claude-sonnet-4": 100_000})
+    assert llm["llm_tokens_per_minute"][0] == pytest.approx(95_000)
+    assert llm["llm_quota_ratio"][0] == pytest.approx(0.95)
+    windows = llm.with_columns(pl.lit("agents").alias("namespace"))
+    assert label_windows(windows)["bottleneck_class"][0] == "llm_provider"
+
+
+def _history(days: int = 14, seed: int = 3) -> pl.DataFrame:
+    """Hourly windows: `batch` throttles 13:00-15:00 daily, `web` leaks memory over 3-day
+    cycles, `db` stays quiet."""
+    rng = np.random.default_rng(seed)
+    hours = days * 24
+    starts = [T0 + timedelta(hours=h) for h in range(hours)]
+    hour = np.arange(hours) % 24
+    frames = []
+    for service in ("batch", "web", "db"):
+        throttled = rng.uniform(0, 0.05, hours)
+        memory = rng.uniform(0.3, 0.4, hours)
+        if service == "batch":
+            throttled = np.where((hour >= 13) & (hour < 15), 0.6, throttled)
+        if service == "web":
+            memory = 0.5 + 0.5 * (np.arange(hours) % 72) / 71
+        frames.append(
+            pl.DataFrame(
+                {
+                    "namespace": "ns",
+                    "service": service,
+                    "window_start": starts,
+                    "cpu_throttled_ratio_max": throttled,
+                    "cpu_limit_util_max": throttled,
+                    "memory_limit_util_max": memory,
+                }
+            )
+        )
+    return pl.concat(frames)
+
+
+def test_targets_come_from_the_future_and_features_only_from_the_past():
+    labelled = label_windows(_history())
+    features = origin_features(labelled, 24)
+    at = features.filter(
+        (pl.col("service") == "batch") & (pl.col("origin") == T0 + timedelta(days=3, hours=10))
+    ).row(0, named=True)
+    assert at["target"] == "cpu"
+    assert at["expected_at"] == T0 + timedelta(days=3, hours=13)
+    # Changing the future leaves the features at the origin unchanged.
+    altered = labelled.with_columns(
+        pl.when(pl.col("window_start") >= T0 + timedelta(days=3, hours=10))
+        .then(0.0)
+        .otherwise(pl.col("cpu_throttled_ratio_max"))
+        .alias("cpu_throttled_ratio_max")
+    )
+    again = origin_features(
+        label_windows(altered.drop("bottleneck_class", "evidence", "metrics")), 24
+    )
+    columns = feature_columns(features)
+    key = (pl.col("service") == "batch") & (pl.col("origin") == at["origin"])
+    assert features.filter(key).select(columns).equals(again.filter(key).select(columns))
+    # The last day's origins have no complete horizon: no target.
+    assert features.filter(pl.col("origin") > T0 + timedelta(days=13))["target"].null_count() > 0
+
+
+def test_classifier_is_deterministic_and_learns_a_daily_episode():
+    features = origin_features(label_windows(_history()), 24)
+    split = T0 + timedelta(days=10)
+    train = features.filter(pl.col("origin") + pl.duration(hours=24) <= split)
+    test = features.filter((pl.col("origin") >= split) & pl.col("target").is_not_null())
+    first = BottleneckClassifier().fit(train).predict_proba(test)
+    second = BottleneckClassifier().fit(train).predict_proba(test)
+    assert first.equals(second)
+    assert first.columns == list(BOTTLENECK_CLASSES)
+    assert np.allclose(first.sum_horizontal().to_numpy(), 1.0)
+    predicted = [BOTTLENECK_CLASSES[i] for i in first.to_numpy().argmax(axis=1)]
+    score = evaluate(test["target"].to_list(), predicted, "lightgbm")
+    assert score.recall["cpu"] >= 0.7 and score.recall["memory"] >= 0.7
+
+
+def test_rule_fallback_projects_a_memory_trend_and_recurrence():
+    features = origin_features(label_windows(_history(days=4)), 24)
+    last = features.filter(pl.col("origin") == features["origin"].max()).sort("service")
+    probs = rules_predict(last)
+    by_service = dict(zip(last["service"], probs.to_dicts(), strict=True))
+    assert max(by_service["batch"], key=by_service["batch"].get) == "cpu"
+    assert by_service["db"]["none"] == 1.0
+    assert np.allclose(probs.sum_horizontal().to_numpy(), 1.0)
+
+
+def test_outlook_falls_back_to_rules_on_thin_history_and_fills_the_table():
+    windows = _history(days=2)
+    outlook = build_outlook(windows, T0 + timedelta(days=2))
+    table = outlook.table
+    assert set(BOTTLENECK_TABLE.columns) <= set(table.columns)
+    assert table.height == 3 * 2
+    assert set(table["method"]) == {"rules"}
+    assert any("rule-based outlook" in n for n in outlook.notes)
+    assert table.filter(pl.col("bottleneck_class") != "none")["evidence"].str.len_chars().min() > 0
+
+
+def test_outlook_without_container_metrics_still_runs():
+    traffic = pl.DataFrame(
+        {
+            "cluster": "c",
+            "namespace": "ns",
+            "service": "api",
+            "ts": [T0 + timedelta(minutes=5 * i) for i in range(1, 12 * 24 * 3)],
+            "request_rate_rps": 5.0,
+            "error_rate_rps": 0.0,
+            "latency_p50_seconds": 0.1,
+            "latency_p95_seconds": 0.3,
+            "latency_p99_seconds": 0.5,
+            "in_flight_requests": 2.0,
+        }
+    )
+    windows = service_windows(pl.DataFrame(), traffic, pl.DataFrame())
+    outlook = build_outlook(windows, T0 + timedelta(days=3))
+    assert set(outlook.table["bottleneck_class"]) == {"none"}
+    assert "memory: not labelled" in outlook.table["note"][0]
+
+
+def test_evaluation_scores_by_hand():
+    truth = ["cpu", "cpu", "none", "none", "memory"]
+    predicted = ["cpu", "none", "none", "none", "cpu"]
+    score = evaluate(truth, predicted, "lightgbm")
+    assert score.labels == ["cpu", "memory", "none"]
+    assert score.recall == {"cpu": 0.5, "memory": 0.0, "none": 1.0}
+    # F1: cpu 2*(.5*.5)/1 = .5, memory 0, none 2*(2/3*1)/(5/3) = .8
+    assert score.macro_f1 == pytest.approx((0.5 + 0.0 + 0.8) / 3)
+    assert score.confusion.tolist() == [[1, 0, 1], [1, 0, 0], [0, 0, 2]]
