@@ -13,6 +13,8 @@ import dataclasses
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -30,7 +32,7 @@ from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseRes
 from capacity_pipelines.extract import extract_table
 from capacity_pipelines.ingest import ingest_window
 from capacity_pipelines.paths import REPO_ROOT
-from capacity_pipelines.sources import PrometheusSettings, PrometheusSource, SourceError
+from capacity_pipelines.sources import FileSource, PrometheusSettings, PrometheusSource, SourceError
 from capacity_pipelines.sources.prometheus import SeriesLimitError
 from tests.flaky_proxy import FlakyProxy
 from tests.prometheus_server import PrometheusServer, backfill, prometheus_available
@@ -476,3 +478,237 @@ def test_secrets_never_reach_logs_metadata_or_errors(fleet, tmp_path: Path, monk
             for text in (str(err.value), repr(settings), source.description, caplog.text):
                 assert SECRET_PASSWORD not in text and SECRET_TOKEN not in text
     assert proxy.requests[-1][2].get("Authorization", "").startswith("Basic ")
+
+
+# --- the warehouse under locks and kills -------------------------------------------------------
+
+HOLD_SCRIPT = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])  # an analyst's read-write session, or a second writer
+con.execute("SELECT count(*) FROM container_usage").fetchone()
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+print("released", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "fleet.om"
+    write_container_fleet(path, 2, int(DAY1.timestamp()), days=2, interval_s=300)
+    return path
+
+
+def _materialize_usage(root: Path, export: Path, lock_wait_s: float, partition: str = PARTITION):
+    asset = build_extraction_asset(load_catalog(), "container_usage")
+    with dg.DagsterInstance.ephemeral() as instance:
+        return dg.materialize(
+            [asset],
+            partition_key=partition,
+            instance=instance,
+            raise_on_error=False,
+            resources={
+                "warehouse": WarehouseResource(
+                    path=str(root / "wh.duckdb"),
+                    snapshot_path=str(root / "snap.duckdb"),
+                    lock_wait_s=lock_wait_s,
+                ),
+                "metrics": MetricSourceResource(
+                    export_files=[str(export)], cache_dir=str(root / "cache")
+                ),
+            },
+        )
+
+
+def _hold(db: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(db), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+@pytest.mark.timeout(120)
+def test_locked_warehouse_run_fails_clearly_after_the_wait_and_changes_nothing(
+    tmp_path: Path, small_export: Path
+):
+    """The run's body, as the asset calls it: wait `lock_wait_s`, then one clear error.
+
+    (In Dagster the RetryPolicy then tries again later: a lock is usually transient.)
+    """
+    db = tmp_path / "wh.duckdb"
+    catalog = load_catalog()
+    ingest_window(FileSource([small_export]), catalog, "container_usage", DAY1, DAY2, db)
+    before = warehouse_rows(db)
+    holder = _hold(db, 60)
+    try:
+        began = time.monotonic()
+        with pytest.raises(warehouse.WarehouseBusyError) as err:
+            ingest_window(
+                FileSource([small_export]),
+                catalog,
+                "container_usage",
+                DAY2,
+                DAY2 + timedelta(days=1),
+                db,
+                lock_wait_s=1.5,
+            )
+        waited = time.monotonic() - began
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(err.value)
+    assert "locked by another process" in message and "stayed locked for 2s" in message
+    assert "published snapshot" in message  # tells the analyst where to go instead
+    assert "\n" not in message
+    assert 1.5 <= waited < 30
+    assert warehouse_rows(db) == before
+
+
+@pytest.mark.timeout(120)
+def test_run_waits_for_a_short_lock_then_writes(tmp_path: Path, small_export: Path):
+    assert _materialize_usage(tmp_path, small_export, 5).success
+    holder = _hold(tmp_path / "wh.duckdb", 2)
+    try:
+        result = _materialize_usage(tmp_path, small_export, 30, "2026-09-29")
+        assert holder.stdout.readline().strip() == "released"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.success
+    with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM container_usage").fetchone()[0] == 2 * 2 * 288
+
+
+ANALYST_SCRIPT = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+counts, until = set(), time.monotonic() + float(sys.argv[2])
+print("reading", flush=True)
+while time.monotonic() < until:
+    counts.add(con.execute("SELECT count(*), sum(cpu_cores) FROM container_usage").fetchone())
+print(sorted(counts), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_analyst_on_the_snapshot_neither_blocks_nor_is_blocked(tmp_path: Path, small_export):
+    db, snapshot = tmp_path / "wh.duckdb", tmp_path / "snap.duckdb"
+    catalog = load_catalog()
+    source_files = [small_export]
+
+    ingest_window(FileSource(source_files), catalog, "container_usage", DAY1, DAY2, db)
+    warehouse.publish_snapshot(db, snapshot)
+    analyst = subprocess.Popen(
+        [sys.executable, "-c", ANALYST_SCRIPT, str(snapshot), "6"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert analyst.stdout.readline().strip() == "reading"
+        began = time.monotonic()
+        # a run while the analyst queries: the writer never waits for the reader
+        ingest_window(
+            FileSource(source_files),
+            catalog,
+            "container_usage",
+            DAY2,
+            DAY2 + timedelta(days=1),
+            db,
+            lock_wait_s=0,
+        )
+        warehouse.publish_snapshot(db, snapshot)
+        run_s = time.monotonic() - began
+        seen = analyst.communicate(timeout=60)[0].strip()
+    finally:
+        analyst.kill()
+        analyst.wait()
+    assert analyst.returncode == 0
+    assert run_s < 5  # the analyst's 6 s of queries did not hold the run
+    # the analyst saw one consistent state throughout: the snapshot it opened
+    assert seen.count("(") == 1 and seen.startswith("[(576,")
+    with warehouse.connect(snapshot, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM container_usage").fetchone()[0] == 2 * 576
+
+
+REWRITE_SCRIPT = """
+import sys
+from datetime import datetime
+import polars as pl
+from capacity_pipelines import warehouse
+from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+from tests.test_faults import recommendation_rows
+as_of = datetime(2026, 9, 29)
+print("writing", flush=True)
+for version in range(1, 10_000):
+    with warehouse.connect(sys.argv[1]) as con:
+        warehouse.replace_derived_window(
+            con, RECOMMENDATIONS_TABLE, as_of, datetime(2026, 9, 30),
+            recommendation_rows(as_of, 20_000, float(version)), "as_of",
+        )
+"""
+
+_TEXT_COLUMNS = {
+    "recommendation_id", "kind", "target", "namespace", "service", "team", "action", "evidence",
+    "source_table", "slo_impact", "status", "review_status", "evidence_fingerprint", "workloads",
+}  # fmt: skip
+
+
+def recommendation_rows(as_of: datetime, n: int, version: float) -> pl.DataFrame:
+    """`n` rows of the real recommendations table; every number is `version` (one per run)."""
+    from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+
+    columns = {}
+    for name in RECOMMENDATIONS_TABLE.columns:
+        if name in ("as_of", "first_seen"):
+            columns[name] = pl.Series(name, [as_of] * n, dtype=pl.Datetime("us"))
+        elif name == "rank":
+            columns[name] = pl.Series(name, range(1, n + 1), dtype=pl.Int64)
+        elif name in _TEXT_COLUMNS:
+            columns[name] = pl.Series(name, [f"{name}-{i}" for i in range(n)], dtype=pl.Utf8)
+        else:
+            columns[name] = pl.Series(name, [version] * n, dtype=pl.Float64)
+    return pl.DataFrame(columns)
+
+
+@pytest.mark.timeout(120)
+def test_kill_during_a_recommendations_rewrite_keeps_a_whole_state_and_every_decision(
+    tmp_path: Path,
+):
+    from capacity_pipelines.recommendations.review import read_decisions, record_decision
+    from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+
+    db = tmp_path / "wh.duckdb"
+    as_of = datetime(2026, 9, 29)
+    rows = recommendation_rows(as_of, 20_000, 0.0)
+    with warehouse.connect(db) as con:
+        warehouse.replace_derived_window(
+            con, RECOMMENDATIONS_TABLE, as_of, datetime(2026, 9, 30), rows, "as_of"
+        )
+        for i, decision in enumerate(("accept", "reject", "defer", "comment")):
+            record_decision(con, rows.row(i, named=True), decision, "sre-on-call", f"why {i}")
+        decisions = read_decisions(con)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for kill_after_s in (0.8, 1.7):  # two arbitrary points of a write loop
+        writer = subprocess.Popen(
+            [sys.executable, "-c", REWRITE_SCRIPT, str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        assert writer.stdout.readline().strip() == "writing"
+        time.sleep(kill_after_s)
+        writer.kill()  # SIGKILL: no cleanup, no rollback, mid-transaction or between two
+        writer.wait()
+        with warehouse.connect(db, read_only=True) as con:  # opens cleanly (WAL replayed)
+            versions = con.execute(
+                "SELECT count(*), count(DISTINCT impact_usd_month), min(impact_usd_month) "
+                "FROM recommendations"
+            ).fetchone()
+            assert read_decisions(con).equals(decisions)
+        count, distinct, _ = versions
+        assert (count, distinct) == (20_000, 1)  # one whole run's rows, never a mix or a hole
