@@ -87,6 +87,8 @@ def build_recommendations(
         .alias("first_seen"),
     )
     columns = list(RECOMMENDATIONS_TABLE.columns)
+    derived = [c for c in columns if c != "review_status"]  # review status is derived below
+    current = current.select(derived)
     previous = previous_recommendations(con, as_of)
     if previous.height:
         gone = previous.filter(
@@ -99,13 +101,7 @@ def build_recommendations(
                 pl.lit("superseded").alias("status"),
                 (pl.col("rank") + current.height + 1_000_000).alias("rank"),
             )
-            current = pl.concat(
-                [
-                    current.select(columns),
-                    superseded.select(columns).cast(current.select(columns).schema),
-                ]
-            )
-    current = current.select([c for c in columns if c != "review_status"])
+            current = pl.concat([current, superseded.select(derived).cast(current.schema)])
     reviewed = apply_review(current, decisions, playbook.settings["reopen_change"])
     table = reviewed.sort("rank").with_columns(
         pl.int_range(1, reviewed.height + 1, dtype=pl.Int64).alias("rank")

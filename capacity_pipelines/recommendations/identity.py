@@ -30,15 +30,16 @@ def evidence_fingerprint(kind: str, target: str, evidence_value: float | None) -
 
 
 def materially_changed(before: float | None, after: float | None, threshold: float) -> bool:
-    """True when the evidence value moved by more than `threshold` (a share) since `before`.
+    """True when the evidence value moved by more than `threshold` x its value at `before`.
 
-    Relative to the larger magnitude of the two, so the test is symmetric; a value appearing or
-    disappearing is a material change.
+    `before` is the value the decision was made on; from zero any move is material, and a
+    value appearing or disappearing is a material change.
     """
     missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in (before, after)]
     if all(missing):
         return False
     if any(missing):
         return True
-    scale = max(abs(before), abs(after))
-    return scale > 0 and abs(after - before) / scale > threshold
+    if before == 0:
+        return after != 0
+    return abs(after - before) / abs(before) > threshold

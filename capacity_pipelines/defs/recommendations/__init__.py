@@ -1,0 +1,1 @@
+"""Recommendations: the ranked, scored list SREs review (`capacity recs`)."""

@@ -1,0 +1,123 @@
+"""The `recommendations` asset: one ranked list of actions per day, with its checks."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from capacity_pipelines import warehouse as wh
+from capacity_pipelines.defs.partitions import daily_partitions
+from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.formatting import markdown_table, usd_per_month
+from capacity_pipelines.recommendations.engine import build_recommendations
+from capacity_pipelines.recommendations.playbook import PlaybookError
+from capacity_pipelines.recommendations.warehouse_table import (
+    OUTCOMES_TABLE,
+    RECOMMENDATIONS_TABLE,
+    ensure_decisions_table,
+)
+
+TOP = 15  # rows of the ranked table shown in the UI
+
+
+def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
+    """The head of the ranked list as a Dagster table (open, not hidden by a rejection)."""
+    shown = table.filter(
+        (pl.col("status") == "open") & (pl.col("review_status") != "rejected")
+    ).head(rows)
+    columns = ["rank", "recommendation_id", "kind", "target", "action", "impact", "slo_impact",
+               "effort_score", "risk_score", "confidence", "priority", "review_status"]  # fmt: skip
+    records = [
+        dg.TableRecord(
+            {
+                **{c: r[c] for c in columns if c in r},
+                "impact": usd_per_month(r["impact_usd_month"]),
+                "effort_score": round(r["effort_score"], 2),
+                "risk_score": round(r["risk_score"], 2),
+                "confidence": round(r["confidence"], 2),
+                "priority": round(r["priority"], 2),
+            }
+        )
+        for r in shown.iter_rows(named=True)
+    ]
+    kinds = {"rank": "int", "effort_score": "float", "risk_score": "float",
+             "confidence": "float", "priority": "float"}  # fmt: skip
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, kinds.get(c, "string")) for c in columns])
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+@dg.asset(
+    description="One ranked list of actions (rightsizing, runway, bottlenecks, token costs) "
+    "scored by impact, effort and risk with every factor visible; stable ids, SRE review "
+    "status from recommendation_decisions (never written by a run), accepted ones checked "
+    "after the change (tables recommendations, recommendation_outcomes).",
+    group_name="recommendations",
+    kinds={"duckdb", "polars"},
+    owners=["team:sre"],
+    partitions_def=daily_partitions(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="warehouse",
+    deps=["container_rightsizing", "load_forecasts", "llm_token_cost", "bottleneck_outlook"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "evidence_for_every_recommendation",
+            asset="recommendations",
+            description="No recommendation without evidence.",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            "unique_ids",
+            asset="recommendations",
+            description="No duplicate recommendation id within a day.",
+            blocking=True,
+        ),
+    ],
+)
+def recommendations(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    as_of = context.partition_time_window.end
+    try:
+        with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
+            ensure_decisions_table(con)  # created if missing; never rewritten by a run
+            run = build_recommendations(con, as_of)
+            just_after = as_of + timedelta(microseconds=1)
+            rows = wh.replace_derived_window(
+                con, RECOMMENDATIONS_TABLE, as_of, just_after, run.table, "as_of"
+            )
+            wh.replace_derived_window(con, OUTCOMES_TABLE, as_of, just_after, run.outcomes, "as_of")
+    except PlaybookError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    table = run.table
+    no_evidence = table.filter(pl.col("evidence").fill_null("").str.strip_chars() == "")
+    duplicates = table.filter(pl.col("recommendation_id").is_duplicated())
+    open_rows = table.filter(pl.col("status") == "open")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "open": open_rows.height,
+            "saving_usd_month": float(open_rows["impact_usd_month"].clip(lower_bound=0).sum()),
+            "top": top_table(table),
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in run.notes) or "(none)"),
+            "outcomes": dg.MetadataValue.md(
+                markdown_table(run.outcomes.select("recommendation_id", "verdict", "detail"), 20)
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="evidence_for_every_recommendation",
+                passed=no_evidence.height == 0,
+                description="every recommendation has evidence"
+                if no_evidence.height == 0
+                else "without evidence: " + ", ".join(no_evidence["recommendation_id"].head(5)),
+            ),
+            dg.AssetCheckResult(
+                check_name="unique_ids",
+                passed=duplicates.height == 0,
+                description="ids unique"
+                if duplicates.height == 0
+                else "duplicate ids: "
+                + ", ".join(duplicates["recommendation_id"].unique().head(5)),
+            ),
+        ],
+    )

@@ -1,0 +1,489 @@
+"""Recommendations: documented scoring order, stable ids, review status, validation verdicts.
+
+Warehouses here are real DuckDB files filled with hand-made rows of the input tables, written
+through the warehouse module exactly as the domain assets write them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from capacity_pipelines import warehouse as wh
+from capacity_pipelines.recommendations.engine import build_recommendations
+from capacity_pipelines.recommendations.findings import FINDING_SCHEMA, collect_findings
+from capacity_pipelines.recommendations.identity import (
+    evidence_fingerprint,
+    materially_changed,
+    recommendation_id,
+)
+from capacity_pipelines.recommendations.playbook import (
+    PlaybookError,
+    load_playbook,
+    load_teams,
+)
+from capacity_pipelines.recommendations.review import record_decision
+from capacity_pipelines.recommendations.scoring import score_findings
+from capacity_pipelines.recommendations.validation import (
+    WindowMetrics,
+    classify_outcome,
+    learned_priors,
+    validate_accepted,
+)
+from capacity_pipelines.recommendations.warehouse_table import (
+    OUTCOMES_TABLE,
+    RECOMMENDATIONS_TABLE,
+    ensure_decisions_table,
+)
+from capacity_pipelines.rightsizing.warehouse_table import RIGHTSIZING_TABLE
+
+DAY1 = datetime(2026, 10, 5, tzinfo=UTC)
+GIB = 1024**3
+OUTLOOK_COLUMNS = {
+    "as_of": "", "namespace": "", "service": "", "horizon": "", "bottleneck_class": "",
+    "probability": "", "probabilities": "", "expected_at": "", "evidence": "", "metrics": "",
+    "method": "",
+}  # fmt: skip
+
+
+# --- fixtures: hand-made input tables --------------------------------------------------------
+
+
+def rightsizing_rows(as_of: datetime, planner_saving: float = 120.0) -> pl.DataFrame:
+    """Two containers: planner over-provisioned (save), summarizer OOM-killed (risk)."""
+    base = {c: None for c in RIGHTSIZING_TABLE.columns}
+    planner = base | {
+        "rank": 2, "container_id": "demo/agents/planner/planner", "namespace": "agents",
+        "workload": "planner", "container": "planner", "status": "ok", "kind": "save",
+        "current_cpu_request": 1.0, "cpu_request": 0.25, "current_memory_request": 2.0 * GIB,
+        "memory_request": 0.5 * GIB, "confidence": 0.9, "monthly_saving_usd": planner_saving,
+        "forecast_used": True, "hpa": False, "oom_kills": 0,
+        "rationale": "14.0 d of history, volatility 0.10; CPU p95 200m",
+    }  # fmt: skip
+    summarizer = base | {
+        "rank": 1, "container_id": "demo/agents/summarizer/summarizer", "namespace": "agents",
+        "workload": "summarizer", "container": "summarizer", "status": "ok", "kind": "risk",
+        "current_cpu_request": 0.25, "cpu_request": 0.25, "current_memory_request": 0.5 * GIB,
+        "memory_request": 2.0 * GIB, "confidence": 0.85, "monthly_saving_usd": -6.0,
+        "forecast_used": True, "hpa": False, "oom_kills": 2,
+        "rationale": "sizes memory up 300%; 14.0 d of history, volatility 0.17",
+    }  # fmt: skip
+    frame = pl.DataFrame([planner, summarizer], infer_schema_length=None)
+    return frame.with_columns(pl.lit(as_of.replace(tzinfo=None)).alias("as_of")).cast(
+        {
+            "current_cpu_limit": pl.Float64,
+            "cpu_limit": pl.Float64,
+            "current_memory_limit": pl.Float64,
+            "memory_limit": pl.Float64,
+            "cpu_request_quantity": pl.Utf8,
+            "memory_request_quantity": pl.Utf8,
+            "oom_kills": pl.Int64,
+            "rank": pl.Int64,
+        }  # fmt: skip
+    )
+
+
+def outlook_rows(as_of: datetime, probability: float = 0.8) -> pl.DataFrame:
+    """bottleneck_outlook as issue 5 writes it: postgres io_database, gateway none."""
+    naive = as_of.replace(tzinfo=None)
+    return pl.DataFrame(
+        {
+            "as_of": [naive, naive],
+            "namespace": ["platform", "platform"],
+            "service": ["postgres", "api-gateway"],
+            "horizon": ["24h", "24h"],
+            "bottleneck_class": ["io_database", "none"],
+            "probability": [probability, 0.9],
+            "probabilities": ['{"io_database": 0.8}', '{"none": 0.9}'],
+            "expected_at": [naive + timedelta(hours=6), None],
+            "evidence": ["median latency x60 while CPU drops", ""],
+            "metrics": ["", ""],
+            "method": ["rules", "rules"],
+        }
+    )
+
+
+def write_inputs(
+    path: Path, as_of: datetime, planner_saving: float = 120.0, outlook_probability: float = 0.8
+):
+    """Write the input tables of one as-of day into the warehouse at `path`."""
+    from capacity_pipelines.warehouse import DerivedTable
+
+    after = as_of + timedelta(microseconds=1)
+    with wh.connect(path) as con:
+        wh.replace_derived_window(
+            con, RIGHTSIZING_TABLE, as_of, after, rightsizing_rows(as_of, planner_saving), "as_of"
+        )
+        table = DerivedTable("bottleneck_outlook", "test", OUTLOOK_COLUMNS)
+        outlook = outlook_rows(as_of, outlook_probability)
+        wh.replace_derived_window(con, table, as_of, after, outlook, "as_of")
+
+
+def run_day(path: Path, as_of: datetime) -> pl.DataFrame:
+    """What the asset does: build and write one day; returns the rows written."""
+    after = as_of + timedelta(microseconds=1)
+    with wh.connect(path) as con:
+        ensure_decisions_table(con)
+        run = build_recommendations(con, as_of)
+        wh.replace_derived_window(con, RECOMMENDATIONS_TABLE, as_of, after, run.table, "as_of")
+        wh.replace_derived_window(con, OUTCOMES_TABLE, as_of, after, run.outcomes, "as_of")
+    return run.table
+
+
+def decide(path: Path, rec_id: str, decision: str, when: datetime, by: str = "alice") -> None:
+    with wh.connect(path) as con:
+        row = con.execute(
+            "SELECT * FROM recommendations WHERE recommendation_id = ? ORDER BY as_of DESC LIMIT 1",
+            [rec_id],
+        ).pl()
+        record_decision(con, row.row(0, named=True), decision, by, "test", decided_at=when)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+
+def finding(kind: str, target: str, **values) -> dict:
+    row = {c: None for c in FINDING_SCHEMA}
+    row |= {
+        "kind": kind, "target": target, "namespace": "agents", "service": target.split("/")[-1],
+        "action": f"do {kind}", "evidence": "because", "evidence_value": 1.0,
+        "source_table": "test", "impact_usd_month": 0.0, "slo_risk_avoided": 0.0,
+        "runway_days_gained": 0.0, "confidence": 0.9, "history_days": 14.0,
+        "forecast_uncertainty": 0.0, "headroom_after": None, "workloads": 1,
+    }  # fmt: skip
+    return row | values
+
+
+HAND_MADE = [
+    # big cheap config saving: first
+    finding("rightsize_down", "agents/a/a", impact_usd_month=5000.0),
+    # same $ but a code change with effort prior 4: below it
+    finding("model_routing", "llm agents/b", impact_usd_month=5000.0, confidence=0.9),
+    # small saving: below both
+    finding("rightsize_down", "agents/c/c", impact_usd_month=50.0),
+    # SLO risk 0.9 x $5000 = $4,500 equivalent, effort 1: between the $5000 ones
+    finding("rightsize_up", "agents/d/d", slo_risk_avoided=0.9),
+    # same as the first but an uncertain forecast and no headroom: lower
+    finding(
+        "rightsize_down",
+        "agents/e/e",
+        impact_usd_month=5000.0,
+        forecast_uncertainty=0.8,
+        headroom_after=0.0,
+    ),  # fmt: skip
+]
+
+
+def test_scoring_gives_the_documented_order_and_formula():
+    playbook, teams = load_playbook(), load_teams()
+    scored = score_findings(pl.DataFrame(HAND_MADE, schema=FINDING_SCHEMA), playbook, teams)
+    order = scored["target"].to_list()
+    # d: $4.5k equivalent but the size-up prior risk (0.05) is half the cut's (0.10);
+    # c: log impact keeps a small, safe, cheap saving above a risky (e) or costly (b) one.
+    assert order == ["agents/d/d", "agents/a/a", "agents/c/c", "agents/e/e", "llm agents/b"]
+    top = scored.row(1, named=True)
+    # priority = 100 x log(1+v)/log(1+100k) x (1 - risk) / sqrt(effort), risk a noisy-OR
+    impact = math.log1p(5000) / math.log1p(100_000)
+    # prior 0.10, confidence 0.9, blast: agents namespace (criticality 2, blast radius 0.2)
+    risk = 1 - (1 - 0.10) * (1 - 0.5 * (1 - 0.9)) * (1 - 0.3 * 0.5 * 0.2)
+    assert top["impact_score"] == pytest.approx(impact)
+    assert top["risk_score"] == pytest.approx(risk)
+    assert top["priority"] == pytest.approx(100 * impact * (1 - risk), abs=1e-6)
+    assert top["roi"] == pytest.approx(12 * 5000 * (1 - risk) / 1000)
+    routed = scored.filter(pl.col("kind") == "model_routing").row(0, named=True)
+    assert routed["effort_score"] == pytest.approx(4 * 1.5)  # prior x code factor
+    for column in ("risk_uncertainty", "risk_history", "risk_confidence", "risk_headroom",
+                   "risk_blast", "effort_prior", "effort_scope", "effort_change"):  # fmt: skip
+        assert column in scored.columns
+    assert scored["rank"].to_list() == [1, 2, 3, 4, 5]
+
+
+def test_ranking_is_deterministic_whatever_the_input_order():
+    playbook, teams = load_playbook(), load_teams()
+    twins = [
+        finding("rightsize_down", f"agents/t{i}/t{i}", impact_usd_month=300.0) for i in range(6)
+    ]
+    rows = HAND_MADE + twins
+    expected = score_findings(pl.DataFrame(rows, schema=FINDING_SCHEMA), playbook, teams)
+    for seed in range(3):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        again = score_findings(pl.DataFrame(shuffled, schema=FINDING_SCHEMA), playbook, teams)
+        assert again["recommendation_id"].to_list() == expected["recommendation_id"].to_list()
+    tied = expected.filter(pl.col("target").str.contains("/t"))
+    assert tied["recommendation_id"].to_list() == sorted(tied["recommendation_id"].to_list())
+
+
+def test_learned_priors_move_effort_and_risk():
+    playbook = load_playbook()
+    outcomes = pl.DataFrame(
+        {
+            "kind": ["rightsize_down"] * 4,
+            "verdict": ["regressed", "regressed", "effective", "ineffective"],
+        }  # fmt: skip
+    )
+    effort, risk = learned_priors(outcomes, playbook)["rightsize_down"]
+    assert risk == pytest.approx((0.10 * 4 + 2) / 8)
+    assert effort == pytest.approx(8 / 5)
+    scored_before = score_findings(
+        pl.DataFrame(HAND_MADE[:1], schema=FINDING_SCHEMA), playbook, load_teams()
+    )
+    scored_after = score_findings(
+        pl.DataFrame(HAND_MADE[:1], schema=FINDING_SCHEMA),
+        playbook,
+        load_teams(),
+        learned_priors(outcomes, playbook),
+    )
+    assert scored_after["priority"][0] < scored_before["priority"][0]
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+def test_id_depends_on_kind_and_target_not_numbers():
+    a = recommendation_id("rightsize_down", "agents/planner/planner")
+    assert a == recommendation_id("rightsize_down", "agents/planner/planner")
+    assert a != recommendation_id("rightsize_up", "agents/planner/planner")
+    assert a != recommendation_id("rightsize_down", "agents/reviewer/reviewer")
+    assert evidence_fingerprint("k", "t", 100.0) != evidence_fingerprint("k", "t", 130.0)
+    assert materially_changed(100.0, 130.0, 0.25) and not materially_changed(100.0, 110.0, 0.25)
+    assert materially_changed(None, 1.0, 0.25) and not materially_changed(None, None, 0.25)
+
+
+def test_ids_stay_stable_across_runs_and_superseded_are_kept(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    write_inputs(path, DAY1, planner_saving=120.0)
+    first = run_day(path, DAY1)
+    day2 = DAY1 + timedelta(days=1)
+    write_inputs(path, day2, planner_saving=95.0, outlook_probability=0.3)  # outlook calms
+    second = run_day(path, day2)
+    ids = dict(zip(first["target"], first["recommendation_id"], strict=True))
+    again = second.filter(pl.col("status") == "open")
+    assert dict(zip(again["target"], again["recommendation_id"], strict=True)) == {
+        t: i for t, i in ids.items() if not t.startswith("service")
+    }
+    superseded = second.filter(pl.col("status") == "superseded")
+    assert superseded["target"].to_list() == ["service platform/postgres"]
+    assert superseded["rank"].to_list() == [second.height]  # last
+    first_seen = second.filter(pl.col("target") == "agents/planner/planner")["first_seen"][0]
+    assert first_seen == DAY1.replace(tzinfo=None)
+    with duckdb.connect(str(path), read_only=True) as con:
+        days = con.execute("SELECT count(DISTINCT as_of) FROM recommendations").fetchone()[0]
+    assert days == 2  # history is kept per as-of day
+
+
+def test_findings_from_every_table_and_missing_tables_are_notes(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    with wh.connect(path) as con:
+        empty = collect_findings(con, DAY1, load_playbook())
+    assert empty.frame.height == 0
+    assert any("container_rightsizing" in n for n in empty.notes)
+    assert any("bottleneck_outlook" in n for n in empty.notes)
+    write_inputs(path, DAY1)
+    table = run_day(path, DAY1)
+    by_target = {r["target"]: r for r in table.iter_rows(named=True)}
+    planner = by_target["agents/planner/planner"]
+    assert planner["kind"] == "rightsize_down" and planner["action"].startswith("Lower planner")
+    assert "1 -> 250m" in planner["action"] and planner["impact_usd_month"] == 120.0
+    summarizer = by_target["agents/summarizer/summarizer"]
+    assert summarizer["kind"] == "rightsize_up" and "OOM" in summarizer["evidence"]
+    assert summarizer["slo_risk_avoided"] == pytest.approx(0.8)  # 0.4 + 2 kills x 0.2
+    database = by_target["service platform/postgres"]
+    assert database["kind"] == "fix_database_bottleneck" and database["team"] == "platform"
+    assert "api-gateway" not in " ".join(by_target)  # class none is not a finding
+    assert table["evidence"].str.len_chars().min() > 0
+    assert table["recommendation_id"].is_unique().all()
+
+
+def test_bad_playbook_is_one_line_naming_file_kind_and_field(tmp_path):
+    bad = tmp_path / "playbook.yaml"
+    bad.write_text("kinds:\n  shrink:\n    title: x\n    source: rightsizing_down\n"
+                   "    effort_prior: 3\n    risk_prior: 2\n")  # fmt: skip
+    with pytest.raises(PlaybookError) as error:
+        load_playbook(bad)
+    message = str(error.value)
+    assert "\n" not in message and str(bad) in message and "shrink.risk_prior" in message
+    bad.write_text("kinds:\n  shrink:\n    title: x\n    source: magic\n    effort_prior: 1\n"
+                   "    risk_prior: 0.1\n")  # fmt: skip
+    with pytest.raises(PlaybookError, match="shrink.source"):
+        load_playbook(bad)
+
+
+def test_a_user_kind_extends_the_playbook(tmp_path):
+    text = Path(load_playbook().path).read_text()
+    extended = tmp_path / "playbook.yaml"
+    extended.write_text(
+        text + "\n  scale_queue_workers:\n    title: Add queue workers\n    source: bottleneck\n"
+        "    effort_prior: 2\n    risk_prior: 0.1\n    params:\n      classes: [io_database]\n"
+    )
+    playbook = load_playbook(extended)
+    assert "scale_queue_workers" in playbook.kinds
+    path = tmp_path / "wh.duckdb"
+    write_inputs(path, DAY1)
+    with wh.connect(path) as con:
+        found = collect_findings(con, DAY1, playbook).frame
+    assert "scale_queue_workers" in found["kind"].to_list()
+
+
+# --- review ----------------------------------------------------------------------------------
+
+
+def test_rejected_reappears_only_when_evidence_moves_beyond_threshold(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    write_inputs(path, DAY1, planner_saving=100.0)
+    planner_id = recommendation_id("rightsize_down", "agents/planner/planner")
+    run_day(path, DAY1)
+    decide(path, planner_id, "reject", DAY1 + timedelta(hours=1))
+
+    def planner(day: datetime, saving: float) -> dict:
+        write_inputs(path, day, planner_saving=saving)
+        rows = run_day(path, day).filter(pl.col("recommendation_id") == planner_id)
+        return rows.row(0, named=True)
+
+    threshold = load_playbook().settings["reopen_change"]
+    small = 100.0 * (1 + threshold * 0.8)  # within the threshold: stays rejected
+    assert planner(DAY1 + timedelta(days=1), small)["review_status"] == "rejected"
+    large = 100.0 / (1 - threshold * 1.2)  # beyond it: pending again
+    assert planner(DAY1 + timedelta(days=2), large)["review_status"] == "pending"
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected_usd", "slo", "verdict"),
+    [
+        # $ realised: 80 of 100 expected, nothing worse
+        (
+            WindowMetrics(cost_usd_month=200, latency_p95_s=0.2),
+            WindowMetrics(cost_usd_month=120, latency_p95_s=0.21),
+            100.0,
+            0.0,
+            "effective",
+        ),  # fmt: skip
+        # only 20 of 100 realised
+        (
+            WindowMetrics(cost_usd_month=200),
+            WindowMetrics(cost_usd_month=180),
+            100.0,
+            0.0,
+            "ineffective",
+        ),  # fmt: skip
+        # saved money but p95 latency 0.2 s -> 0.5 s
+        (
+            WindowMetrics(cost_usd_month=200, latency_p95_s=0.2),
+            WindowMetrics(cost_usd_month=100, latency_p95_s=0.5),
+            100.0,
+            0.0,
+            "regressed",
+        ),  # fmt: skip
+        # new OOM kills after a cut
+        (
+            WindowMetrics(cost_usd_month=200, oom_kills_per_day=0.0),
+            WindowMetrics(cost_usd_month=100, oom_kills_per_day=0.5),
+            100.0,
+            0.0,
+            "regressed",
+        ),  # fmt: skip
+        # size-up: OOM kills stopped
+        (
+            WindowMetrics(oom_kills_per_day=0.3),
+            WindowMetrics(oom_kills_per_day=0.0),
+            -5.0,
+            0.8,
+            "effective",
+        ),  # fmt: skip
+        # size-up: nothing improved
+        (
+            WindowMetrics(oom_kills_per_day=0.3, latency_p95_s=0.2),
+            WindowMetrics(oom_kills_per_day=0.3, latency_p95_s=0.2),
+            -5.0,
+            0.8,
+            "ineffective",
+        ),  # fmt: skip
+        # error ratio 0.2 % -> 1 %
+        (
+            WindowMetrics(error_ratio=0.002),
+            WindowMetrics(error_ratio=0.01),
+            None,
+            0.5,
+            "regressed",
+        ),  # fmt: skip
+    ],
+)
+def test_before_after_classification(before, after, expected_usd, slo, verdict):
+    assert classify_outcome(before, after, expected_usd, slo)[0] == verdict
+
+
+def _usage(path: Path, start: datetime, days: int, cpu_request: float, kill_day: int | None):
+    """Planner container usage, 1 pod, hourly, with its request and an optional OOM kill."""
+    rows = []
+    restarts = 0
+    for hour in range(days * 24):
+        ts = start + timedelta(hours=hour + 1)
+        if kill_day is not None and hour == kill_day * 24 + 5:
+            restarts += 1
+        rows.append(
+            {
+                "cluster": "demo",
+                "namespace": "agents",
+                "workload": "planner",
+                "pod": "planner-1",
+                "container": "planner",
+                "ts": ts.replace(tzinfo=None),
+                "cpu_cores": 0.2,
+                "memory_working_set_bytes": 0.4 * GIB,
+                "cpu_throttled_ratio": 0.0,
+                "cpu_request_cores": cpu_request,
+                "cpu_limit_cores": None,
+                "memory_request_bytes": 2.0 * GIB,
+                "memory_limit_bytes": None,
+                "restarts": float(restarts),
+                "oom_killed": 1.0 if restarts else 0.0,
+            }  # fmt: skip
+        )
+    frame = pl.DataFrame(rows, infer_schema_length=None).cast(
+        {"cpu_limit_cores": pl.Float64, "memory_limit_bytes": pl.Float64}
+    )
+    with wh.connect(path) as con:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS container_usage (cluster VARCHAR, namespace VARCHAR, "
+            "workload VARCHAR, pod VARCHAR, container VARCHAR, ts TIMESTAMP, cpu_cores DOUBLE, "
+            "memory_working_set_bytes DOUBLE, cpu_throttled_ratio DOUBLE, "
+            "cpu_request_cores DOUBLE, cpu_limit_cores DOUBLE, memory_request_bytes DOUBLE, "
+            "memory_limit_bytes DOUBLE, restarts DOUBLE, oom_killed DOUBLE)"
+        )
+        con.register("incoming", frame.to_arrow())
+        con.execute("INSERT INTO container_usage SELECT * FROM incoming")
+
+
+@pytest.mark.parametrize(("after_request", "kill", "verdict"),
+                         [(0.25, None, "effective"), (0.95, None, "ineffective"),
+                          (0.25, 2, "regressed")])  # fmt: skip
+def test_validation_on_warehouse_metrics(tmp_path, after_request, kill, verdict):
+    """Planner accepted at DAY1 (promised $30/mo: 0.75 core at the compute price book is ~$17):
+    CPU request 1 core before, `after_request` after."""
+    path = tmp_path / "wh.duckdb"
+    _usage(path, DAY1 - timedelta(days=7), 7, 1.0, None)
+    _usage(path, DAY1, 7, after_request, kill)
+    write_inputs(path, DAY1 - timedelta(days=1), planner_saving=30.0)
+    run_day(path, DAY1 - timedelta(days=1))
+    planner_id = recommendation_id("rightsize_down", "agents/planner/planner")
+    decide(path, planner_id, "accept", DAY1)
+    with wh.connect(path) as con:
+        from capacity_pipelines.recommendations.review import read_decisions
+
+        outcomes = validate_accepted(
+            con, read_decisions(con), DAY1 + timedelta(days=7), load_playbook()
+        )
+        early = validate_accepted(
+            con, read_decisions(con), DAY1 + timedelta(days=1), load_playbook()
+        )
+    assert outcomes["verdict"].to_list() == [verdict], outcomes["detail"].to_list()
+    assert early["verdict"].to_list() == ["pending"]
