@@ -1,0 +1,100 @@
+"""The `recommendations` asset in a real Dagster run: rows, checks, metadata, and decisions that
+survive a re-run and a ranged backfill."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import duckdb
+import pytest
+
+from capacity_pipelines.defs.recommendations.assets import recommendations
+from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.recommendations.cli import main as recs_main
+from capacity_pipelines.recommendations.identity import recommendation_id
+from tests.test_recommendations import DAY1, write_inputs
+
+PLANNER = recommendation_id("rightsize_down", "agents/planner/planner")
+POSTGRES = recommendation_id("fix_database_bottleneck", "service platform/postgres")
+
+
+def _materialize(root, instance, **kwargs):
+    return dg.materialize(
+        [recommendations],
+        resources={
+            "warehouse": WarehouseResource(
+                path=str(root / "wh.duckdb"), snapshot_path=str(root / "snap.duckdb")
+            )
+        },
+        instance=instance,
+        **kwargs,
+    )
+
+
+def _rows(root, sql, args=()):
+    with duckdb.connect(str(root / "wh.duckdb"), read_only=True) as con:
+        return con.execute(sql, list(args)).fetchall()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recs_asset")
+    # inputs for the as-of days of partitions 2026-10-01 .. 2026-10-04 (as_of = day end)
+    for offset in range(-4, 1):
+        write_inputs(root / "wh.duckdb", DAY1 + timedelta(days=offset))
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = _materialize(root, instance, partition_key="2026-10-04")
+        yield root, instance, first
+
+
+def test_rows_checks_and_ranked_table_metadata(home):
+    root, _, result = home
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("recommendations")
+    metadata = materialization.metadata
+    assert metadata["dagster/row_count"].value == 3
+    table = metadata["top"].value
+    assert [r.data["rank"] for r in table.records] == [1, 2, 3]
+    assert {r.data["recommendation_id"] for r in table.records} >= {PLANNER, POSTGRES}
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["evidence_for_every_recommendation"].passed
+    assert checks["unique_ids"].passed
+    as_of = _rows(root, "SELECT DISTINCT as_of FROM recommendations")
+    assert [str(a) for (a,) in as_of] == ["2026-10-05 00:00:00"]  # the partition's end
+    decisions = _rows(root, "SELECT count(*) FROM recommendation_decisions")
+    assert decisions == [(0,)]  # created empty by the run
+
+
+def test_decision_survives_rerun_and_backfill(home, capsys):
+    root, instance, _ = home
+    args = ["--warehouse", str(root / "wh.duckdb"), "--snapshot", str(root / "snap.duckdb")]
+    assert recs_main([*args, "accept", PLANNER, "--by", "alice", "-m", "saves $120"]) == 0
+    assert recs_main([*args, "reject", POSTGRES[:8], "--by", "bob", "-m", "DBA owns it"]) == 0
+    before = _rows(root, "SELECT * FROM recommendation_decisions ORDER BY decided_at")
+    assert len(before) == 2
+
+    rerun = _materialize(root, instance, partition_key="2026-10-04")
+    backfill = _materialize(
+        root,
+        instance,
+        tags={
+            "dagster/asset_partition_range_start": "2026-10-01",
+            "dagster/asset_partition_range_end": "2026-10-04",
+        },
+    )
+    assert rerun.success and backfill.success
+    after = _rows(root, "SELECT * FROM recommendation_decisions ORDER BY decided_at")
+    assert after == before  # not one decision lost or rewritten
+    status = dict(
+        _rows(
+            root,
+            "SELECT recommendation_id, review_status FROM recommendations "
+            "WHERE as_of = '2026-10-05'",
+        )
+    )
+    assert status[PLANNER] == "accepted" and status[POSTGRES] == "rejected"
+    capsys.readouterr()
+    assert recs_main([*args, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert PLANNER in listed and POSTGRES not in listed  # rejected and unchanged: hidden
