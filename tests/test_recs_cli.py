@@ -190,3 +190,22 @@ def test_crash_between_delete_and_insert_keeps_the_day_and_decisions(home):
     # and the next (normal) run still sees the decision
     table = run_day(home / "wh.duckdb", DAY1 + timedelta(days=0))
     assert table.filter(table["recommendation_id"] == PLANNER)["review_status"][0] == "accepted"
+
+
+def test_accepted_recommendation_shows_its_checked_outcome(tmp_path, monkeypatch, capsys):
+    from tests.test_recommendations import _usage
+    from tests.test_recommendations import decide as decide_at
+
+    path = tmp_path / "wh.duckdb"
+    monkeypatch.setenv("CAPACITY_WAREHOUSE", str(path))
+    monkeypatch.setenv("CAPACITY_SNAPSHOT", str(tmp_path / "snap.duckdb"))
+    _usage(path, DAY1 - timedelta(days=7), 7, 1.0, None)
+    _usage(path, DAY1, 7, 0.25, None)  # the cut was applied: 1 core -> 250m
+    write_inputs(path, DAY1 - timedelta(days=1), planner_saving=30.0)
+    run_day(path, DAY1 - timedelta(days=1))
+    decide_at(path, PLANNER, "accept", DAY1)
+    later = DAY1 + timedelta(days=7)
+    write_inputs(path, later, planner_saving=30.0)
+    run_day(path, later)
+    assert recs("show", PLANNER) == 0
+    assert "checked after the change: effective: realised $" in capsys.readouterr().out

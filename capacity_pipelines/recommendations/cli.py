@@ -31,7 +31,10 @@ from capacity_pipelines.recommendations.review import (
     read_decisions,
     record_decision,
 )
-from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+from capacity_pipelines.recommendations.warehouse_table import (
+    OUTCOMES_TABLE,
+    RECOMMENDATIONS_TABLE,
+)
 
 COMMAND = "recs"
 EXIT_BAD_INPUT = 2
@@ -92,7 +95,10 @@ def _latest_rows(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def read_current(args) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    """(latest recommendations with live review status, all decisions, where they came from)."""
+    """(latest recommendations with live review status, all decisions, where they came from).
+
+    The latest outcome of each accepted recommendation is joined as `outcome` (NULL if none).
+    """
     playbook = load_playbook(args.playbook)
     for path, read_only in ((_snapshot(args), True), (_warehouse(args), True)):
         if not path.exists():
@@ -101,14 +107,26 @@ def read_current(args) -> tuple[pl.DataFrame, pl.DataFrame, str]:
             if table_columns(con, RECOMMENDATIONS_TABLE.name) is None:
                 continue
             recs, decisions = _latest_rows(con), read_decisions(con)
+            outcomes = _latest_outcomes(con)
         live = apply_review(
             recs.drop("review_status"), decisions, playbook.settings["reopen_change"]
         )
+        live = live.join(outcomes, on="recommendation_id", how="left")
         return live, decisions, str(path)
     raise ReviewError(
         f"no recommendations yet in {_snapshot(args)} or {_warehouse(args)}: run the pipeline "
         "(`capacity demo`) first"
     )
+
+
+def _latest_outcomes(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    if table_columns(con, OUTCOMES_TABLE.name) is None:
+        return pl.DataFrame(schema={"recommendation_id": pl.Utf8, "outcome": pl.Utf8})
+    return con.execute(
+        f"SELECT recommendation_id, verdict || ': ' || coalesce(detail, '') AS outcome "
+        f"FROM {OUTCOMES_TABLE.name} QUALIFY row_number() OVER "
+        "(PARTITION BY recommendation_id ORDER BY as_of DESC) = 1"
+    ).pl()
 
 
 def _find(recs: pl.DataFrame, wanted: str) -> dict:
@@ -149,6 +167,8 @@ def _jsonable(row: dict) -> dict:
 def format_line(r: dict) -> str:
     """Three lines for people: what and where, impact / effort / risk / confidence, why."""
     status = r["review_status"] + (f" ({r['review_note']})" if r.get("review_note") else "")
+    if r.get("outcome"):
+        status += f", checked after the change: {r['outcome']}"
     if r["status"] != "open":
         status = f"{r['status']}, {status}"
     impact = usd_per_month(r["impact_usd_month"])
