@@ -66,9 +66,13 @@ def _parse_day(text: str) -> date:
         raise UsageError(f"not a date: {text!r} (expected YYYY-MM-DD)") from None
 
 
-def run_partitions(first_day: date, last_day: date, log=print) -> dict[str, int]:
-    """Materialise every ingest asset for days `first_day..last_day` in one run per asset.
+def run_partitions(
+    first_day: date, last_day: date, log=print, report_week: str | None = None
+) -> dict[str, int]:
+    """Materialise every daily asset for days `first_day..last_day` in one run per asset.
 
+    Assets partitioned otherwise (the weekly report) are skipped, or, when `report_week` (a
+    weekly partition key, its Monday) is given, materialised for that week after the others.
     Returns rows written per table. Raises RuntimeError naming the failing asset.
     """
     import dagster as dg
@@ -80,7 +84,13 @@ def run_partitions(first_day: date, last_day: date, log=print) -> dict[str, int]
     assets = list(definitions.assets or [])
     resources = definitions.resources or {}
     graph = definitions.resolve_asset_graph()
-    order = [key for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
+    daily = (dg.DailyPartitionsDefinition, type(None))
+    order = [
+        key
+        for key in graph.toposorted_asset_keys
+        if graph.get(key).is_materializable
+        and (report_week or isinstance(graph.get(key).partitions_def, daily))
+    ]
     tags = {
         "dagster/asset_partition_range_start": first_day.isoformat(),
         "dagster/asset_partition_range_end": last_day.isoformat(),
@@ -91,12 +101,14 @@ def run_partitions(first_day: date, last_day: date, log=print) -> dict[str, int]
             name = key.to_user_string()
             began = time.monotonic()
             log(f"[{index}/{len(order)}] {name} ...", end="", flush=True)
+            weekly = not isinstance(graph.get(key).partitions_def, daily)
             result = dg.materialize(
                 assets,
                 selection=[key],
                 resources=resources,
                 instance=instance,
-                tags=tags,
+                tags={} if weekly else tags,
+                partition_key=report_week if weekly else None,
                 raise_on_error=False,
                 run_config=QUIET_RUN,
             )
@@ -142,13 +154,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.days:
         first_day = max(first_day, last_day - timedelta(days=args.days - 1))
     print(f"Demo fleet: {DEMO_FLEET_FILE.relative_to(paths.REPO_ROOT)}")
+    from capacity_pipelines.reporting import ReportWeek
+
+    week = ReportWeek.last_complete(last_day)
     print(f"Extracting {first_day} .. {last_day} into {paths.warehouse_path()}")
-    run_partitions(first_day, last_day)
+    print(f"Weekly report for {week.describe()}")
+    run_partitions(first_day, last_day, report_week=week.monday.isoformat())
     print()
     print(f"Warehouse:          {paths.warehouse_path()}")
     print(f"Analyst snapshot:   {paths.snapshot_path()}")
     print(f"Dagster instance:   {os.environ['DAGSTER_HOME']}  (open it with `capacity ui`)")
-    print(f"Report:             {paths.reports_dir() / 'latest' / 'data_quality.md'}")
+    print(f"Data quality:       {paths.reports_dir() / 'latest' / 'data_quality.md'}")
+    print("Weekly capacity report (HTML, opens offline):")
+    # Last line: the report's path alone, so scripts can `capacity demo | tail -1`.
+    print(paths.reports_dir() / week.label / "capacity_report.html")
     return 0
 
 

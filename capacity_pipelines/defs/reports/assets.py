@@ -1,18 +1,27 @@
 """Report assets: what the pipeline publishes for people."""
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
+from capacity_pipelines import reporting
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.charts import markdown_image
 from capacity_pipelines.coverage import table_coverage, write_data_quality_report
 from capacity_pipelines.defs.partitions import daily_partitions
+from capacity_pipelines.defs.reports.partitions import weekly_partitions
 from capacity_pipelines.defs.resources import (
     MetricSourceResource,
     ReportsResource,
     WarehouseResource,
 )
 from capacity_pipelines.formatting import markdown_table
+from capacity_pipelines.reporting.render import summary_markdown
+from capacity_pipelines.reporting.webhook import deliver_report, report_link
+from capacity_pipelines.reporting.weeks import ReportWeek
+from capacity_pipelines.tokens.report import engine_spend_forecast
 
 
 @dg.asset(
@@ -40,3 +49,115 @@ def data_quality_report(
             "min_coverage": float(coverage["mean_coverage"].min()) if coverage.height else 0.0,
         }
     )
+
+
+class WeeklyReportConfig(dg.Config):
+    """How the weekly report projects LLM spend: the forecasting engine (backtested, default)
+    or the token report's linear trend (seconds instead of tens of seconds; tests use it)."""
+
+    spend_forecaster: Literal["engine", "linear"] = "engine"
+
+
+@dg.asset(
+    description="The weekly capacity report for planners: executive summary, runway with "
+    "forecast charts, bottleneck outlook, rightsizing, LLM cost by agent and model with "
+    "forecast, top recommendations and data quality. One self-contained HTML file (works "
+    "offline) plus Markdown, JSON and CSV in reports/<ISO week>/ and reports/latest/; the "
+    "summary goes to $CAPACITY_REPORT_WEBHOOK_URL when set.",
+    group_name="reports",
+    kinds={"duckdb", "html"},
+    owners=["team:capacity"],
+    partitions_def=weekly_partitions(),
+    # The snapshot waits for every warehouse writer; the others are listed for the lineage.
+    deps=[
+        "warehouse_snapshot",
+        "load_forecasts",
+        "forecast_backtests",
+        "container_rightsizing",
+        "llm_token_cost",
+        "bottleneck_outlook",
+        "recommendations",
+    ],
+    # Due every Monday: stale once a week and a day have gone by without a new report.
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6)
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "all_sections_available",
+            asset="weekly_capacity_report",
+            description="WARN when a section could not be built (its table missing or empty).",
+        ),
+        dg.AssetCheckSpec(
+            "summary_delivered",
+            asset="weekly_capacity_report",
+            description="WARN when the webhook is configured and delivery failed.",
+        ),
+    ],
+)
+def weekly_capacity_report(
+    context: dg.AssetExecutionContext,
+    config: WeeklyReportConfig,
+    warehouse: WarehouseResource,
+    reports: ReportsResource,
+    metrics: MetricSourceResource,
+) -> dg.MaterializeResult:
+    week = ReportWeek.from_partition_key(context.partition_key)
+    forecaster = engine_spend_forecast if config.spend_forecaster == "engine" else None
+    with wh.connect(warehouse.snapshot_path, read_only=True) as con:
+        report = reporting.gather_report(
+            con,
+            week,
+            source=str(warehouse.snapshot_path),
+            catalog=metrics.catalog(),
+            **({"forecaster": forecaster} if forecaster else {}),
+        )
+    published = reporting.publish_report(report, Path(reports.reports_dir))
+    summary = report.sections[0]
+    delivered, delivery_note = deliver_report(
+        report.summary["headline"], summary.bullets, report_link(week.label, str(published.html))
+    )
+    if not delivered:
+        context.log.warning(delivery_note)
+    missing = report.summary["sections_unavailable"]
+    return dg.MaterializeResult(
+        metadata=report_metadata(report, published, delivery_note),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="all_sections_available",
+                passed=not missing,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="; ".join(f"{k}: {v}" for k, v in missing.items())
+                or "every section built",
+            ),
+            dg.AssetCheckResult(
+                check_name="summary_delivered",
+                passed=delivered,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=delivery_note,
+            ),
+        ],
+    )
+
+
+def report_metadata(
+    report: reporting.WeeklyReport, published: reporting.PublishedReport, delivery: str
+) -> dict:
+    """What a planner wants to see on the asset page: where, the summary, a chart, the numbers."""
+    chart = next(
+        (c for s in report.sections for c in s.charts if c.png is not None and not s.unavailable),
+        None,
+    )
+    summary = report.summary
+    return {
+        "path": dg.MetadataValue.path(str(published.html)),
+        "week": report.week.label,
+        "latest": dg.MetadataValue.path(str(published.latest_html or "(a newer week holds it)")),
+        "summary": dg.MetadataValue.md(summary_markdown(report)),
+        "chart": dg.MetadataValue.md(markdown_image(chart.png, chart.title) if chart else "(none)"),
+        "llm_spend_usd": float(summary["llm_spend_usd"] or 0.0),
+        "savings_available_usd_month": float(summary["savings_available_usd_month"] or 0.0),
+        "services_at_risk": len(summary["services_at_risk"]),
+        "sections_unavailable": len(summary["sections_unavailable"]),
+        "delivery": delivery,
+    }
