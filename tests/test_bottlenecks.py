@@ -292,3 +292,14 @@ def test_evaluation_scores_by_hand():
     # F1: cpu 2*(.5*.5)/1 = .5, memory 0, none 2*(2/3*1)/(5/3) = .8
     assert score.macro_f1 == pytest.approx((0.5 + 0.0 + 0.8) / 3)
     assert score.confusion.tolist() == [[1, 0, 1], [1, 0, 0], [0, 0, 2]]
+
+
+def test_two_classes_train_a_binary_model_and_still_return_every_class():
+    batch = label_windows(_history().filter(pl.col("service") == "batch"))
+    features = origin_features(batch, 6)  # six hours ahead: some origins see no episode
+    known = features.filter(pl.col("target").is_not_null())
+    assert set(known["target"]) == {"cpu", "none"}
+    proba = BottleneckClassifier().fit(known).predict_proba(known.tail(30))
+    assert proba.columns == list(BOTTLENECK_CLASSES)
+    assert np.allclose(proba.sum_horizontal().to_numpy(), 1.0)
+    assert proba["memory"].max() == 0.0 and proba["cpu"].max() > 0.5

@@ -20,6 +20,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from capacity_pipelines.bottlenecks.features import feature_columns
 from capacity_pipelines.bottlenecks.labels import MEMORY_LIMIT_UTIL
+from capacity_pipelines.bottlenecks.signals import KEY
 from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES
 
 SEED = 20260928
@@ -71,9 +72,11 @@ class BottleneckClassifier:
         self.classes = [c for c in BOTTLENECK_CLASSES if counts.get(c, 0) > 0]
         if "none" not in self.classes:
             self.classes.append("none")
-        cut = train["origin"].quantile(1 - CALIBRATION_SHARE, "nearest")
-        fit_part = train.filter(pl.col("origin") < cut)
-        calib = train.filter(pl.col("origin") >= cut)
+        # The latest fifth of each service's origins: services may not share one calendar.
+        position = pl.col("origin").rank("ordinal").over(KEY) / pl.len().over(KEY)
+        late = train.with_columns((position > 1 - CALIBRATION_SHARE).alias("late"))
+        fit_part = late.filter(~pl.col("late"))
+        calib = late.filter(pl.col("late"))
         if fit_part.select(pl.col("target").n_unique()).item() < 2:
             fit_part, calib = train, train.clear()
         self.model = self._trees(fit_part)
@@ -89,7 +92,8 @@ class BottleneckClassifier:
 
     def _trees(self, frame: pl.DataFrame) -> lgb.LGBMClassifier:
         y = np.array([self.classes.index(c) for c in frame["target"].to_list()])
-        model = lgb.LGBMClassifier(objective="multiclass", **LGBM_PARAMS)
+        # Multi-class softmax from three classes on; two classes train a binary model.
+        model = lgb.LGBMClassifier(**LGBM_PARAMS)
         return model.fit(_matrix(frame, self.columns), y)
 
     def _raw(self, frame: pl.DataFrame) -> np.ndarray:
