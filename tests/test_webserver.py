@@ -62,9 +62,16 @@ def test_graphql_lists_assets_checks_jobs_and_schedules(webserver):
     assert not answer.get("errors"), answer.get("errors")
     data = answer["data"]
     assets = {tuple(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-    for name in ("container_usage", "llm_token_cost", "load_forecasts", "warehouse_snapshot"):
+    for name in (
+        "container_usage",
+        "llm_token_cost",
+        "load_forecasts",
+        "warehouse_snapshot",
+        "weekly_capacity_report",
+    ):
         assert (name,) in assets and assets[(name,)]["description"]
     assert assets[("container_usage",)]["groupName"] == "ingest"
+    assert assets[("weekly_capacity_report",)]["groupName"] == "reports"
     checks = {
         (node["assetKey"]["path"][0], check["name"])
         for node in data["assetNodes"]
@@ -72,10 +79,27 @@ def test_graphql_lists_assets_checks_jobs_and_schedules(webserver):
     }
     assert ("container_usage", "non_negative") in checks
     assert ("forecast_backtests", "beats_seasonal_naive") in checks
+    assert ("container_rightsizing", "no_risky_cuts") in checks
+    assert ("weekly_capacity_report", "all_sections_available") in checks
+    assert ("weekly_capacity_report", "summary_delivered") in checks
     [repo] = data["repositoriesOrError"]["nodes"]
-    assert "daily_extraction" in {j["name"] for j in repo["jobs"]}
+    assert {"daily_extraction", "weekly_capacity_report_job"} <= {j["name"] for j in repo["jobs"]}
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert schedules["daily_extraction_schedule"]["cronSchedule"] == "0 2 * * *"
+    weekly = schedules["weekly_capacity_report_schedule"]
+    assert (weekly["cronSchedule"], weekly["executionTimezone"]) == ("0 6 * * 1", "UTC")
+
+
+def test_graphql_shows_owners_kinds_and_freshness(webserver):
+    query = """{ assetNodes { assetKey { path } owners { ... on TeamAssetOwner { team } }
+      kinds isMaterializable freshnessPolicy: internalFreshnessPolicy { __typename } } }"""
+    answer = requests.post(f"{webserver}/graphql", json={"query": query}, timeout=60).json()
+    assert not answer.get("errors"), answer.get("errors")
+    nodes = {tuple(n["assetKey"]["path"]): n for n in answer["data"]["assetNodes"]}
+    report = nodes[("weekly_capacity_report",)]
+    assert report["owners"] == [{"team": "capacity"}] and "html" in report["kinds"]
+    # Every asset carries a freshness policy, so the UI can flag the stale ones.
+    assert all(n["freshnessPolicy"] for n in nodes.values() if n["isMaterializable"])
 
 
 def test_ui_is_bound_to_loopback_only(webserver):

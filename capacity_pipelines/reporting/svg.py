@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 
 BAR_HEIGHT = 22
-LABEL_WIDTH = 170
+LABEL_WIDTH = 200
 BAR_WIDTH = 380
 VALUE_WIDTH = 90
 
@@ -32,7 +32,7 @@ def bar_chart(
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = 10 + i * BAR_HEIGHT
         length = BAR_WIDTH * value / top if top and value > 0 else 0.0
-        short = label if len(label) <= 26 else label[:25] + "…"
+        short = label if len(label) <= 28 else label[:27] + "…"
         parts.append(
             f'<text x="{LABEL_WIDTH - 6}" y="{y + 15}" text-anchor="end" font-size="12">'
             f"{escape(short)}</text>"
