@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -67,12 +68,17 @@ def _parse_day(text: str) -> date:
 
 
 def run_partitions(
-    first_day: date, last_day: date, log=print, report_week: str | None = None
+    first_day: date,
+    last_day: date,
+    log=print,
+    report_week: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Materialise every daily asset for days `first_day..last_day` in one run per asset.
 
     Assets partitioned otherwise (the weekly report) are skipped, or, when `report_week` (a
     weekly partition key, its Monday) is given, materialised for that week after the others.
+    `only` restricts the run to the named assets (still in graph order).
     Returns rows written per table. Raises RuntimeError naming the failing asset.
     """
     import dagster as dg
@@ -90,6 +96,7 @@ def run_partitions(
         for key in graph.toposorted_asset_keys
         if graph.get(key).is_materializable
         and (report_week or isinstance(graph.get(key).partitions_def, daily))
+        and (only is None or key.to_user_string() in only)
     ]
     tags = {
         "dagster/asset_partition_range_start": first_day.isoformat(),
@@ -208,15 +215,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:
-    """Write the warehouse data dictionary (Markdown) from the catalog's documentation."""
-    import duckdb
-
-    from capacity_pipelines import warehouse
+    """Write the warehouse data dictionary (Markdown): extracted and derived tables."""
     from capacity_pipelines.catalog import load_catalog
+    from capacity_pipelines.dictionary import warehouse_dictionary
 
-    con = duckdb.connect(":memory:")
-    warehouse.ensure_schema(con, load_catalog(args.catalog))
-    text = warehouse.data_dictionary(con) + "\n"
+    text = warehouse_dictionary(load_catalog(args.catalog))
     if args.out == "-":
         sys.stdout.write(text)
     else:

@@ -9,6 +9,7 @@ import duckdb
 
 from capacity_pipelines import warehouse
 from capacity_pipelines.catalog import Catalog
+from capacity_pipelines.recommendations.warehouse_table import ensure_decisions_table
 from capacity_pipelines.warehouse import DerivedTable
 
 # Where each derived table is documented (module, constant). Imported lazily: the forecasting
@@ -19,6 +20,9 @@ DERIVED_TABLES = (
     ("capacity_pipelines.forecasting.warehouse_series", "RUNWAY_TABLE"),
     ("capacity_pipelines.forecasting.warehouse_series", "BACKTEST_TABLE"),
     ("capacity_pipelines.rightsizing.warehouse_table", "RIGHTSIZING_TABLE"),
+    ("capacity_pipelines.bottlenecks.warehouse_table", "BOTTLENECK_TABLE"),
+    ("capacity_pipelines.recommendations.warehouse_table", "RECOMMENDATIONS_TABLE"),
+    ("capacity_pipelines.recommendations.warehouse_table", "OUTCOMES_TABLE"),
 )
 
 
@@ -49,6 +53,8 @@ def warehouse_dictionary(catalog: Catalog) -> str:
     con = duckdb.connect(":memory:")
     try:
         warehouse.ensure_schema(con, catalog)
+        # SRE review decisions are user data with a fixed schema: listed with their types.
+        ensure_decisions_table(con)
         extracted = warehouse.data_dictionary(con)
     finally:
         con.close()
