@@ -487,3 +487,27 @@ def test_validation_on_warehouse_metrics(tmp_path, after_request, kill, verdict)
         )
     assert outcomes["verdict"].to_list() == [verdict], outcomes["detail"].to_list()
     assert early["verdict"].to_list() == ["pending"]
+
+
+def test_a_bottleneck_seen_last_week_becomes_its_fix():
+    from capacity_pipelines.recommendations.findings import bottleneck_findings, recent_bottlenecks
+
+    end = DAY1.replace(tzinfo=None)
+    labelled = pl.DataFrame(
+        {
+            "namespace": ["platform"] * 3 + ["agents"],
+            "service": ["postgres"] * 3 + ["coder"],
+            "window_start": [end - timedelta(days=2, hours=h) for h in (0, 1)]
+            + [end - timedelta(days=9), end - timedelta(days=1)],  # one too old
+            "bottleneck_class": ["io_database", "io_database", "io_database", "none"],
+            "evidence": ["latency 38x usual while CPU 0.8x", "latency 20x", "old", ""],
+        }
+    )
+    recent = recent_bottlenecks(labelled, DAY1)
+    assert recent.height == 1
+    row = recent.row(0, named=True)
+    assert row["probability"] == pytest.approx(0.5 + 0.1 * 2)  # two hours seen this week
+    found = bottleneck_findings(recent, load_playbook(), observed=True)
+    assert found["kind"].to_list() == ["fix_database_bottleneck"]
+    assert "seen 2 h in the last 7 d" in found["evidence"][0]
+    assert found["source_table"][0] == "service windows (USE rules)"

@@ -266,6 +266,11 @@ _BOTTLENECK_ACTIONS = {
     "scale_out": "Scale out {service} before the predicted {cls} saturation",
     "raise_provider_quota": "Raise {service}'s LLM provider quota (rate limits predicted)",
 }
+# Bottlenecks already seen: the same fixes, worded for what happened rather than what may.
+_OBSERVED_ACTIONS = _BOTTLENECK_ACTIONS | {
+    "scale_out": "Scale out {service} or raise its {cls} limit ({cls} saturation seen)",
+    "raise_provider_quota": "Raise {service}'s LLM provider quota (rate limits hit)",
+}
 
 
 def _bottleneck_kind(kind: ActionKind, cls: str, service: str, databases: set[str]) -> bool:
@@ -278,10 +283,13 @@ def _bottleneck_kind(kind: ActionKind, cls: str, service: str, databases: set[st
     return not (kind.params.get("callers_only") and service in databases)
 
 
-def bottleneck_findings(outlook: pl.DataFrame, playbook: Playbook) -> pl.DataFrame:
+def bottleneck_findings(
+    outlook: pl.DataFrame, playbook: Playbook, observed: bool = False
+) -> pl.DataFrame:
     """Predicted bottlenecks (probability >= the playbook minimum) -> the kinds listing the class.
 
-    One finding per service and kind: the likeliest class and horizon win.
+    One finding per service and kind: the likeliest class and horizon win. `observed` rows are
+    bottlenecks already seen in the recent history (`recent_bottlenecks`), not predicted ones.
     """
     least = playbook.settings["min_bottleneck_probability"]
     likely = outlook.filter(
@@ -296,7 +304,8 @@ def bottleneck_findings(outlook: pl.DataFrame, playbook: Playbook) -> pl.DataFra
             if not _bottleneck_kind(kind, cls, service, databases) or (kind.name, service) in seen:
                 continue
             seen.add((kind.name, service))
-            template = _BOTTLENECK_ACTIONS.get(kind.name, kind.title + " ({service})")
+            actions = _OBSERVED_ACTIONS if observed else _BOTTLENECK_ACTIONS
+            template = actions.get(kind.name, kind.title + " ({service})")
             target = (
                 f"{namespace}/{service}"
                 if kind.source == "runway"
@@ -314,11 +323,15 @@ def bottleneck_findings(outlook: pl.DataFrame, playbook: Playbook) -> pl.DataFra
                     "service": service,
                     "action": template.format(service=service, cls=cls),
                     "evidence": _one_line(
-                        f"{cls} bottleneck p={probability:.2f} within {rec['horizon']}{when}: "
-                        f"{rec.get('evidence') or ''}"
+                        f"{cls} bottleneck {rec['horizon']}: {rec.get('evidence') or ''}"
+                        if observed
+                        else f"{cls} bottleneck p={probability:.2f} within {rec['horizon']}"
+                        f"{when}: {rec.get('evidence') or ''}"
                     ),
                     "evidence_value": probability,
-                    "source_table": "bottleneck_outlook",
+                    "source_table": "service windows (USE rules)"
+                    if observed
+                    else "bottleneck_outlook",
                     "impact_usd_month": None,
                     "slo_risk_avoided": probability,
                     "runway_days_gained": 0.0,
@@ -329,6 +342,44 @@ def bottleneck_findings(outlook: pl.DataFrame, playbook: Playbook) -> pl.DataFra
                 }
             )
     return _frame(rows)
+
+
+RECENT_DAYS = 7  # a bottleneck seen in the last week and not fixed is worth a line
+# A bottleneck already seen is likely to recur: 0.5, plus 0.1 per hour it lasted (at most 0.95).
+RECENT_BASE, RECENT_PER_HOUR, RECENT_MAX = 0.5, 0.1, 0.95
+
+
+def recent_bottlenecks(labelled: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """USE-rule labelled service-hours of the last `RECENT_DAYS` -> outlook-shaped rows.
+
+    `labelled` is `bottlenecks.labels.label_windows` output (namespace, service, window_start,
+    bottleneck_class, evidence); the worst hour's evidence is kept.
+    """
+    end = as_of.replace(tzinfo=None)
+    seen = labelled.filter(
+        (pl.col("bottleneck_class") != "none")
+        & (pl.col("window_start") >= end - timedelta(days=RECENT_DAYS))
+        & (pl.col("window_start") < end)
+    )
+    grouped = seen.group_by("namespace", "service", "bottleneck_class").agg(
+        pl.len().alias("hours"),
+        pl.col("window_start").max().alias("last"),
+        pl.col("evidence").first().alias("worst"),
+    )
+    return grouped.select(
+        "namespace",
+        "service",
+        "bottleneck_class",
+        pl.format("seen {} h in the last {} d", "hours", pl.lit(RECENT_DAYS)).alias("horizon"),
+        pl.min_horizontal(
+            pl.lit(RECENT_MAX), RECENT_BASE + RECENT_PER_HOUR * pl.col("hours").cast(pl.Float64)
+        ).alias("probability"),
+        pl.format("last {}; {}", pl.col("last").dt.strftime("%a %d %b %H:%M UTC"), "worst").alias(
+            "evidence"
+        ),
+        pl.lit(None, dtype=pl.Datetime("us")).alias("expected_at"),
+        pl.lit("rules").alias("method"),
+    ).sort("namespace", "service", "bottleneck_class")
 
 
 # --- LLM token savings ------------------------------------------------------------------------
@@ -362,6 +413,8 @@ def llm_findings(
     batch_agents = [a for k in kinds for a in (k.params.get("non_interactive_agents") or [])]
     assumptions = SavingsAssumptions(non_interactive_agents=tuple(batch_agents))
     rows, notes = [], set()
+    least = playbook.settings["min_impact_usd_month"]
+    below: dict[str, list[str]] = {}
     span_days = (costed["ts"].max() - costed["ts"].min()).total_seconds() / 86_400
     for (service, agent), group in costed.sort("ts").group_by(
         ["service", "agent"], maintain_order=True
@@ -392,6 +445,9 @@ def llm_findings(
                 notes.add(f"{kind.name}: {best['basis']} ({best['assumptions']})")
                 continue
             saving = float(best["savings_30d_usd"])
+            if saving < least:
+                below.setdefault(kind.name, []).append(f"{who} {usd_per_month(saving)}")
+                continue
             measured = str(best["basis"]).startswith(MEASURED_BASES)
             rows.append(
                 {
@@ -420,6 +476,8 @@ def llm_findings(
                     "headroom_after": None,
                 }
             )
+    for name, agents in below.items():
+        notes.add(f"{name}: estimate below {usd_per_month(least)} for {', '.join(agents)}")
     return _frame(rows), sorted(notes)
 
 
@@ -487,8 +545,9 @@ def quota_findings(forecast: pl.DataFrame, playbook: Playbook, as_of: datetime) 
 def fold_runway_into_size_up(findings: pl.DataFrame, playbook: Playbook) -> pl.DataFrame:
     """A workload that runs out of room AND has a size-up recommendation gets ONE action.
 
-    Runway is measured against requests where there is no limit, so raising the request is the
-    fix; the runway's SLO risk and evidence join the size-up finding instead of a second line.
+    Runway is measured against requests where there is no limit, and a memory or CPU bottleneck
+    of one container is its size, so raising the request is the fix; the runway's or the
+    bottleneck's SLO risk and evidence join the size-up finding instead of a second line.
     """
     up = {k.name for k in playbook.by_source("rightsizing_up")}
     runway = {k.name for k in playbook.by_source("runway") + playbook.by_source("hpa")}
@@ -498,7 +557,6 @@ def fold_runway_into_size_up(findings: pl.DataFrame, playbook: Playbook) -> pl.D
     workload = pl.col("target").str.split("/").list.slice(0, 2).list.join("/")
     folded = findings.filter(
         pl.col("kind").is_in(list(runway))
-        & pl.col("source_table").eq("capacity_runway")
         & pl.col("target").is_in(sized.select(workload)["target"].to_list())
     )
     if folded.height == 0:
@@ -519,7 +577,7 @@ def fold_runway_into_size_up(findings: pl.DataFrame, playbook: Playbook) -> pl.D
                 "runway_days_gained"
             ),
             pl.when(pl.col("_ev").is_not_null())
-            .then(pl.format("runway: {}; {}", "_ev", "evidence"))
+            .then(pl.format("{}; {}", "_ev", "evidence"))
             .otherwise(pl.col("evidence"))
             .alias("evidence"),
         )
@@ -658,6 +716,25 @@ def _workloads(con, as_of: datetime, rightsizing: pl.DataFrame | None) -> pl.Dat
     return frame
 
 
+def _recent_bottleneck_findings(con, as_of: datetime, playbook: Playbook, notes: list[str]):
+    """Bottlenecks seen in the last week, labelled by the bottleneck package's USE rules."""
+    try:
+        from capacity_pipelines.bottlenecks.labels import label_windows
+        from capacity_pipelines.bottlenecks.outlook import read_inputs
+    except ImportError as exc:  # the bottleneck package is deployed separately
+        notes.append(f"recent bottlenecks skipped: {exc}")
+        return empty_findings()
+    if not all(table_columns(con, t) for t in ("container_usage", "service_traffic")):
+        notes.append("recent bottlenecks skipped: container_usage or service_traffic missing")
+        return empty_findings()
+    # two weeks, so the last week's hours have their seasonal baselines
+    windows, _ = read_inputs(con, as_of, history_days=2 * RECENT_DAYS)
+    if windows.height == 0:
+        return empty_findings()
+    recent = recent_bottlenecks(label_windows(windows), as_of)
+    return bottleneck_findings(recent, playbook, observed=True)
+
+
 def collect_findings(
     con: duckdb.DuckDBPyConnection, as_of: datetime, playbook: Playbook
 ) -> Findings:
@@ -705,6 +782,7 @@ def collect_findings(
     outlook = _latest(con, "bottleneck_outlook", as_of, OUTLOOK_COLUMNS, notes)
     if outlook is not None:
         frames.append(bottleneck_findings(outlook, playbook))
+    frames.append(_recent_bottleneck_findings(con, as_of, playbook, notes))
     token_columns = table_columns(con, "llm_token_cost")
     if token_columns is None or TOKEN_COLUMNS - token_columns:
         notes.append("llm_token_cost: table or columns missing; token savings are skipped")
