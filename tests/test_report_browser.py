@@ -19,7 +19,7 @@ import pytest
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.reporting import gather_report, publish_report
-from tests.test_weekly_report import AS_OF, EVIL, WEEK, build_snapshot
+from tests.test_weekly_report import AS_OF, EVIL, SECTION_KEYS, WEEK, build_snapshot
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -29,15 +29,6 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-]
-SECTIONS = [
-    "summary",
-    "runway",
-    "bottlenecks",
-    "rightsizing",
-    "tokens",
-    "recommendations",
-    "data-quality",
 ]
 
 
@@ -126,7 +117,7 @@ def rendered(tmp_path_factory):
 
 def test_rendered_page_has_every_section_table_and_chart(rendered):
     dom, _ = rendered
-    assert dom.sections == SECTIONS
+    assert dom.sections == SECTION_KEYS
     assert dom.unavailable == 0
     assert dom.tables >= 8 and dom.rows > 20
     assert len(dom.png_images) >= 2  # runway forecast and the LLM spend trend

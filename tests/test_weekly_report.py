@@ -48,6 +48,15 @@ WEEK = ReportWeek.from_partition_key("2026-10-19")  # 2026-W43, ends Monday 2026
 AS_OF = datetime(2026, 10, 26, tzinfo=UTC)
 PREVIOUS_AS_OF = datetime(2026, 10, 19, tzinfo=UTC)
 EVIL = '<script>alert("pwned")</script>'  # a label value someone put in a pod label
+SECTION_KEYS = [
+    "summary",
+    "runway",
+    "bottlenecks",
+    "rightsizing",
+    "tokens",
+    "recommendations",
+    "data-quality",
+]
 LLM_USD_PER_HOUR = {"planner": 50.0, EVIL: 10.0}  # this week; last week half of it
 
 
@@ -281,16 +290,7 @@ def report(snapshot):
 
 
 def test_every_section_is_built_with_the_known_numbers(report):
-    keys = [s.key for s in report.sections]
-    assert keys == [
-        "summary",
-        "runway",
-        "bottlenecks",
-        "rightsizing",
-        "tokens",
-        "recommendations",
-        "data-quality",
-    ]
+    assert [s.key for s in report.sections] == SECTION_KEYS
     assert report.summary["sections_unavailable"] == {}
     # This week: 168 h x ($50 + $10); last week: half of it.
     assert report.summary["llm_spend_usd"] == pytest.approx(168 * 60.0)

@@ -118,6 +118,11 @@ class _Window:
         ).pl()
 
 
+def _text_table(columns: dict[str, list]) -> pl.DataFrame:
+    """A table of formatted strings for people (typed as text even when it has no rows)."""
+    return pl.DataFrame(columns, schema={name: pl.Utf8 for name in columns})
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.0%}"
 
@@ -225,7 +230,7 @@ def runway_section(window: _Window) -> Section:
     runway = runway.with_columns(
         (pl.col("peak_p90") / pl.col("capacity")).alias("utilisation_p90")
     ).sort(["runway_days", "utilisation_p90"], descending=[False, True], nulls_last=True)
-    display = pl.DataFrame(
+    display = _text_table(
         {
             "workload": [_entity(s) for s in runway["series_id"]],
             "resource": [FAMILY_NAMES.get(f, f) for f in runway["family"]],
@@ -328,7 +333,7 @@ def bottleneck_section(window: _Window) -> Section:
         f"{len(section.facts['at_risk'])} services at or above "
         f"{BOTTLENECK_AT_RISK_PROBABILITY:.0%} probability."
     )
-    display = pl.DataFrame(
+    display = _text_table(
         {
             "service": [f"{r['namespace']}/{r['service']}" for r in likely.iter_rows(named=True)],
             "horizon": likely["horizon"].cast(pl.Utf8).to_list(),
@@ -337,19 +342,7 @@ def bottleneck_section(window: _Window) -> Section:
             "expected at": [_day(v) if v else "" for v in likely["expected_at"].to_list()],
             "evidence": [v or "" for v in likely["evidence"].cast(pl.Utf8).to_list()],
             "method": likely["method"].cast(pl.Utf8).to_list(),
-        },
-        schema={
-            c: pl.Utf8
-            for c in (
-                "service",
-                "horizon",
-                "bottleneck",
-                "probability",
-                "expected at",
-                "evidence",
-                "method",
-            )
-        },
+        }
     )
     section.tables.append(ReportTable("bottleneck_outlook", "Likely bottlenecks", display, likely))
     return section
@@ -367,7 +360,7 @@ def rightsizing_section(window: _Window) -> Section:
     savings = float(sized.filter(pl.col("monthly_saving_usd") > 0)["monthly_saving_usd"].sum())
     costs = float(-sized.filter(pl.col("monthly_saving_usd") < 0)["monthly_saving_usd"].sum())
     top = sized.head(TOP_RIGHTSIZING)
-    display = pl.DataFrame(
+    display = _text_table(
         {
             "rank": [str(v) for v in top["rank"]],
             "container": top["container_id"].to_list(),
@@ -383,20 +376,7 @@ def rightsizing_section(window: _Window) -> Section:
             "confidence": [_pct(v) for v in top["confidence"]],
             "saving": [usd_per_month(v) for v in top["monthly_saving_usd"]],
             "rationale": [v or "" for v in top["rationale"].to_list()],
-        },
-        schema={
-            c: pl.Utf8
-            for c in (
-                "rank",
-                "container",
-                "kind",
-                "CPU request",
-                "memory request",
-                "confidence",
-                "saving",
-                "rationale",
-            )
-        },
+        }
     )
     section.tables.append(ReportTable("rightsizing", "Recommended requests", display, rows))
     section.bullets.append(
@@ -470,7 +450,7 @@ def _spend_table(
         .replace_strict(before_map, default=None, return_dtype=pl.Float64)
         .alias("cost_previous_week_usd")
     )
-    display = pl.DataFrame(
+    display = _text_table(
         {
             dimension: [v or "(none)" for v in raw[dimension].to_list()],
             "spend": [usd(v) for v in raw["cost_usd"]],
@@ -481,11 +461,7 @@ def _spend_table(
             ],
             "input tokens": [f"{v / 1e6:,.1f}M" for v in raw["input_tokens"].fill_null(0)],
             "output tokens": [f"{v / 1e6:,.1f}M" for v in raw["output_tokens"].fill_null(0)],
-        },
-        schema={
-            c: pl.Utf8
-            for c in (dimension, "spend", "share", "vs last week", "input tokens", "output tokens")
-        },
+        }
     )
     return display, raw
 
@@ -536,8 +512,7 @@ def recommendations_section(window: _Window) -> Section:
         + (", ".join(f"{k} {v}" for k, v in reviews.iter_rows()) or "none")
         + f". Not rejected and saving money: {usd_per_month(savings)}."
     )
-    columns = ("rank", "target", "action", "impact", "confidence", "priority", "review", "evidence")
-    display = pl.DataFrame(
+    display = _text_table(
         {
             "rank": [str(v) for v in top["rank"]],
             "target": [str(v) for v in top["target"]],
@@ -547,8 +522,7 @@ def recommendations_section(window: _Window) -> Section:
             "priority": [str(v) for v in top["priority"]],
             "review": [str(v) for v in top["review_status"]],
             "evidence": [str(v or "") for v in top["evidence"]],
-        },
-        schema={c: pl.Utf8 for c in columns},
+        }
     )
     section.tables.append(ReportTable("recommendations", "Ranked recommendations", display, top))
     return section
