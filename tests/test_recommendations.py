@@ -511,3 +511,17 @@ def test_a_bottleneck_seen_last_week_becomes_its_fix():
     assert found["kind"].to_list() == ["fix_database_bottleneck"]
     assert "seen 2 h in the last 7 d" in found["evidence"][0]
     assert found["source_table"][0] == "service windows (USE rules)"
+
+
+def test_checks_flag_missing_evidence_and_duplicate_ids():
+    from capacity_pipelines.recommendations.checks import duplicate_ids, without_evidence
+
+    table = pl.DataFrame(
+        {
+            "recommendation_id": ["rec-a", "rec-b", "rec-b", "rec-c"],
+            "evidence": ["why", " ", "why", None],
+        }  # fmt: skip
+    )
+    assert without_evidence(table) == ["rec-b", "rec-c"]
+    assert duplicate_ids(table) == ["rec-b"]
+    assert without_evidence(table.head(1)) == [] and duplicate_ids(table.head(1)) == []

@@ -30,8 +30,7 @@ SCALE_OUT_HEADROOM = 0.15  # replicas are sized to keep 15 % headroom over the p
 # SLO risk avoided by a size-up: an OOM-killed container has breached already; each kill adds.
 OOM_RISK_BASE, OOM_RISK_PER_KILL = 0.4, 0.2
 UNDER_REQUEST_RISK = 0.3  # per doubling of a request that use already exceeds (capped at 0.6)
-# A finding without a measured history length counts as this many days (a short one).
-UNKNOWN_HISTORY_DAYS = 7.0
+EVIDENCE_CHARS = 320  # merged evidence stays one readable line (about four terminal lines)
 
 FINDING_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.Utf8,
@@ -804,6 +803,11 @@ def collect_findings(
             notes += llm_notes
     frame = pl.concat(frames) if frames else empty_findings()
     frame = merge_duplicates(fold_runway_into_size_up(frame, playbook))
+    frame = frame.with_columns(
+        pl.col("evidence").map_elements(
+            lambda text: _one_line(text, EVIDENCE_CHARS), return_dtype=pl.Utf8
+        )
+    )
     least = playbook.settings["min_impact_usd_month"]
     frame = frame.filter(
         (pl.col("impact_usd_month").fill_null(0.0) >= least)

@@ -1,5 +1,6 @@
 """The `recommendations` asset: one ranked list of actions per day, with its checks."""
 
+import html
 from datetime import timedelta
 
 import dagster as dg
@@ -9,6 +10,7 @@ from capacity_pipelines import warehouse as wh
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
 from capacity_pipelines.formatting import markdown_table, usd_per_month
+from capacity_pipelines.recommendations.checks import duplicate_ids, without_evidence
 from capacity_pipelines.recommendations.engine import build_recommendations
 from capacity_pipelines.recommendations.playbook import PlaybookError
 from capacity_pipelines.recommendations.warehouse_table import (
@@ -18,6 +20,7 @@ from capacity_pipelines.recommendations.warehouse_table import (
 )
 
 TOP = 15  # rows of the ranked table shown in the UI
+OUTCOME_PREVIEW = ["recommendation_id", "verdict", "detail"]
 
 
 def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
@@ -88,36 +91,32 @@ def recommendations(
             wh.replace_derived_window(con, OUTCOMES_TABLE, as_of, just_after, run.outcomes, "as_of")
     except PlaybookError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    table = run.table
-    no_evidence = table.filter(pl.col("evidence").fill_null("").str.strip_chars() == "")
-    duplicates = table.filter(pl.col("recommendation_id").is_duplicated())
-    open_rows = table.filter(pl.col("status") == "open")
+    open_rows = run.table.filter(pl.col("status") == "open")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "open": open_rows.height,
             "saving_usd_month": float(open_rows["impact_usd_month"].clip(lower_bound=0).sum()),
-            "top": top_table(table),
-            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in run.notes) or "(none)"),
+            "top": top_table(run.table),
+            # notes and outcome details carry service and agent names from metric labels
+            "notes": dg.MetadataValue.md(
+                "\n".join(f"- {html.escape(n)}" for n in run.notes) or "(none)"
+            ),
             "outcomes": dg.MetadataValue.md(
-                markdown_table(run.outcomes.select("recommendation_id", "verdict", "detail"), 20)
+                html.escape(markdown_table(run.outcomes.select(OUTCOME_PREVIEW), 20))
             ),
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="evidence_for_every_recommendation",
-                passed=no_evidence.height == 0,
-                description="every recommendation has evidence"
-                if no_evidence.height == 0
-                else "without evidence: " + ", ".join(no_evidence["recommendation_id"].head(5)),
-            ),
-            dg.AssetCheckResult(
-                check_name="unique_ids",
-                passed=duplicates.height == 0,
-                description="ids unique"
-                if duplicates.height == 0
-                else "duplicate ids: "
-                + ", ".join(duplicates["recommendation_id"].unique().head(5)),
-            ),
+            _check("evidence_for_every_recommendation", without_evidence(run.table)),
+            _check("unique_ids", duplicate_ids(run.table)),
         ],
+    )
+
+
+def _check(name: str, offending: list[str]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not offending,
+        description="passed" if not offending else f"{len(offending)}: {', '.join(offending[:5])}",
+        metadata={"offending": len(offending)},
     )
