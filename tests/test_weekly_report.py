@@ -351,6 +351,18 @@ def test_missing_tables_become_boxes_not_crashes(tmp_path):
     assert empty_week.section("tokens").unavailable == "no llm_token_cost rows in 2026-W49"
 
 
+def test_a_table_of_the_wrong_shape_is_named_in_its_box(tmp_path):
+    snapshot = build_snapshot(tmp_path / "odd.duckdb")
+    with wh.connect(snapshot) as con:
+        con.execute("ALTER TABLE bottleneck_outlook DROP COLUMN bottleneck_class")
+    with wh.connect(snapshot, read_only=True) as con:
+        report = gather_report(con, WEEK, source="odd")
+    why = report.summary["sections_unavailable"]
+    assert list(why) == ["bottlenecks"] and "bottleneck_class" in why["bottlenecks"]
+    assert set(report.summary["services_at_risk"]) == {"agents/router"}  # runway still counts
+    assert "not available yet: ColumnNotFoundError" in render_html(report)
+
+
 def test_a_rerun_rewrites_its_week_only_and_latest_follows_the_newest(report, snapshot, tmp_path):
     reports = tmp_path / "reports"
     with wh.connect(snapshot, read_only=True) as con:

@@ -58,6 +58,14 @@ class Unavailable(Exception):
     """A section's input is missing or empty; the message says why."""
 
 
+# What reading a table of the wrong shape raises (a missing column, a type that does not cast).
+READ_ERRORS = (duckdb.Error, pl.exceptions.PolarsError, KeyError, TypeError)
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+
+
 @dataclass(frozen=True)
 class _Window:
     """What every section builder needs: the snapshot, the week and the as-of days used."""
@@ -206,10 +214,10 @@ def bottleneck_risks(window: _Window, as_of: datetime | None) -> dict[str, str]:
     return risks
 
 
-def _at_risk(window: _Window, runway_as_of, bottleneck_as_of) -> dict[str, list[str]]:
+def _merge_risks(*risks: dict[str, str]) -> dict[str, list[str]]:
     merged: dict[str, list[str]] = {}
-    for risks in (runway_risks(window, runway_as_of), bottleneck_risks(window, bottleneck_as_of)):
-        for name, reason in risks.items():
+    for found in risks:
+        for name, reason in found.items():
             merged.setdefault(name, []).append(reason)
     return merged
 
@@ -624,16 +632,21 @@ def summary_section(window: _Window, sections: dict[str, Section]) -> tuple[Sect
     recommendations = sections["recommendations"]
     llm = tokens.facts.get("llm_spend_usd")
     llm_before = tokens.facts.get("llm_spend_previous_usd")
-    compute = _compute_spend(window)
+    try:
+        compute = _compute_spend(window)
+    except READ_ERRORS:
+        compute = None
     if recommendations.unavailable is None:
         savings, savings_from = recommendations.facts["savings_usd_month"], "open recommendations"
     elif rightsizing.unavailable is None:
         savings, savings_from = rightsizing.facts["savings_usd_month"], "rightsizing"
     else:
         savings, savings_from = None, "no savings source yet"
-    runway_as_of = window.as_of(RUNWAY_TABLE.name)
-    bottleneck_as_of = window.as_of(BOTTLENECK_TABLE)
-    at_risk = _at_risk(window, runway_as_of, bottleneck_as_of)
+    # From the sections, which already turned a malformed table into an "unavailable" box.
+    at_risk = _merge_risks(
+        sections["runway"].facts.get("at_risk", {}),
+        sections["bottlenecks"].facts.get("at_risk", {}),
+    )
     summary = {
         "week": window.week.label,
         "llm_spend_usd": llm,
@@ -654,7 +667,10 @@ def summary_section(window: _Window, sections: dict[str, Section]) -> tuple[Sect
         + (": " + "; ".join(f"{k} ({', '.join(v)})" for k, v in at_risk.items()) if at_risk else "")
         + "."
     )
-    changes = _changes(window, sections, at_risk, llm, llm_before, savings, savings_from)
+    try:
+        changes = _changes(window, sections, at_risk, llm, llm_before, savings, savings_from)
+    except READ_ERRORS as error:
+        changes = [f"could not compare with last week: {_first_line(error)}"]
     summary["changes"] = changes
     section.bullets.extend(f"Since last week: {c}" for c in changes)
     summary["headline"] = (
@@ -684,7 +700,9 @@ def _changes(window, sections, at_risk, llm, llm_before, savings, savings_from) 
     if runway_before is None and bottleneck_before is None:
         changes.append("no earlier as-of day of the forecasts to compare risks with.")
     else:
-        before = _at_risk(window, runway_before, bottleneck_before)
+        before = _merge_risks(
+            runway_risks(window, runway_before), bottleneck_risks(window, bottleneck_before)
+        )
         new, gone = sorted(set(at_risk) - set(before)), sorted(set(before) - set(at_risk))
         changes.append(
             f"newly at risk: {', '.join(new) or 'none'}; no longer at risk: "
@@ -751,11 +769,9 @@ def gather_report(
             sections[key] = build(window)
         except Unavailable as why:
             sections[key] = Section(key, title, unavailable=str(why))
-        except (duckdb.Error, pl.exceptions.PolarsError) as error:
+        except READ_ERRORS as error:
             # A table with the wrong shape must not take the whole report down: say which.
-            sections[key] = Section(
-                key, title, unavailable=f"{type(error).__name__}: {str(error).splitlines()[0]}"
-            )
+            sections[key] = Section(key, title, unavailable=_first_line(error))
     summary_box, summary = summary_section(window, sections)
     summary["sections_unavailable"] = {
         s.key: s.unavailable for s in sections.values() if s.unavailable
