@@ -525,3 +525,108 @@ def test_checks_flag_missing_evidence_and_duplicate_ids():
     assert without_evidence(table) == ["rec-b", "rec-c"]
     assert duplicate_ids(table) == ["rec-b"]
     assert without_evidence(table.head(1)) == [] and duplicate_ids(table.head(1)) == []
+
+
+def test_runway_findings_scale_out_hpa_and_fold_into_size_up():
+    from capacity_pipelines.recommendations.findings import (
+        fold_runway_into_size_up,
+        runway_findings,
+    )
+
+    naive = DAY1.replace(tzinfo=None)
+    runway = pl.DataFrame(
+        {
+            "series_id": [
+                "workload_cpu:agents/router",
+                "workload_cpu:agents/researcher",
+                "workload_memory:agents/planner",
+            ],
+            "family": ["workload_cpu", "workload_cpu", "workload_memory"],
+            "peak_p90": [0.85, 4.0, 1.0e9],
+            "capacity": [0.2, 3.0, 6.0e9],
+            "saturation_ts": [naive + timedelta(hours=6), naive + timedelta(days=3), None],
+            "runway_days": [0.25, 3.0, None],  # planner: not within the horizon
+            "note": ["74% of samples at the limit", "", ""],
+        }  # fmt: skip
+    )
+    workloads = pl.DataFrame(
+        {
+            "namespace": ["agents", "agents"],
+            "workload": ["router", "researcher"],
+            "replicas": [2.0, 2.0],
+            "hpa": [False, True],
+            "cpu_request_pod": [0.1, 0.5],
+            "memory_request_pod": [GIB / 4, GIB],
+        }  # fmt: skip
+    )
+    uncertainty = pl.DataFrame(
+        {"series_id": ["workload_cpu:agents/router"], "forecast_uncertainty": [0.2]}
+    )
+    found = runway_findings(runway, uncertainty, workloads, load_playbook(), lambda c, m: 10.0)
+    rows = {r["target"]: r for r in found.iter_rows(named=True)}
+    assert set(rows) == {"agents/router", "agents/researcher"}
+    router = rows["agents/router"]
+    # 2 replicas x 0.85 / 0.2 / 0.85 -> 10 replicas: 8 more, priced at $10 each (a cost)
+    assert router["kind"] == "scale_out" and "by 8 replica" in router["action"]
+    assert router["impact_usd_month"] == pytest.approx(-80.0)
+    assert router["slo_risk_avoided"] == pytest.approx(1 - 0.25 / 7)
+    assert router["confidence"] == pytest.approx(0.8)
+    assert rows["agents/researcher"]["kind"] == "hpa_target"
+    # a size-up of router's container absorbs the runway finding: one line, its SLO risk
+    size_up = pl.DataFrame(
+        [finding("rightsize_up", "agents/router/router", slo_risk_avoided=0.3)],
+        schema=FINDING_SCHEMA,
+    )
+    folded = fold_runway_into_size_up(pl.concat([found, size_up]), load_playbook())
+    assert sorted(folded["target"].to_list()) == ["agents/researcher", "agents/router/router"]
+    merged = folded.filter(pl.col("target") == "agents/router/router").row(0, named=True)
+    assert merged["slo_risk_avoided"] == pytest.approx(1 - 0.25 / 7)
+    assert "0.85 cores reaches capacity" in merged["evidence"]
+
+
+def test_quota_and_token_savings_findings():
+    from dataclasses import replace
+
+    from capacity_pipelines.recommendations.findings import llm_findings, quota_findings
+    from capacity_pipelines.tokens.costing import cost_usage
+    from capacity_pipelines.tokens.prices import load_price_book
+
+    playbook = load_playbook()
+    kind = playbook.kinds["raise_provider_quota"]
+    quota = replace(kind, params=kind.params | {"quotas": {"openai/gpt-4o": 1.0e6}})
+    playbook = replace(playbook, kinds=playbook.kinds | {"raise_provider_quota": quota})
+    naive = DAY1.replace(tzinfo=None)
+    forecast = pl.DataFrame(
+        {
+            "series_id": ["llm_tokens:openai/gpt-4o/reviewer"] * 3,
+            "family": ["llm_tokens"] * 3,
+            "ts": [naive + timedelta(days=d) for d in (1, 2, 3)],
+            "p50": [0.7e6, 0.8e6, 0.9e6],
+            "p90": [0.8e6, 1.1e6, 1.2e6],
+        }
+    )
+    [row] = quota_findings(forecast, playbook, DAY1).iter_rows(named=True)
+    assert row["target"] == "provider openai/gpt-4o" and row["evidence_value"] == 2.0
+    assert row["slo_risk_avoided"] == pytest.approx(1 - 2 / 7)
+
+    steps = pl.datetime_range(DAY1, DAY1 + timedelta(days=2), "1h", eager=True, time_zone="UTC")
+    usage = pl.DataFrame(
+        {
+            "ts": steps,
+            "provider": "openai",
+            "model": "gpt-4o",
+            "agent": "reviewer",
+            "input_tokens": 2.0e6,
+            "output_tokens": 2.0e5,
+            "cache_read_input_tokens": 0.0,
+            "cache_write_input_tokens": 0.0,
+            "requests": 200.0,
+            "service_tier": None,
+        }  # fmt: skip
+    ).with_columns(pl.col("service_tier").cast(pl.Utf8))
+    costed = cost_usage(usage, load_price_book()).with_columns(pl.lit("reviewer").alias("service"))
+    found, notes = llm_findings(costed, playbook, {"reviewer": "agents"})
+    routing = found.filter(pl.col("kind") == "model_routing").row(0, named=True)
+    assert routing["target"] == "llm agents/reviewer" and routing["impact_usd_month"] > 0
+    assert "gpt-4o-mini" in routing["evidence"]  # the cheaper sibling it is priced at
+    assert any("filter_intermediate_messages" in n for n in notes)  # no request id: a note
