@@ -137,6 +137,29 @@ def _predictions(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _memory_disagreements(scored: pl.DataFrame) -> list[str]:
+    """Where memory labels and the episode list disagree, and how full memory was there."""
+    lines = []
+    for what, mask in (
+        (
+            "labelled memory, not in an OOM episode's last 6 h",
+            (pl.col("bottleneck_class") == "memory") & (pl.col("truth_class") != "memory"),
+        ),
+        (
+            "in an OOM episode's last 6 h, not labelled memory",
+            (pl.col("truth_class") == "memory") & (pl.col("bottleneck_class") != "memory"),
+        ),
+    ):
+        rows = scored.filter(mask)
+        if rows.height:
+            util = rows["memory_limit_util_max"]
+            lines.append(
+                f"- {what}: {rows.height} hours ({', '.join(sorted(set(rows['service'])))}), "
+                f"working set {util.min():.1%} to {util.max():.1%} of the limit"
+            )
+    return [*lines, ""] if lines else []
+
+
 def walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime) -> pl.DataFrame:
     """Daily retrain as the asset does: train on horizons ended by D, predict day D's origins."""
     features = origin_features(labelled, hours)
@@ -332,6 +355,30 @@ def nab_cross_check(labelled: pl.DataFrame, spans: dict[str, pl.DataFrame]) -> l
     return lines
 
 
+READING = [
+    "## Reading",
+    "",
+    "- The rule labels find every injected CPU, database and HPA queueing episode in the hour "
+    "it happens (nowcast). Memory disagreements are about the truth window, not the rule: the "
+    "summarizer's leak rides a daily cycle, so its working set sits at >= 95 % of the limit "
+    "through the afternoon before each kill and dips below it in the night hours the episode "
+    "window (last 6 h) covers; see the two lines under the confusion matrix.",
+    "- The demo's injected CPU, database and HPA episodes are one-off events (a TLS storm, one "
+    "re-index, one test-suite run, one database incident, one busy period) with nothing in the "
+    "preceding metrics that announces them, and each class occurs once or twice in four weeks: "
+    "io_database happens once (2026-10-21), so no model trained on the past can predict it. "
+    "Only the memory leak is forecastable ahead, and memory is the class the outlook gets.",
+    "- On the real series the 24 h outlook meets the goal, but compare it with persistence on "
+    "the same origins: these series are saturated for long stretches (NAB 825cc2's CPU, the "
+    "Alibaba machines' memory), so knowing the last day is most of the answer. The 7-day split "
+    "leaves only the Bitbrains VMs (the others are shorter than 60 % + 7 days), whose "
+    "saturation is a handful of isolated hours; the flag rate rests on very few episodes.",
+    "- network and llm_provider cannot be established from these data (no throughput against "
+    "link capacity, no 429s, no quota, no LLM call duration), so they are absent here.",
+    "",
+]
+
+
 # --- reporting ----------------------------------------------------------------------------
 def _score(frame: pl.DataFrame, truth: str, predicted: str, method: str) -> Evaluation:
     frame = frame.filter(pl.col(truth).is_not_null())
@@ -349,6 +396,22 @@ def _section(title: str, score: Evaluation, extra: str = "") -> list[str]:
         score.markdown(),
         "",
     ]
+
+
+def _goal_of(what: str, score: Evaluation) -> tuple[str, str, bool]:
+    worst = min(score.recall.items(), key=lambda kv: kv[1])
+    value = f"macro-F1 {score.macro_f1:.3f}, lowest recall {worst[0]} {worst[1]:.2f}"
+    return what, value, score.macro_f1 >= 0.80 and worst[1] >= 0.70
+
+
+def _goal(what: str, result: pl.DataFrame) -> tuple[str, str, bool]:
+    return _goal_of(what, _score(result, "target", "predicted", "outlook"))
+
+
+def _flag_goal(what: str, flags: dict[str, int]) -> tuple[str, str, bool]:
+    n = flags["episodes"]
+    share = flags["by_24h"] / n if n else 0.0
+    return f"{what}, episodes flagged >= 24 h ahead", f"{flags['by_24h']}/{n}", share >= 0.70
 
 
 def _baselines(result: pl.DataFrame) -> list[str]:
@@ -381,14 +444,15 @@ def main() -> int:
         "",
     ]
 
+    goals: list[tuple[str, str, bool]] = []
     windows = demo_windows(args.warehouse)
     labelled = label_windows(windows)
     scored = demo_truth(labelled)
     out += ["## (a) Demo fleet", ""]
-    out += _section(
-        "Rule labels vs injected episodes (every service-hour)",
-        _score(scored, "truth_class", "bottleneck_class", "rules"),
-    )
+    rules_score = _score(scored, "truth_class", "bottleneck_class", "rules")
+    out += _section("Rule labels vs injected episodes (every service-hour)", rules_score)
+    goals.append(_goal_of("demo, rule labels vs injected episodes", rules_score))
+    out += _memory_disagreements(scored)
     demo_outlooks = {}
     for horizon, hours in HORIZONS.items():
         result = walk_forward(labelled, hours, DEMO_FIRST_TEST_DAY)
@@ -399,10 +463,10 @@ def main() -> int:
             f" ({_methods(result)})",
         )
         out += _baselines(result)
-    out += _flag_lines(
-        "Episodes flagged ahead by the 7-day outlook (demo)",
-        flag_rate(labelled, demo_outlooks["7d"]),
-    )
+        goals.append(_goal(f"demo, outlook {horizon}", result))
+    flags = flag_rate(labelled, demo_outlooks["7d"])
+    out += _flag_lines("Episodes flagged ahead by the 7-day outlook (demo)", flags)
+    goals.append(_flag_goal("demo", flags))
     out += ["## (b) Real series (`../shared/data`)", ""]
     if not DATA.exists():
         out += [f"{DATA} is absent: skipped.", ""]
@@ -429,12 +493,14 @@ def main() -> int:
             out += _section(
                 f"Outlook {horizon}, first {REAL_TRAIN_SHARE:.0%} of each series trains",
                 _score(result, "target", "predicted", "time split"),
-                f" ({_methods(result)}; series scored: {result.select(KEY).unique().height})",
+                f" ({_methods(result)}; series scored: "
+                f"{result.filter(pl.col('target').is_not_null()).select(KEY).unique().height})",
             )
-        out += _flag_lines(
-            "Real saturation episodes flagged ahead by the 7-day outlook",
-            flag_rate(real_labelled, real_outlooks["7d"]),
-        )
+            out += _baselines(result)
+            goals.append(_goal(f"real, outlook {horizon}", result))
+        flags = flag_rate(real_labelled, real_outlooks["7d"])
+        out += _flag_lines("Real saturation episodes flagged ahead by the 7-day outlook", flags)
+        goals.append(_flag_goal("real", flags))
         out += [
             "### NAB labelled anomaly windows vs cpu labels (cross-check)",
             "",
@@ -444,7 +510,20 @@ def main() -> int:
             *nab_cross_check(real_labelled, nab_spans),
             "",
         ]
-    out += [f"Wall time: {time.monotonic() - started:.0f} s.", ""]
+    out += [
+        "## Goals of the issue, from the numbers above",
+        "",
+        "Goals: macro-F1 >= 0.80 and every class recall >= 0.70 on held-out data; the 7-day "
+        "outlook flags >= 70 % of saturation episodes at least 24 h before they start.",
+        "",
+        "| evaluation | result | goal met |",
+        "|---|---|---|",
+        *[f"| {what} | {value} | {'yes' if met else '**no**'} |" for what, value, met in goals],
+        "",
+        *READING,
+        f"Wall time: {time.monotonic() - started:.0f} s.",
+        "",
+    ]
     text = "\n".join(out)
     print(text)
     args.out.write_text(text)

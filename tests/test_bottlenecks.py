@@ -9,7 +9,12 @@ import pytest
 from capacity_pipelines.bottlenecks.classifier import BottleneckClassifier, rules_predict
 from capacity_pipelines.bottlenecks.features import feature_columns, origin_features
 from capacity_pipelines.bottlenecks.labels import available_classes, label_windows
-from capacity_pipelines.bottlenecks.outlook import build_outlook, evaluate
+from capacity_pipelines.bottlenecks.outlook import (
+    build_outlook,
+    evaluate,
+    probability_problems,
+    unexplained,
+)
 from capacity_pipelines.bottlenecks.signals import (
     container_signals,
     llm_signals,
@@ -303,3 +308,10 @@ def test_two_classes_train_a_binary_model_and_still_return_every_class():
     assert proba.columns == list(BOTTLENECK_CLASSES)
     assert np.allclose(proba.sum_horizontal().to_numpy(), 1.0)
     assert proba["memory"].max() == 0.0 and proba["cpu"].max() > 0.5
+
+
+def test_trained_outlook_probabilities_sum_to_one_as_stored():
+    outlook = build_outlook(_history(days=14), T0 + timedelta(days=14))
+    assert set(outlook.table["method"]) == {"lightgbm"}
+    assert probability_problems(outlook.table) == []
+    assert unexplained(outlook.table).height == 0

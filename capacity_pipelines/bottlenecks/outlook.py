@@ -212,7 +212,8 @@ def build_outlook(
         predicted = most_likely(proba).to_list()
         for i, row in enumerate(now.iter_rows(named=True)):
             cls = predicted[i]
-            probs = {c: round(float(proba[c][i]), 4) for c in BOTTLENECK_CLASSES}
+            # Full precision: rounded values would no longer sum to 1 (the asset checks that).
+            probs = {c: float(proba[c][i]) for c in BOTTLENECK_CLASSES}
             if cls == "none":
                 evidence, metrics, expected = "no saturation seen or forecast", "", None
             else:
