@@ -23,6 +23,10 @@ MAX_MISSING_SHARE = 0.5
 MIN_SEASONS = 2
 
 HISTORY_COLUMNS = ("series_id", "ts", "value")
+# No CPU count, byte count, token count or dollar figure of a fleet comes near 1e18 (an
+# exabyte); beyond it a value is a unit or export error, and squares of it (variances, SSEs)
+# would overflow float64 in the models. Shared by every file-based command's validation.
+MAX_PLAUSIBLE_VALUE = 1e18
 # Hampel identifier for isolated spikes (Pearson 2002): a point further than HAMPEL_K robust
 # step sizes from the median of its 2*HAMPEL_HALF_WINDOW+1 neighbours is replaced by
 # that median in the models' input. The textbook k = 3 would also flatten genuine short load
@@ -132,6 +136,10 @@ def validate_history(history: pl.DataFrame, source: str = "history",
     bad_values = frame.filter(pl.col("value").is_null() | ~pl.col("value").is_finite()).height
     if bad_values and not allow_missing_values:
         raise HistoryError(f"{source}: column 'value' has {bad_values} null/NaN/inf values")
+    huge = frame.filter(pl.col("value").abs() > MAX_PLAUSIBLE_VALUE).height
+    if huge:
+        raise HistoryError(f"{source}: column 'value' has {huge} values beyond "
+                           f"±{MAX_PLAUSIBLE_VALUE:.0e} (a unit or export error?)")
     duplicates = frame.select(pl.struct("series_id", "ts").is_duplicated().sum()).item()
     if duplicates:
         example = frame.filter(pl.struct("series_id", "ts").is_duplicated()).row(0)

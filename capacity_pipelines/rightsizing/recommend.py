@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from capacity_pipelines.forecasting.frames import MAX_PLAUSIBLE_VALUE
 from capacity_pipelines.rightsizing.history import ContainerHistory, CurrentSpec
 from capacity_pipelines.rightsizing.policy import LimitsPolicy
 from capacity_pipelines.rightsizing.prices import ComputePriceBook, load_compute_prices
@@ -77,6 +78,12 @@ def _check_numeric(frame: pl.DataFrame, column: str, source: str, nullable: bool
     negative = int((bad < 0).sum())
     if negative:
         raise InputError(f"{source}: column '{column}' has {negative} negative values")
+    huge = int((bad > MAX_PLAUSIBLE_VALUE).sum())
+    if huge:
+        raise InputError(
+            f"{source}: column '{column}' has {huge} values beyond {MAX_PLAUSIBLE_VALUE:.0e} "
+            "(a unit or export error?)"
+        )
 
 
 def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:

@@ -24,6 +24,10 @@ _SAMPLE = (
 )
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _SPECIAL_VALUES = {"+Inf": "inf", "Inf": "inf", "-Inf": "-inf", "NaN": "nan"}
+_COUNTER_TYPE = re.compile(r"^#\s*TYPE\s+(\S+)\s+counter\s*$")
+# No usage, size or token count comes near 1e18 (an exabyte); beyond it a sample is a unit or
+# export error. NaN stays allowed: it is how Prometheus writes stale markers, read as gaps.
+MAX_PLAUSIBLE_VALUE = 1e18
 
 
 class ExportFormatError(ValueError):
@@ -88,6 +92,36 @@ def _read_text(path: Path) -> str:
         raise ExportFormatError(f"{path}: cannot read: {exc}") from None
 
 
+def _check_samples(frame: pl.DataFrame, path: Path, where) -> None:
+    """Refuse what no exporter writes: an empty export, +-Inf or absurd values, two samples of
+    one series at one timestamp. `frame` has series, ts, value, lineno, sorted by series, ts;
+    `where(row)` names the place of a bad row ("file:line" or "file row n")."""
+    if frame.height == 0:
+        raise ExportFormatError(f"{path}: no samples (empty export)")
+    if frame["value"].is_nan().all():
+        raise ExportFormatError(f"{path}: every sample is NaN (no usable values)")
+    value = pl.col("value")
+    checks = (
+        (value.is_infinite(), "value is infinite"),
+        (
+            value.is_not_nan() & (value.abs() > MAX_PLAUSIBLE_VALUE),
+            f"value beyond {MAX_PLAUSIBLE_VALUE:.0e}",
+        ),
+        (
+            (pl.col("series") == pl.col("series").shift(1))
+            & (pl.col("ts") == pl.col("ts").shift(1)),
+            "second sample of the same series at the same timestamp",
+        ),
+    )
+    for condition, problem in checks:
+        bad = frame.filter(condition.fill_null(False))
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise ExportFormatError(
+                f"{where(row)}: {problem} ({bad.height} such samples; series {row['series'][:120]})"
+            )
+
+
 def read_openmetrics(path: str | Path) -> RawSamples:
     """Parse an OpenMetrics / Prometheus text export with timestamps (plain, .gz or .xz)."""
     path = Path(path)
@@ -121,6 +155,20 @@ def read_openmetrics(path: str | Path) -> RawSamples:
         raise ExportFormatError(
             f"{path}:{row['lineno']}: value or timestamp is not a number: {row['line'][:120]!r}"
         )
+    counters = {
+        m.group(1)
+        for line in lines.filter(pl.col("line").str.starts_with("# TYPE"))["line"]
+        if (m := _COUNTER_TYPE.match(line))
+    }
+    negative = parsed.filter(
+        pl.col("name").is_in([*counters, *(f"{c}_total" for c in counters)]) & (pl.col("value") < 0)
+    )
+    if negative.height:
+        row = negative.row(0, named=True)
+        raise ExportFormatError(
+            f"{path}:{row['lineno']}: negative counter value ({negative.height} such samples): "
+            f"{row['line'][:120]!r}"
+        )
     # Parse each distinct label set once: a series repeats its labels on every line.
     distinct = parsed.select("name", "label_text", "lineno").unique(
         ["name", "label_text"], keep="first", maintain_order=True
@@ -143,10 +191,11 @@ def read_openmetrics(path: str | Path) -> RawSamples:
     )
     frame = (
         parsed.join(mapping, on=["name", "label_text"], how="left", nulls_equal=True)
-        .select("series", "ts", "value")
+        .select("series", "ts", "value", "lineno")
         .sort("series", "ts")
     )
-    return RawSamples(frame=frame, labels=labels)
+    _check_samples(frame, path, lambda row: f"{path}:{row['lineno']}")
+    return RawSamples(frame=frame.drop("lineno"), labels=labels)
 
 
 def read_long_table(path: str | Path) -> RawSamples:
@@ -176,7 +225,8 @@ def read_long_table(path: str | Path) -> RawSamples:
         raise ExportFormatError(f"{path}: columns 'ts' and 'value' must be numeric") from None
     if df["ts"].null_count():
         raise ExportFormatError(f"{path}: column 'ts' has missing or unparseable timestamps")
-    label_cols = [c for c in df.columns if c not in ("metric", "ts", "value")]
+    df = df.with_row_index("lineno")
+    label_cols = [c for c in df.columns if c not in ("metric", "ts", "value", "lineno")]
     df = df.with_columns([pl.col(c).cast(pl.Utf8) for c in label_cols])
     distinct = df.select("metric", *label_cols).unique(maintain_order=True)
     labels: dict[str, dict[str, str]] = {}
@@ -190,10 +240,11 @@ def read_long_table(path: str | Path) -> RawSamples:
     mapping = distinct.with_columns(pl.Series("series", keys))
     frame = (
         df.join(mapping, on=["metric", *label_cols], how="left", nulls_equal=True)
-        .select("series", "ts", "value")
+        .select("series", "ts", "value", "lineno")
         .sort("series", "ts")
     )
-    return RawSamples(frame=frame, labels=labels)
+    _check_samples(frame, path, lambda row: f"{path} row {row['lineno']}")
+    return RawSamples(frame=frame.drop("lineno"), labels=labels)
 
 
 def _format_value(value: float) -> str:

@@ -103,6 +103,8 @@ def run_token_cost(args: argparse.Namespace) -> int:
             args.usage, provider=args.provider, model=args.model, trace_start=trace_start
         )
         usage = validate_usage(usage, str(args.usage))
+        if usage.height == 0:  # the pipeline may cost an empty day; a file must hold usage
+            raise UsageContractError(f"{args.usage}: no rows")
         costed = cost_usage(usage, book)
         report = None
         if args.report_dir:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from capacity_pipelines.forecasting.frames import MAX_PLAUSIBLE_VALUE
+
 TS = "ts"
 KEY_COLUMNS = ("provider", "model")
 REQUIRED_TOKEN_COLUMNS = ("input_tokens", "output_tokens")
@@ -82,6 +84,10 @@ def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:
             checks[f"{col}:are NaN"] = (col, c.is_nan())
             checks[f"{col}:are infinite"] = (col, c.is_infinite())
         checks[f"{col}:are negative"] = (col, c < 0)
+        checks[f"{col}:are beyond {MAX_PLAUSIBLE_VALUE:.0e} (a unit error?)"] = (
+            col,
+            c.abs() > MAX_PLAUSIBLE_VALUE,
+        )
         if col in REQUIRED_TOKEN_COLUMNS:
             checks[f"{col}:are null"] = (col, c.is_null())
 
