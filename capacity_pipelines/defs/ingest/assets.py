@@ -18,6 +18,8 @@ DERIVED_WRITERS = (
     "load_forecasts",
     "forecast_backtests",
     "container_rightsizing",
+    "bottleneck_outlook",
+    "recommendations",
 )  # one writer at a time (DESIGN.md, warehouse rules)
 EXTRACTION_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
