@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -70,19 +70,26 @@ FLAG_LEAD_H = 24
 
 
 # --- demo ---------------------------------------------------------------------------------
-def demo_windows(warehouse: Path | None) -> pl.DataFrame:
-    if warehouse is None:
-        home = Path(tempfile.mkdtemp(prefix="bottleneck_bench_"))
-        subprocess.run(
+def demo_windows(warehouse: Path | None) -> tuple[pl.DataFrame, str]:
+    """Hourly windows of the demo warehouse, and the asset's own line from `capacity demo`."""
+    if warehouse is not None:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            windows, _ = read_inputs(con, DEMO_END, history_days=28)
+        return windows, "(not run: --warehouse given)"
+    with tempfile.TemporaryDirectory(prefix="bottleneck_bench_") as home:
+        run = subprocess.run(
             [str(REPO / ".venv" / "bin" / "capacity"), "demo"],
             check=True,
-            env={**os.environ, "CAPACITY_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
+            env={**os.environ, "CAPACITY_HOME": home},
+            capture_output=True,
+            text=True,
         )
-        warehouse = home / "warehouse_snapshot.duckdb"
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        windows, _ = read_inputs(con, DEMO_END, history_days=28)
-    return windows
+        asset_line = next(
+            (line.strip() for line in run.stdout.splitlines() if "bottleneck_outlook" in line),
+            "(bottleneck_outlook not in the demo job)",
+        )
+        windows, _ = demo_windows(Path(home) / "warehouse_snapshot.duckdb")
+    return windows, asset_line
 
 
 def demo_truth(labelled: pl.DataFrame) -> pl.DataFrame:
@@ -445,7 +452,16 @@ def main() -> int:
     ]
 
     goals: list[tuple[str, str, bool]] = []
-    windows = demo_windows(args.warehouse)
+    windows, asset_line = demo_windows(args.warehouse)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    out += [
+        f"Code at commit `{commit}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, 2-core machine shared "
+        "with other jobs. The asset on the whole demo fleet, from `capacity demo`'s progress "
+        f"line: `{asset_line}`.",
+        "",
+    ]
     labelled = label_windows(windows)
     scored = demo_truth(labelled)
     out += ["## (a) Demo fleet", ""]
