@@ -315,3 +315,41 @@ def test_trained_outlook_probabilities_sum_to_one_as_stored():
     assert set(outlook.table["method"]) == {"lightgbm"}
     assert probability_problems(outlook.table) == []
     assert unexplained(outlook.table).height == 0
+
+
+def test_llm_429s_and_call_time_become_llm_provider_signals_when_exported():
+    steps = [T0 + timedelta(minutes=5 * i) for i in range(1, 13)]
+    tokens = pl.DataFrame(
+        {
+            "service": "coder",
+            "provider": "anthropic",
+            "model": "claude-sonnet-4",
+            "ts": steps,
+            "input_tokens": 1000.0,
+            "output_tokens": 100.0,
+            "requests": 100.0,
+            "rate_limited_requests": 5.0,
+            "operation_seconds": 2400.0,  # 8 LLM calls in flight on average
+        }
+    )
+    traffic = pl.DataFrame(
+        {
+            "cluster": "c",
+            "namespace": "agents",
+            "service": "coder",
+            "ts": steps,
+            "request_rate_rps": 1.0,
+            "error_rate_rps": 0.0,
+            "latency_p50_seconds": 8.0,
+            "latency_p95_seconds": 20.0,
+            "in_flight_requests": 10.0,
+        }
+    )
+    windows = service_windows(pl.DataFrame(), traffic, tokens)
+    row = windows.row(0, named=True)
+    assert row["llm_rate_limited_share"] == pytest.approx(0.05)
+    assert row["llm_latency_share"] == pytest.approx(0.8)
+    labelled = label_windows(windows).row(0, named=True)
+    assert labelled["bottleneck_class"] == "llm_provider"
+    assert labelled["evidence"] == "5.0% of LLM calls rate-limited (429)"
+    assert "llm_provider" in available_classes(windows)[0]

@@ -140,10 +140,10 @@ def trainable(train: pl.DataFrame) -> tuple[bool, str]:
 
 
 def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
-    """Fallback probabilities: a class seen last week at this time, or memory trending to its limit.
+    """Fallback probabilities: memory trending to its limit, else the last week's commonest class.
 
-    The memory projection wins (a leak is the most predictable saturation), then the class seen
-    in the same stretch last week, then the most frequent class of the last 7 days.
+    The memory projection wins (a leak is the most predictable saturation); otherwise the class
+    labelled in the most hours of the last 7 days is expected to come back.
     """
     rows = []
     recent = [c for c in BOTTLENECK_CLASSES if f"{c}_hours_7d" in frame.columns]

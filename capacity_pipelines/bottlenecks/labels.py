@@ -59,24 +59,26 @@ def _at_least(row: dict, column: str, threshold: float) -> bool:
 def _memory(row: dict) -> str | None:
     kills = _num(row, "oom_kills") or 0.0
     util = _num(row, "memory_limit_util_max")
-    container = row.get("memory_container") or "a container"
-    limit = iec_bytes(_num(row, "memory_limit_bytes"))
+    container = row.get("memory_container") or "memory"
+    limit = _num(row, "memory_limit_bytes")
+    at_limit = f"its {iec_bytes(limit)} memory limit" if limit is not None else "its memory limit"
     if kills >= 1:
-        return f"{container} OOM-killed {kills:.0f}x at its {limit} memory limit"
+        return f"{container} OOM-killed {kills:.0f}x at {at_limit}"
     if util is not None and util >= MEMORY_LIMIT_UTIL:
-        return f"{container} working set at {util:.0%} of its {limit} memory limit"
+        return f"{container} working set at {util:.0%} of {at_limit}"
     return None
 
 
 def _cpu(row: dict) -> str | None:
     throttled = _num(row, "cpu_throttled_ratio_max")
     util = _num(row, "cpu_limit_util_max")
-    container = row.get("cpu_container") or "a container"
-    limit = cores(_num(row, "cpu_limit_cores"))
+    container = row.get("cpu_container") or "CPU"
+    limit = _num(row, "cpu_limit_cores")
+    at_limit = f"its {cores(limit)} CPU limit" if limit is not None else "its CPU limit"
     if throttled is not None and throttled >= CPU_THROTTLED_SHARE:
-        return f"{container} throttled {throttled:.0%} of CFS periods at its {limit} CPU limit"
+        return f"{container} throttled {throttled:.0%} of CFS periods at {at_limit}"
     if util is not None and util >= CPU_LIMIT_UTIL:
-        return f"{container} used {util:.0%} of its {limit} CPU limit"
+        return f"{container} used {util:.0%} of {at_limit}"
     return None
 
 
@@ -159,7 +161,8 @@ RULES: tuple[Rule, ...] = (
         "llm_provider",
         ("llm_rate_limited_share", "llm_quota_ratio", "llm_latency_share"),
         _llm_provider,
-        "the catalog has no 429 rate nor LLM call duration, and no token quota is configured",
+        "llm_token_usage has no rate_limited_requests or operation_seconds column (not in the "
+        "bundled metric catalog) and no token quota is configured",
     ),
     Rule(
         "network",
@@ -179,7 +182,7 @@ RULE_METRICS = {
     "memory": "memory_working_set_bytes,memory_limit_bytes,restarts,oom_killed",
     "cpu": "cpu_throttled_ratio,cpu_cores,cpu_limit_cores",
     "io_database": "latency_p50_seconds,latency_p95_seconds,cpu_cores",
-    "llm_provider": "input_tokens,output_tokens",
+    "llm_provider": "input_tokens,output_tokens,requests,rate_limited_requests,operation_seconds",
     "network": "network_util",
     "queueing": "in_flight_requests,latency_p50_seconds,latency_p95_seconds",
 }

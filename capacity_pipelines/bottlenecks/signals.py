@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import polars as pl
 
+STEP_MINUTES = 5  # warehouse step (metric_catalog.yaml defaults.step): per-step counts -> rates
 WINDOW = "1h"  # label windows: long enough to smooth 5-minute noise, short enough for episodes
 BASELINE_DAYS = 7  # seasonal baseline: median of the same hour on up to the 7 previous days
 KEY = ["namespace", "service"]
 
-# Signal columns a window frame may carry; the rules need only the ones their class uses.
+# The window-frame contract: columns a caller may provide (the benchmark builds windows from
+# other sources); the rules need only the ones their class uses.
 SIGNAL_DOCS = {
     "cpu_throttled_ratio_max": "Highest share of throttled CFS periods of any container.",
     "cpu_limit_util_max": "Highest CPU used / CPU limit of any container with a limit.",
@@ -39,8 +41,9 @@ SIGNAL_DOCS = {
     "error_share": "5xx responses / requests.",
     "llm_tokens_per_minute": "LLM input + output tokens per minute (mean).",
     "llm_quota_ratio": "Peak provider/model token rate / the configured tokens-per-minute quota.",
-    "llm_rate_limited_share": "LLM calls answered 429 / LLM calls (needs a 429 column).",
-    "llm_latency_share": "Time in LLM calls / request time (needs the LLM duration sum).",
+    "llm_rate_limited_share": "LLM calls answered 429 / LLM calls (needs rate_limited_requests).",
+    "llm_calls_in_flight": "LLM call seconds per second (needs operation_seconds).",
+    "llm_latency_share": "llm_calls_in_flight / in_flight_requests: request time on the LLM.",
     "network_util_max": "Network throughput / link capacity (no metric family in the catalog).",
 }
 
@@ -127,16 +130,45 @@ def llm_signals(
         return pl.DataFrame(schema={"service": pl.Utf8})
     per_step = tokens.with_columns(
         _hour(),
-        ((pl.col("input_tokens").fill_null(0) + pl.col("output_tokens").fill_null(0)) / 5.0).alias(
-            "tpm"
-        ),  # tokens per 5-minute step -> per minute
+        (
+            (pl.col("input_tokens").fill_null(0) + pl.col("output_tokens").fill_null(0))
+            / STEP_MINUTES
+        ).alias("tpm"),
         (pl.col("provider") + "/" + pl.col("model")).alias("route"),
     )
+    # Optional columns (not in the bundled catalog yet): LLM calls answered 429 and the time
+    # spent in LLM calls, per step. Seconds in calls per second = LLM calls in flight.
+    optional = [c for c in ("rate_limited_requests", "operation_seconds") if c in tokens.columns]
+    sums = [
+        pl.col(c).fill_null(0).sum()
+        for c in ("tpm", "requests", *optional)
+        if c in per_step.columns
+    ]
     out = (
         per_step.group_by(["service", "ts", "window_start"])
-        .agg(pl.col("tpm").sum())
+        .agg(sums)
         .group_by(["service", "window_start"])
-        .agg(pl.col("tpm").mean().alias("llm_tokens_per_minute"))
+        .agg(
+            pl.col("tpm").mean().alias("llm_tokens_per_minute"),
+            *(
+                [
+                    (pl.col("rate_limited_requests").sum() / pl.col("requests").sum()).alias(
+                        "llm_rate_limited_share"
+                    )
+                ]
+                if "rate_limited_requests" in optional and "requests" in tokens.columns
+                else []
+            ),
+            *(
+                [
+                    (pl.col("operation_seconds").mean() / (STEP_MINUTES * 60)).alias(
+                        "llm_calls_in_flight"
+                    )
+                ]
+                if "operation_seconds" in optional
+                else []
+            ),
+        )
     )
     if quota_tokens_per_minute:
         quotas = pl.DataFrame(
@@ -219,4 +251,12 @@ def service_windows(
     llm = llm_signals(tokens, quota_tokens_per_minute)
     if "window_start" in llm.columns:
         windows = windows.join(llm, on=["service", "window_start"], how="left")
+    if {"llm_calls_in_flight", "in_flight_requests"} <= set(windows.columns):
+        # Little's law: requests in flight = request-seconds per second; LLM calls in flight =
+        # LLM-seconds per second. Their ratio is the share of request time spent on the LLM.
+        windows = windows.with_columns(
+            (pl.col("llm_calls_in_flight") / pl.col("in_flight_requests"))
+            .clip(0.0, 1.0)
+            .alias("llm_latency_share")
+        )
     return with_baselines(windows)
