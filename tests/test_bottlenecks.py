@@ -353,3 +353,25 @@ def test_llm_429s_and_call_time_become_llm_provider_signals_when_exported():
     assert labelled["bottleneck_class"] == "llm_provider"
     assert labelled["evidence"] == "5.0% of LLM calls rate-limited (429)"
     assert "llm_provider" in available_classes(windows)[0]
+
+
+def test_a_catalog_without_throttling_or_limits_labels_memory_only_with_a_note():
+    steps = [T0 + timedelta(minutes=5 * i) for i in range(1, 13)]
+    usage = pl.DataFrame(
+        {
+            "cluster": "c",
+            "namespace": "ns",
+            "workload": "api",
+            "pod": "api-0",
+            "container": "api",
+            "ts": steps,
+            "cpu_cores": 0.5,
+            "memory_working_set_bytes": 990.0,
+            "memory_limit_bytes": 1000.0,
+        }
+    )  # no cpu_throttled_ratio, cpu_limit_cores, restarts or oom_killed columns
+    windows = service_windows(usage, pl.DataFrame(), pl.DataFrame())
+    classes, notes = available_classes(windows)
+    assert classes == ("memory", "none")
+    assert any(n.startswith("cpu: not labelled") for n in notes)
+    assert label_windows(windows)["bottleneck_class"].to_list() == ["memory"]

@@ -53,10 +53,36 @@ def _hour(column: str = "ts") -> pl.Expr:
     return (pl.col(column) - pl.duration(microseconds=1)).dt.truncate(WINDOW).alias("window_start")
 
 
+USAGE_COLUMNS = (
+    "cpu_cores",
+    "memory_working_set_bytes",
+    "cpu_throttled_ratio",
+    "cpu_limit_cores",
+    "memory_limit_bytes",
+    "restarts",
+    "oom_killed",
+)
+TRAFFIC_COLUMNS = (
+    "latency_p50_seconds",
+    "latency_p95_seconds",
+    "in_flight_requests",
+    "request_rate_rps",
+    "error_rate_rps",
+)
+
+
+def _with_columns(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    # A catalog override may leave a family out: its column is then all null, and the rules
+    # that need it report the class as unavailable instead of failing.
+    missing = [c for c in columns if c not in frame.columns]
+    return frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in missing)
+
+
 def container_signals(usage: pl.DataFrame) -> pl.DataFrame:
     """Per service and hour: throttling, CPU and memory against limits, OOM kills, CPU used."""
     if usage.height == 0:
         return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
+    usage = _with_columns(usage, USAGE_COLUMNS)
     usage = usage.rename({"workload": "service"}).with_columns(_hour())
     per_container = usage.group_by([*KEY, "container", "window_start"]).agg(
         pl.col("cpu_throttled_ratio").max().alias("throttled"),
@@ -104,7 +130,8 @@ def traffic_signals(traffic: pl.DataFrame) -> pl.DataFrame:
     if traffic.height == 0:
         return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
     return (
-        traffic.with_columns(_hour())
+        _with_columns(traffic, TRAFFIC_COLUMNS)
+        .with_columns(_hour())
         .group_by([*KEY, "window_start"])
         .agg(
             pl.col("latency_p50_seconds").mean(),
