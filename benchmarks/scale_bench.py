@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,9 +81,13 @@ def run_stage(env: dict[str, str], assets: list[str], first: date, last: date) -
             peak = max(peak, tree_rss(watched))
         time.sleep(SAMPLE_EVERY_S)
     output = child.stdout.read() if child.stdout else ""
+    # run_partitions prints "[i/n] asset ... ok (rows, 12.3 s)": the asset's own run time,
+    # without the child's start-up (imports, loading the definitions).
+    asset_s = [float(s) for s in re.findall(r" ok \((?:[\d,]+ rows, )?([\d.]+) s\)", output)]
     return {
         "assets": assets,
         "seconds": time.perf_counter() - began,
+        "asset_seconds": sum(asset_s),
         "peak_rss_bytes": peak,
         "ok": child.returncode == 0,
         "output": output[-2000:],
@@ -119,7 +124,7 @@ def prepare(size: int, root: Path, interval: int) -> dict:
 def growth_exponent(small: tuple[int, float], large: tuple[int, float]) -> float:
     """k in cost ~ size^k between two sizes: 1 is linear, above 1 worse than linear."""
     (n1, t1), (n2, t2) = small, large
-    if t1 <= 0 or t2 <= 0:
+    if t1 <= 0 or t2 <= 0 or n1 == n2:
         return float("nan")
     return math.log(t2 / t1) / math.log(n2 / n1)
 
@@ -162,7 +167,10 @@ def markdown(runs: list[dict], commit: str) -> str:
     header = " | ".join(f"{n:,} s / GiB" for n in sizes)
     lines += [
         "",
-        "Weekly run, stage by stage (wall seconds / peak GiB of the stage's process tree):",
+        "Weekly run, stage by stage: the asset's own run seconds (the stage process's wall "
+        "seconds, start-up and loading the definitions included) / peak GiB of the stage's "
+        "process tree. Growth k is fitted on the asset's own seconds between the smallest and "
+        "the largest fleet.",
         "",
         f"| stage | {header} | growth k (cost ~ n^k) |",
         "|---|" + "---:|" * (len(sizes) + 1),
@@ -173,23 +181,31 @@ def markdown(runs: list[dict], commit: str) -> str:
         for r in runs:
             s = r["week"][index]
             mark = "" if s["ok"] else " (failed)"
-            cells.append(f"{s['seconds']:.1f} / {s['peak_rss_bytes'] / 1024**3:.2f}{mark}")
+            cells.append(
+                f"{s['asset_seconds']:.1f} ({s['seconds']:.0f}) / "
+                f"{s['peak_rss_bytes'] / 1024**3:.2f}{mark}"
+            )
         k = growth_exponent(
-            (sizes[0], runs[0]["week"][index]["seconds"]),
-            (sizes[-1], runs[-1]["week"][index]["seconds"]),
+            (sizes[0], runs[0]["week"][index]["asset_seconds"]),
+            (sizes[-1], runs[-1]["week"][index]["asset_seconds"]),
         )
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {k:.2f} |")
     totals = [sum(s["seconds"] for s in r["week"]) for r in runs]
+    own = [sum(s["asset_seconds"] for s in r["week"]) for r in runs]
     peaks = [max(s["peak_rss_bytes"] for s in r["week"]) for r in runs]
     lines.append(
         "| **weekly run** | "
-        + " | ".join(f"**{t:.0f} / {p / 1024**3:.2f}**" for t, p in zip(totals, peaks, strict=True))
-        + f" | {growth_exponent((sizes[0], totals[0]), (sizes[-1], totals[-1])):.2f} |"
+        + " | ".join(
+            f"**{o:.0f} ({t:.0f}) / {p / 1024**3:.2f}**"
+            for o, t, p in zip(own, totals, peaks, strict=True)
+        )
+        + f" | {growth_exponent((sizes[0], own[0]), (sizes[-1], own[-1])):.2f} |"
     )
     lines += [
         "",
         f"Goal (2,000 containers): weekly run <= {GOAL_WALL_S // 60} min: "
-        f"{'met' if totals[-1] <= GOAL_WALL_S else 'NOT met'} ({totals[-1] / 60:.1f} min); "
+        f"{'met' if totals[-1] <= GOAL_WALL_S else 'NOT met'} ({totals[-1] / 60:.1f} min of "
+        "stage processes, start-ups included); "
         f"peak memory < 8 GB: {'met' if peaks[-1] < GOAL_PEAK_BYTES else 'NOT met'} "
         f"({peaks[-1] / 1024**3:.2f} GiB).",
     ]
@@ -200,7 +216,8 @@ def stage_main(assets: list[str], first: date, last: date) -> int:
     """Child process: one stage, through the same runner as `capacity extract`."""
     from capacity_pipelines.cli import run_partitions
 
-    run_partitions(first, last, only=assets)
+    monday = first - timedelta(days=first.weekday())
+    run_partitions(first, last, only=assets, report_week=monday.isoformat())
     return 0
 
 
