@@ -489,7 +489,11 @@ def main() -> int:
     else:
         real, nab_spans = real_windows()
         real_labelled = label_windows(real)
-        counts = real_labelled.group_by("namespace", "bottleneck_class").len().sort("namespace")
+        counts = (
+            real_labelled.group_by("namespace", "bottleneck_class")
+            .len()
+            .sort("namespace", "bottleneck_class")
+        )
         out += [
             f"{real_labelled.select(KEY).unique().height} series, "
             f"{real_labelled.height} service-hours; rule labels per source:",
