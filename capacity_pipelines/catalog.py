@@ -72,7 +72,7 @@ class Matcher:
         return found if self.op == "=~" else not found
 
     def promql(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'{self.label}{self.op}"{escaped}"'
 
 

@@ -123,9 +123,13 @@ def run_partitions(
                 failure = next(
                     (e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None
                 )
+                # Dagster wraps the asset's exception: show the innermost cause, one line.
+                error = failure.step_failure_data.error if failure else None
+                while error is not None and error.cause is not None:
+                    error = error.cause
                 message = (
-                    failure.step_failure_data.error.message.strip()
-                    if failure and failure.step_failure_data.error
+                    error.message.strip().split(": ", 1)[-1].splitlines()[0]
+                    if error
                     else "see the run in the Dagster UI"
                 )
                 log(" failed")

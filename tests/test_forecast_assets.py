@@ -99,3 +99,25 @@ def test_rightsizing_recommends_every_container_and_exports_patches(run):
         e for e in result.get_asset_check_evaluations() if e.check_name == "no_risky_cuts"
     ]
     assert evaluation.severity.value == "WARN"
+
+
+def test_backtests_on_a_short_history_write_an_empty_week_and_warn(tmp_path):
+    """Three days of history: nothing to score, but the asset still writes and reports why."""
+    export = tmp_path / "fleet.om"
+    write_container_fleet(export, 2, int(START.timestamp()), days=3, interval_s=300)
+    resources = pipeline_resources(tmp_path, [export])
+    assets = list(build_defs().assets)
+    tags = {
+        "dagster/asset_partition_range_start": "2026-09-28",
+        "dagster/asset_partition_range_end": "2026-09-30",
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        for selection in (["container_usage"], ["forecast_backtests"]):
+            result = dg.materialize(
+                assets, selection=selection, resources=resources, instance=instance, tags=tags
+            )
+            assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    with duckdb.connect(str(resources["warehouse"].path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM forecast_backtest").fetchone() == (0,)

@@ -219,7 +219,10 @@ def backtest_last_week(
     train = train.filter(pl.col("series_id").is_in(long_enough.implode()))
     schema = {c: pl.Float64 for c in ("mase_engine", "mase_seasonal_naive", "coverage_p90")}
     if train.height == 0:
-        return pl.DataFrame(schema={"series_id": pl.Utf8, **schema})
+        # Same columns as a scored week, so the table write and the accuracy check still work.
+        return pl.DataFrame(
+            schema={"as_of": pl.Datetime("us"), "series_id": pl.Utf8, "family": pl.Utf8, **schema}
+        )
     engine = CapacityForecaster(EngineSettings(workers=workers)).fit(
         train.select("series_id", "ts", "value")
     )

@@ -10,6 +10,7 @@ from capacity_pipelines.formatting import markdown_table
 from capacity_pipelines.ingest import BlockingCheckError, ingest_window
 from capacity_pipelines.sources.evaluate import UnsupportedQueryError
 from capacity_pipelines.sources.openmetrics import ExportFormatError
+from capacity_pipelines.sources.prometheus import SeriesLimitError
 
 WAREHOUSE_POOL = "warehouse"
 # Assets that write derived tables: the snapshot waits for them so analysts see one state.
@@ -24,7 +25,14 @@ DERIVED_WRITERS = (
 EXTRACTION_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-PERMANENT_ERRORS = (BlockingCheckError, CatalogError, ExportFormatError, UnsupportedQueryError)
+# Retrying cannot fix these: bad input, a bad catalog, or a query whose answer is too large.
+PERMANENT_ERRORS = (
+    BlockingCheckError,
+    CatalogError,
+    ExportFormatError,
+    UnsupportedQueryError,
+    SeriesLimitError,
+)
 CHECKS = {
     "completeness": (
         "Expected series and points per window; WARN on gaps or an empty answer.",
