@@ -465,6 +465,22 @@ def test_no_webhook_configured_sends_nothing(monkeypatch):
 # -------------------------------------------------------------------------- Dagster asset
 
 
+def _materialize_week(resources: dict, week: ReportWeek):
+    """One weekly partition through Dagster (linear spend forecast: seconds, not minutes)."""
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            list(build_defs().assets),
+            selection=["weekly_capacity_report"],
+            resources=resources,
+            partition_key=week.monday.isoformat(),
+            instance=instance,
+            run_config={
+                "ops": {"weekly_capacity_report": {"config": {"spend_forecaster": "linear"}}}
+            },
+        )
+        return result, " ".join(str(e.message) for e in instance.all_logs(result.run_id))
+
+
 def test_asset_publishes_the_week_and_reports_a_failed_delivery(snapshot, hook, monkeypatch):
     url, handler = hook
     handler.statuses = [500] * 10
@@ -472,18 +488,7 @@ def test_asset_publishes_the_week_and_reports_a_failed_delivery(snapshot, hook, 
     root = snapshot.parent / "asset"
     resources = pipeline_resources(root, [])
     resources["warehouse"] = WarehouseResource(path=str(snapshot), snapshot_path=str(snapshot))
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(
-            list(build_defs().assets),
-            selection=["weekly_capacity_report"],
-            resources=resources,
-            partition_key=WEEK.monday.isoformat(),
-            instance=instance,
-            run_config={
-                "ops": {"weekly_capacity_report": {"config": {"spend_forecaster": "linear"}}}
-            },
-        )
-        logs = " ".join(str(e.message) for e in instance.all_logs(result.run_id))
+    result, logs = _materialize_week(resources, WEEK)
     assert result.success
     [materialization] = result.asset_materializations_for_node("weekly_capacity_report")
     metadata = materialization.metadata
@@ -500,6 +505,14 @@ def test_asset_publishes_the_week_and_reports_a_failed_delivery(snapshot, hook, 
     everything = logs + json.dumps({k: str(v.value) for k, v in metadata.items()})
     everything += html.read_text() + str(delivered.description)
     assert "s3cr3t" not in everything and "127.0.0.1" not in everything
+    # Backfilling an older week publishes it but does not post it to the channel.
+    older, _ = _materialize_week(resources, WEEK.previous)
+    assert (root / "reports" / "2026-W42" / "capacity_report.html").exists()
+    assert len(handler.received) == 4
+    [metadata] = [
+        m.metadata for m in older.asset_materializations_for_node("weekly_capacity_report")
+    ]
+    assert metadata["delivery"].value.startswith("not sent: a newer week")
 
 
 # ------------------------------------------------------------------------------ schedule

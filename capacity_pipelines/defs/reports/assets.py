@@ -114,9 +114,15 @@ def weekly_capacity_report(
         )
     published = reporting.publish_report(report, Path(reports.reports_dir))
     summary = report.sections[0]
-    delivered, delivery_note = deliver_report(
-        report.summary["headline"], summary.bullets, report_link(week.label, str(published.html))
-    )
+    if published.latest_html is None:
+        # A backfill of an older week must not post last month's numbers to the channel.
+        delivered, delivery_note = True, "not sent: a newer week's report is already the latest"
+    else:
+        delivered, delivery_note = deliver_report(
+            report.summary["headline"],
+            summary.bullets,
+            report_link(week.label, str(published.html)),
+        )
     if not delivered:
         context.log.warning(delivery_note)
     missing = report.summary["sections_unavailable"]
