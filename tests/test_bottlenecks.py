@@ -375,3 +375,21 @@ def test_a_catalog_without_throttling_or_limits_labels_memory_only_with_a_note()
     assert classes == ("memory", "none")
     assert any(n.startswith("cpu: not labelled") for n in notes)
     assert label_windows(windows)["bottleneck_class"].to_list() == ["memory"]
+
+
+def test_forecast_runway_sets_expected_start_and_joins_the_evidence():
+    as_of = T0 + timedelta(days=14)
+    runway = pl.DataFrame(
+        {
+            "series_id": ["workload_memory:ns/web", "workload_cpu:ns/db"],
+            "saturation_ts": [as_of + timedelta(hours=10), as_of + timedelta(days=3)],
+        }
+    )
+    outlook = build_outlook(_history(days=14), as_of, runway).table
+    web = outlook.filter((pl.col("service") == "web") & (pl.col("horizon") == "24h")).row(
+        0, named=True
+    )
+    assert web["bottleneck_class"] == "memory"
+    assert web["expected_at"] == as_of + timedelta(hours=10)
+    assert web["evidence"].startswith("load forecast p90 reaches the memory capacity")
+    assert "load_forecast.p90" in web["metrics"]
