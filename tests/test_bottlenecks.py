@@ -393,3 +393,15 @@ def test_forecast_runway_sets_expected_start_and_joins_the_evidence():
     assert web["expected_at"] == as_of + timedelta(hours=10)
     assert web["evidence"].startswith("load forecast p90 reaches the memory capacity")
     assert "load_forecast.p90" in web["metrics"]
+
+
+def test_queueing_evidence_names_a_scale_out():
+    cls, evidence = _label(
+        in_flight_ratio=4.0,
+        latency_ratio=2.0,
+        in_flight_requests=358.0,
+        replicas_min=2.0,
+        replicas_max=5.0,
+    )
+    assert cls == "queueing"
+    assert evidence == "358 requests in flight (4.0x usual), latency 2.0x usual; replicas 2 -> 5"

@@ -120,10 +120,12 @@ def _queueing(row: dict) -> str | None:
     if _at_least(row, "in_flight_ratio", QUEUE_IN_FLIGHT_RATIO) and _at_least(
         row, "latency_ratio", QUEUE_LATENCY_RATIO
     ):
+        low, high = _num(row, "replicas_min"), _num(row, "replicas_max")
+        scaled = f"; replicas {low:.0f} -> {high:.0f}" if low and high and high > low else ""
         return (
             f"{_num(row, 'in_flight_requests'):.0f} requests in flight "
             f"({_num(row, 'in_flight_ratio'):.1f}x usual), latency "
-            f"{_num(row, 'latency_ratio'):.1f}x usual"
+            f"{_num(row, 'latency_ratio'):.1f}x usual{scaled}"
         )
     return None
 
@@ -184,7 +186,7 @@ RULE_METRICS = {
     "io_database": "latency_p50_seconds,latency_p95_seconds,cpu_cores",
     "llm_provider": "input_tokens,output_tokens,requests,rate_limited_requests,operation_seconds",
     "network": "network_util",
-    "queueing": "in_flight_requests,latency_p50_seconds,latency_p95_seconds",
+    "queueing": "in_flight_requests,latency_p50_seconds,latency_p95_seconds,replicas",
 }
 
 

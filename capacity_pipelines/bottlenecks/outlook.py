@@ -282,7 +282,7 @@ def read_inputs(
     args = [as_of - timedelta(days=history_days), as_of]
     tables = {
         name: _read(con, f"SELECT * FROM {name} WHERE ts > ? AND ts <= ?", args)
-        for name in ("container_usage", "service_traffic", "llm_token_usage")
+        for name in ("container_usage", "service_traffic", "llm_token_usage", "workload_replicas")
     }
     runway = _read(
         con,
@@ -291,7 +291,10 @@ def read_inputs(
         [as_of],
     )
     windows = service_windows(
-        tables["container_usage"], tables["service_traffic"], tables["llm_token_usage"]
+        tables["container_usage"],
+        tables["service_traffic"],
+        tables["llm_token_usage"],
+        replicas=tables["workload_replicas"],
     )
     return windows, runway if runway.height else None
 

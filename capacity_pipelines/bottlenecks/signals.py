@@ -45,6 +45,8 @@ SIGNAL_DOCS = {
     "llm_calls_in_flight": "LLM call seconds per second (needs operation_seconds).",
     "llm_latency_share": "llm_calls_in_flight / in_flight_requests: request time on the LLM.",
     "network_util_max": "Network throughput / link capacity (no metric family in the catalog).",
+    "replicas_min": "Fewest Deployment replicas in the window.",
+    "replicas_max": "Most Deployment replicas in the window.",
 }
 
 
@@ -256,11 +258,27 @@ def with_baselines(windows: pl.DataFrame) -> pl.DataFrame:
     return full.with_columns(ratios) if ratios else full
 
 
+def replica_signals(replicas: pl.DataFrame) -> pl.DataFrame:
+    """Per service and hour: fewest and most replicas (an HPA scaling out shows as a spread)."""
+    if replicas.height == 0 or "replicas" not in replicas.columns:
+        return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
+    return (
+        replicas.rename({"workload": "service"})
+        .with_columns(_hour())
+        .group_by([*KEY, "window_start"])
+        .agg(
+            pl.col("replicas").min().round(0).alias("replicas_min"),
+            pl.col("replicas").max().round(0).alias("replicas_max"),
+        )
+    )
+
+
 def service_windows(
     usage: pl.DataFrame,
     traffic: pl.DataFrame,
     tokens: pl.DataFrame,
     quota_tokens_per_minute: dict[str, float] | None = None,
+    replicas: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per service and hour with every signal the warehouse can give, plus baselines."""
     parts = [
@@ -275,6 +293,9 @@ def service_windows(
     windows = parts[0]
     for part in parts[1:]:
         windows = windows.join(part, on=[*KEY, "window_start"], how="full", coalesce=True)
+    scaled = replica_signals(replicas if replicas is not None else pl.DataFrame())
+    if "window_start" in scaled.columns:
+        windows = windows.join(scaled, on=[*KEY, "window_start"], how="left")
     llm = llm_signals(tokens, quota_tokens_per_minute)
     if "window_start" in llm.columns:
         windows = windows.join(llm, on=["service", "window_start"], how="left")
