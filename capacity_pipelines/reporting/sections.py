@@ -527,7 +527,7 @@ def recommendations_section(window: _Window) -> Section:
             "action": [str(v) for v in top["action"]],
             "impact": [usd_per_month(v) for v in top["impact_usd_month"]],
             "confidence": [_pct(v) for v in top["confidence"]],
-            "priority": [str(v) for v in top["priority"]],
+            "priority": [f"{v:.1f}" if isinstance(v, float) else str(v) for v in top["priority"]],
             "review": [str(v) for v in top["review_status"]],
             "evidence": [str(v or "") for v in top["evidence"]],
         }
