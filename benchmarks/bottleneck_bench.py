@@ -121,10 +121,10 @@ def demo_truth(labelled: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _predictions(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+def _predictions(train: pl.DataFrame, test: pl.DataFrame, hours: int) -> pl.DataFrame:
     """The outlook's prediction next to two baselines on the same origins: the rule fallback,
     and persistence (the class labelled most in the last 24 h, else none)."""
-    proba, method, _ = fit_predict(train, test)
+    proba, method, _ = fit_predict(train, test, hours)
     recent = [
         f"{r.bottleneck_class}_hours_24h"
         for r in RULES
@@ -180,7 +180,7 @@ def walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime) -> pl.
             (pl.col("origin") >= day) & (pl.col("origin") < day + timedelta(days=1))
         )
         if test.height and train.height:
-            out.append(_predictions(train, test))
+            out.append(_predictions(train, test, hours))
         day += timedelta(days=1)
     return pl.concat(out)
 
@@ -202,7 +202,7 @@ def split_in_time(labelled: pl.DataFrame, hours: int, share: float) -> pl.DataFr
     test = features.filter(pl.col("origin") >= pl.col("split"))
     if test.height == 0:
         return pl.DataFrame(schema={"service": pl.Utf8})
-    return _predictions(train, test)
+    return _predictions(train, test, hours)
 
 
 def episodes(labelled: pl.DataFrame) -> pl.DataFrame:

@@ -6,12 +6,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from capacity_pipelines.bottlenecks.classifier import BottleneckClassifier, rules_predict
+from capacity_pipelines.bottlenecks.classifier import (
+    BottleneckClassifier,
+    most_likely,
+    rules_predict,
+)
 from capacity_pipelines.bottlenecks.features import feature_columns, origin_features
 from capacity_pipelines.bottlenecks.labels import available_classes, label_windows
 from capacity_pipelines.bottlenecks.outlook import (
+    VALIDATION_SHARE,
     build_outlook,
     evaluate,
+    model_or_rules,
     probability_problems,
     unexplained,
 )
@@ -405,3 +411,24 @@ def test_queueing_evidence_names_a_scale_out():
     )
     assert cls == "queueing"
     assert evidence == "358 requests in flight (4.0x usual), latency 2.0x usual; replicas 2 -> 5"
+
+
+def test_model_or_rules_follows_the_latest_training_origins_and_says_why():
+    features = origin_features(label_windows(_history()), 24)
+    train = features.filter(pl.col("target").is_not_null())
+    method, why = model_or_rules(train, 24)
+    # Re-derive the documented rule: score both on the latest quarter of the training origins.
+    first, last = train["origin"].min(), train["origin"].max()
+    cut = first + (last - first) * (1 - VALIDATION_SHARE)
+    earlier = train.filter(pl.col("origin") + pl.duration(hours=24) <= cut)
+    recent = train.filter(pl.col("origin") >= cut)
+    truth = recent["target"].to_list()
+    model = BottleneckClassifier().fit(earlier).predict_proba(recent)
+    by_model = evaluate(truth, most_likely(model).to_list(), "lightgbm").macro_f1
+    by_rules = evaluate(truth, most_likely(rules_predict(recent)).to_list(), "rules").macro_f1
+    assert method == ("rules" if by_rules > by_model else "lightgbm")
+    assert f"model {by_model:.2f}, rules {by_rules:.2f}" in why
+    assert model_or_rules(train, 24) == (method, why)  # deterministic
+    # Too little history before the validation cut: the model is used, and the note says so.
+    short = train.filter(pl.col("origin") >= last - timedelta(days=2))
+    assert model_or_rules(short, 24)[1].startswith("model used without a validation split")

@@ -37,6 +37,7 @@ from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, H
 
 EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
 HISTORY_DAYS = 28  # labelled history the asset trains on: the demo's four weeks
+VALIDATION_SHARE = 0.25  # latest share of training origins that chooses model or rules
 RUNWAY_CLASS = {"workload_cpu": "cpu", "workload_memory": "memory"}
 
 
@@ -98,13 +99,45 @@ def evaluate(truth: list[str], predicted: list[str], method: str) -> Evaluation:
     )
 
 
-def fit_predict(train: pl.DataFrame, test: pl.DataFrame) -> tuple[pl.DataFrame, str, list[str]]:
-    """Probabilities for `test` from a model trained on `train`, or from the rules if too thin."""
+def model_or_rules(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
+    """Which of the model and the rules to trust at this horizon, and why.
+
+    The model is fitted on the earlier training origins and both are scored on the latest
+    `VALIDATION_SHARE` of them (a time split, with the horizon as a gap, never the test data):
+    a model that cannot beat the rules on its own recent past should not replace them.
+    """
+    first, last = train["origin"].min(), train["origin"].max()
+    cut = first + (last - first) * (1 - VALIDATION_SHARE)
+    earlier = train.filter(pl.col("origin") + pl.duration(hours=horizon_hours) <= cut)
+    recent = train.filter(pl.col("origin") >= cut)
+    if recent.height == 0 or not trainable(earlier)[0]:
+        return "lightgbm", "model used without a validation split (too little history)"
+    truth = recent["target"].to_list()
+    model = BottleneckClassifier().fit(earlier)
+    by_model = evaluate(truth, most_likely(model.predict_proba(recent)).to_list(), "lightgbm")
+    by_rules = evaluate(truth, most_likely(rules_predict(recent)).to_list(), "rules")
+    verdict = (
+        f"macro-F1 on the latest {VALIDATION_SHARE:.0%} of training origins: model "
+        f"{by_model.macro_f1:.2f}, rules {by_rules.macro_f1:.2f}"
+    )
+    if by_rules.macro_f1 > by_model.macro_f1:
+        return "rules", f"rules chosen ({verdict})"
+    return "lightgbm", f"model chosen ({verdict})"
+
+
+def fit_predict(
+    train: pl.DataFrame, test: pl.DataFrame, horizon_hours: int = HORIZONS["24h"]
+) -> tuple[pl.DataFrame, str, list[str]]:
+    """Probabilities for `test` from a model trained on `train`, or from the rules when the
+    history is too thin or the rules did better on the latest training origins."""
     ok, why = trainable(train)
     if not ok:
         return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
+    method, why = model_or_rules(train, horizon_hours)
+    if method == "rules":
+        return rules_predict(test), "rules", [why]
     model = BottleneckClassifier().fit(train)
-    return model.predict_proba(test), "lightgbm", model.notes
+    return model.predict_proba(test), "lightgbm", [*model.notes, why]
 
 
 def _with_origin_rows(labelled: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
@@ -207,7 +240,7 @@ def build_outlook(
         train = features.filter(pl.col("target").is_not_null())
         now = features.filter(pl.col("origin") == as_of)
         now = _runway_columns(runway, now)
-        proba, method, model_notes = fit_predict(train, now)
+        proba, method, model_notes = fit_predict(train, now, hours)
         notes += [f"{horizon}: {n}" for n in model_notes]
         predicted = most_likely(proba).to_list()
         for i, row in enumerate(now.iter_rows(named=True)):
