@@ -136,7 +136,10 @@ def validate_history(history: pl.DataFrame, source: str = "history",
     bad_values = frame.filter(pl.col("value").is_null() | ~pl.col("value").is_finite()).height
     if bad_values and not allow_missing_values:
         raise HistoryError(f"{source}: column 'value' has {bad_values} null/NaN/inf values")
-    huge = frame.filter(pl.col("value").abs() > MAX_PLAUSIBLE_VALUE).height
+    # Polars orders NaN above every number: only finite values can be "huge".
+    huge = frame.filter(
+        pl.col("value").is_finite() & (pl.col("value").abs() > MAX_PLAUSIBLE_VALUE)
+    ).height
     if huge:
         raise HistoryError(f"{source}: column 'value' has {huge} values beyond "
                            f"±{MAX_PLAUSIBLE_VALUE:.0e} (a unit or export error?)")
