@@ -104,7 +104,7 @@ def main() -> None:
     end = START + timedelta(days=args.days)
     grid = evaluation_grid(start, end, 60)
     settings_kw = dict(concurrency=args.concurrency, timeout_s=120)
-    chunks = grid_chunks(grid, PrometheusSettings(url="x").max_points)
+    chunks = grid_chunks(grid, PrometheusSettings(url="x").points_per_request(60))
     jobs = [
         (render_promql(table, q, 60, 300), float(c[0]), float(c[-1]))
         for q in table.columns

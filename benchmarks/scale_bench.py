@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -96,6 +96,29 @@ def run_stage(env: dict[str, str], assets: list[str], first: date, last: date) -
     }
 
 
+def request_cost(url: str, days: tuple[int, ...] = (1, 7, 21)) -> list[dict]:
+    """One `container_usage` column over 1, 7 and 21 days in a single request, alone on the
+    server: why the client cuts ranges into day-long requests (CAPACITY_PROMETHEUS_CHUNK_HOURS)."""
+    import requests
+
+    from capacity_pipelines.catalog import load_catalog, render_promql
+
+    catalog = load_catalog()
+    table = catalog.table("container_usage")
+    promql = render_promql(table, table.columns[0], 300, 300)
+    start = datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp()
+    out = []
+    for n in days:
+        params = {"query": promql, "start": start, "end": start + n * 86_400 - 300, "step": "300s"}
+        began = time.perf_counter()
+        answer = requests.get(f"{url}/api/v1/query_range", params=params, timeout=600)
+        answer.raise_for_status()
+        seconds = time.perf_counter() - began
+        series = answer.content.count(b'"metric":')
+        out.append({"days": n, "seconds": seconds, "bytes": len(answer.content), "series": series})
+    return out
+
+
 def prepare(size: int, root: Path, interval: int) -> dict:
     """Build, write and backfill the fleet once; later runs reuse the TSDB."""
     stamp = root / "fleet.json"
@@ -157,15 +180,31 @@ def markdown(runs: list[dict], commit: str) -> str:
         "",
         "History (3 weeks of extraction before the timed week, not part of the weekly run):",
         "",
-        "| containers | seconds | peak memory |",
-        "|---:|---:|---:|",
+        "| containers | seconds | peak memory | warehouse after 4 weeks |",
+        "|---:|---:|---:|---:|",
     ]
     for r in runs:
         h = r["history"]
         lines.append(
             f"| {r['fleet']['containers']:,} | {h['seconds']:.0f}{'' if h['ok'] else ' (failed)'} "
-            f"| {h['peak_rss_bytes'] / 1024**3:.2f} GiB |"
+            f"| {h['peak_rss_bytes'] / 1024**3:.2f} GiB "
+            f"| {r.get('warehouse_bytes', 0) / 1024**2:,.0f} MiB |"
         )
+    lines += [
+        "",
+        "One request for one `container_usage` column (CPU cores of every container), alone on "
+        "the server, by the span it covers (why the client asks for one day per request, "
+        "`CAPACITY_PROMETHEUS_CHUNK_HOURS`, default 24):",
+        "",
+        "| containers | span | series | seconds | answer MB | seconds per day |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        for c in r.get("request_cost", []):
+            lines.append(
+                f"| {r['fleet']['containers']:,} | {c['days']} d | {c['series']:,} "
+                f"| {c['seconds']:.1f} | {c['bytes'] / 1e6:.0f} | {c['seconds'] / c['days']:.2f} |"
+            )
     header = " | ".join(f"{n:,} s / GiB" for n in sizes)
     lines += [
         "",
@@ -264,6 +303,7 @@ def main() -> int:
                 "CAPACITY_PARTITIONS_START": FIRST_DAY.isoformat(),
             }
             env.pop("DAGSTER_HOME", None)
+            requests_cost = request_cost(server.url)
             history = run_stage(env, ingest, history_first, history_last)
             print(f"  history: {history['seconds']:.0f} s ok={history['ok']}", flush=True)
             if not history["ok"]:
@@ -279,7 +319,18 @@ def main() -> int:
                 )
                 if not stage["ok"]:
                     print(stage["output"], flush=True)
-        runs.append({"fleet": fleet, "history": history, "week": week})
+        # Where one DuckDB file stops is a question of size and of writers: record the size.
+        warehouse = home / "warehouse.duckdb"
+        size_bytes = warehouse.stat().st_size if warehouse.exists() else 0
+        runs.append(
+            {
+                "fleet": fleet,
+                "history": history,
+                "week": week,
+                "warehouse_bytes": size_bytes,
+                "request_cost": requests_cost,
+            }
+        )
     if args.prepare_only:
         return 0
     commit = subprocess.run(

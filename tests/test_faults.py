@@ -225,7 +225,12 @@ def test_transient_faults_are_retried_and_give_the_undisturbed_rows(fleet, fault
 @pytest.mark.parametrize(
     ("fault", "options", "message"),
     [
-        ("delay", {"delay_s": 1.5}, "unreachable after 2 retries: ConnectionError"),
+        (
+            "delay",
+            {"delay_s": 1.5},
+            "unreachable after 2 retries (a heavy query: lower CAPACITY_PROMETHEUS_CHUNK_HOURS "
+            "or raise CAPACITY_PROMETHEUS_TIMEOUT): ConnectionError",
+        ),
         ("drop", {}, "unreachable after 2 retries: ConnectionError"),
         ("truncate", {}, "answered badly 3 times (2 retries): answer cut short"),
         (
@@ -383,6 +388,21 @@ def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypa
     assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == 1234
     ops = (REPO_ROOT / "docs" / "operations.md").read_text()
     assert "CAPACITY_MAX_SERIES_PER_QUERY" in ops and f"{DEFAULT_MAX_SERIES:,}" in ops
+
+
+def test_request_span_is_a_day_by_default_and_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", raising=False)
+    settings = PrometheusSettings.from_env(url="http://127.0.0.1:9")
+    assert settings.points_per_request(300) == 288  # one day at 5 min
+    assert settings.points_per_request(1) == settings.max_points < 11_000  # the points cap wins
+    monkeypatch.setenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", "6")
+    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").points_per_request(60) == 360
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", bad)
+        with pytest.raises(SourceError, match="CAPACITY_PROMETHEUS_CHUNK_HOURS must be a positive"):
+            PrometheusSettings.from_env(url="http://127.0.0.1:9")
+    ops = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert "CAPACITY_PROMETHEUS_CHUNK_HOURS" in ops
 
 
 # --- hostile labels and secrets ----------------------------------------------------------------

@@ -59,11 +59,16 @@ def test_long_range_matches_file_extraction(long_fleet):
     catalog = dataclasses.replace(load_catalog(), step_seconds=60, rate_window_seconds=300)
     start, end = START, datetime(2026, 9, 9, 12, tzinfo=UTC)  # 12,240 steps: chunked
     from_file = extract_table(FileSource([export]), catalog, "container_usage", start, end)
-    source = PrometheusSource(PrometheusSettings(url=server.url, max_points=5000))
-    from_prom = extract_table(source, catalog, "container_usage", start, end)
+    # one request would span the whole range: the points cap alone chunks it
+    settings = PrometheusSettings(url=server.url, max_points=5000, chunk_s=30 * 86_400)
+    from_prom = extract_table(PrometheusSource(settings), catalog, "container_usage", start, end)
     assert from_file.expected_points > 11_000
     table = catalog.table("container_usage")
     assert_same_rows(from_file.frame, from_prom.frame, table.key, table.value_columns)
+    # the default: one request per day (ten of them, the last one short), same rows
+    by_day = PrometheusSource(PrometheusSettings(url=server.url))
+    daily = extract_table(by_day, catalog, "container_usage", start, end)
+    assert_same_rows(from_file.frame, daily.frame, table.key, table.value_columns)
     # the counter reset inside the range did not produce a negative or a spike
     assert from_prom.frame["cpu_cores"].min() >= 0
 

@@ -1,10 +1,10 @@
 """Live Prometheus source: `query_range` over a retrying HTTP session.
 
-Range queries are cut into chunks below Prometheus' 11,000-points-per-series limit and fetched
-concurrently (bounded); the HTTP session retries timeouts, dropped connections, 429 and 5xx with
-exponential backoff and jitter, honouring `Retry-After`, and an answer cut short or not valid
-JSON is asked for again as often. A chunk that still fails fails the whole fetch: the caller
-never sees (or writes) a partial window.
+Range queries are cut into chunks of at most one day (`chunk_s`), always below Prometheus'
+11,000-points-per-series limit, and fetched concurrently (bounded); the HTTP session retries
+timeouts, dropped connections, 429 and 5xx with exponential backoff and jitter, honouring
+`Retry-After`, and an answer cut short or not valid JSON is asked for again as often. A chunk
+that still fails fails the whole fetch: the caller never sees (or writes) a partial window.
 
 Answers are read as a stream and counted as they arrive: a query whose answer holds more series
 than `max_series` (a label-cardinality explosion) is abandoned before it is parsed, so memory
@@ -40,6 +40,10 @@ _SPECIAL_VALUES = {"+Inf": "inf", "-Inf": "-inf", "NaN": "nan"}  # Prometheus' J
 # 2,000 series per container query, so 20,000 leaves tenfold headroom while a label explosion
 # (a per-request label, a pod-name churn) stops before it costs gigabytes.
 DEFAULT_MAX_SERIES = 20_000
+# Time span of one request. The server's work and the answer grow with series x points, so a
+# backfill of weeks in one request times out on a large fleet, while day-long requests stay
+# small and cost no more per day (request-size table in benchmarks/results/scale.md).
+DEFAULT_CHUNK_S = 86_400.0
 _SERIES_MARKER = b'"metric":'  # opens every series object of a query_range answer
 _READ_BYTES = 1 << 20
 
@@ -59,6 +63,7 @@ class PrometheusSettings:
     retries: int = 4
     backoff_s: float = 0.5
     max_points: int = 10_000
+    chunk_s: float = DEFAULT_CHUNK_S
     concurrency: int = 4
     max_series: int = DEFAULT_MAX_SERIES
     bearer_token: str | None = None
@@ -87,6 +92,7 @@ class PrometheusSettings:
             timeout_s=float(env.get("CAPACITY_PROMETHEUS_TIMEOUT", 30)),
             retries=int(env.get("CAPACITY_PROMETHEUS_RETRIES", 4)),
             concurrency=int(env.get("CAPACITY_PROMETHEUS_CONCURRENCY", 4)),
+            chunk_s=_chunk_seconds(env.get("CAPACITY_PROMETHEUS_CHUNK_HOURS")),
             max_series=int(env.get("CAPACITY_MAX_SERIES_PER_QUERY", DEFAULT_MAX_SERIES)),
             bearer_token=env.get("CAPACITY_PROMETHEUS_TOKEN") or None,
             basic_auth=(user, password) if user and password else None,
@@ -96,6 +102,10 @@ class PrometheusSettings:
         settings.update(overrides)
         return cls(**settings)
 
+    def points_per_request(self, step_s: float) -> int:
+        """Steps per `query_range` call: `chunk_s` of them, never over `max_points`."""
+        return max(1, min(self.max_points, int(self.chunk_s // step_s)))
+
     @property
     def public_url(self) -> str:
         """The URL without any `user:password@`, for messages, logs and metadata."""
@@ -103,6 +113,22 @@ class PrometheusSettings:
 
     def __repr__(self) -> str:  # never print credentials
         return f"PrometheusSettings(url={self.public_url!r}, timeout_s={self.timeout_s})"
+
+
+def _chunk_seconds(hours: str | None) -> float:
+    """`CAPACITY_PROMETHEUS_CHUNK_HOURS` in seconds; a value that is not a positive number is
+    refused here rather than turning every request into a single point."""
+    if hours is None or not hours.strip():
+        return DEFAULT_CHUNK_S
+    try:
+        value = float(hours)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise SourceError(
+            f"CAPACITY_PROMETHEUS_CHUNK_HOURS must be a positive number, not {hours!r}"
+        )
+    return value * 3600
 
 
 def redact_url(url: str) -> str:
@@ -295,8 +321,14 @@ class PrometheusSource(MetricSource):
                 time.sleep(pause + random.uniform(0, self.settings.backoff_s))
                 continue
             except requests.RequestException as exc:
+                hint = (
+                    " (a heavy query: lower CAPACITY_PROMETHEUS_CHUNK_HOURS or raise "
+                    "CAPACITY_PROMETHEUS_TIMEOUT)"
+                    if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
+                    else ""
+                )
                 raise SourceError(
-                    f"{where} unreachable after {self.settings.retries} retries: "
+                    f"{where} unreachable after {self.settings.retries} retries{hint}: "
                     f"{type(exc).__name__}: {str(exc)[:300]}"
                 ) from None
             if len(result) > self.settings.max_series // 2:
@@ -318,7 +350,7 @@ class PrometheusSource(MetricSource):
         step_s: float,
         window_s: float,
     ) -> dict[str, SeriesPoints]:
-        chunks = grid_chunks(grid, self.settings.max_points)
+        chunks = grid_chunks(grid, self.settings.points_per_request(step_s))
         jobs = [
             (q.column, render_promql(table, q, step_s, window_s), chunk)
             for q in queries
