@@ -29,8 +29,8 @@ def test_assets_checks_jobs_and_schedules_are_listed(definitions):
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     for table in INGEST:
         assert {(table, "completeness"), (table, "non_negative"), (table, "freshness")} <= checks
-    assert definitions.resolve_job_def("daily_extraction") is not None
-    schedule = definitions.resolve_schedule_def("daily_extraction_schedule")
+    assert definitions.resolve_job_def("daily_capacity_pipeline") is not None
+    schedule = definitions.resolve_schedule_def("daily_capacity_pipeline_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone in (None, "UTC")
     for table in INGEST:
@@ -38,6 +38,57 @@ def test_assets_checks_jobs_and_schedules_are_listed(definitions):
         assert node.group_name == "ingest"
         assert node.description
         assert node.pools == {"warehouse"}
+
+
+def test_daily_job_refreshes_everything_the_weekly_report_reads(definitions):
+    """Extraction alone would leave forecasts, rightsizing and recommendations stale."""
+    graph = definitions.resolve_asset_graph()
+    job = definitions.resolve_job_def("daily_capacity_pipeline")
+    in_job = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    daily = {
+        k.to_user_string()
+        for k in graph.get_all_asset_keys()
+        if isinstance(graph.get(k).partitions_def, dg.DailyPartitionsDefinition)
+    }
+    assert {"container_usage", "load_forecasts", "recommendations", "warehouse_snapshot"} <= daily
+    assert in_job == daily
+    report = graph.get(dg.AssetKey("weekly_capacity_report"))
+    assert {k.to_user_string() for k in report.parent_keys} <= in_job
+
+
+def test_daily_job_runs_one_partition_end_to_end(definitions, tmp_path: Path):
+    """The scheduled run as the daemon launches it: one job, one partition, every asset."""
+    from capacity_pipelines.defs.ingest.schedules import daily_pipeline_job
+
+    export = tmp_path / "fleet.om"
+    start = datetime(2026, 9, 28, tzinfo=UTC)
+    write_container_fleet(
+        export, containers=3, start_s=int(start.timestamp()), days=2, interval_s=300
+    )
+    local = dg.Definitions(
+        assets=list(definitions.assets),
+        asset_checks=list(definitions.asset_checks or []),
+        jobs=[daily_pipeline_job],
+        resources=pipeline_resources(tmp_path, [export]),
+    )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = local.resolve_job_def("daily_capacity_pipeline").execute_in_process(
+            partition_key="2026-09-29", instance=instance, raise_on_error=False
+        )
+    assert result.success, [
+        e.step_failure_data.error.message
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    ]
+    done = {
+        e.asset_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+    assert {"container_usage", "container_rightsizing", "load_forecasts", "recommendations"} <= done
+    assert "weekly_capacity_report" not in done
+    con = duckdb.connect(str(tmp_path / "snap.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM container_rightsizing").fetchone()[0] > 0
 
 
 def test_extraction_has_retries_and_single_run_backfills(definitions):

@@ -83,9 +83,11 @@ def test_graphql_lists_assets_checks_jobs_and_schedules(webserver):
     assert ("weekly_capacity_report", "all_sections_available") in checks
     assert ("weekly_capacity_report", "summary_delivered") in checks
     [repo] = data["repositoriesOrError"]["nodes"]
-    assert {"daily_extraction", "weekly_capacity_report_job"} <= {j["name"] for j in repo["jobs"]}
+    assert {"daily_capacity_pipeline", "weekly_capacity_report_job"} <= {
+        j["name"] for j in repo["jobs"]
+    }
     schedules = {s["name"]: s for s in repo["schedules"]}
-    assert schedules["daily_extraction_schedule"]["cronSchedule"] == "0 2 * * *"
+    assert schedules["daily_capacity_pipeline_schedule"]["cronSchedule"] == "0 2 * * *"
     weekly = schedules["weekly_capacity_report_schedule"]
     assert (weekly["cronSchedule"], weekly["executionTimezone"]) == ("0 6 * * 1", "UTC")
 

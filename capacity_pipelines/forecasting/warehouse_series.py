@@ -172,10 +172,41 @@ class LoadForecast:
     runway: pl.DataFrame
 
 
+_QUANTILES = ("point", "p50", "p80", "p90", "p95")
+# Column types of the two tables, for a day on which nothing can be forecast yet.
+FORECAST_SCHEMA = {
+    "as_of": pl.Datetime("us"),
+    "series_id": pl.Utf8,
+    "family": pl.Utf8,
+    "ts": pl.Datetime("us"),
+    **dict.fromkeys(_QUANTILES, pl.Float64),
+    "model": pl.Utf8,
+    "interval_method": pl.Utf8,
+}
+RUNWAY_SCHEMA = {
+    "as_of": pl.Datetime("us"),
+    "series_id": pl.Utf8,
+    "family": pl.Utf8,
+    **dict.fromkeys(("peak_p50", "peak_p90", "capacity"), pl.Float64),
+    "saturation_ts": pl.Datetime("us"),
+    "runway_days": pl.Float64,
+    "clipped": pl.Boolean,
+    "note": pl.Utf8,
+}
+
+
 def forecast_load(
     series: WarehouseSeries, as_of: datetime, horizon: int = HORIZON_HOURS, workers: int = 2
 ) -> LoadForecast:
-    """Forecast every series `horizon` hours ahead; peaks, saturation against capacity, notes."""
+    """Forecast every series `horizon` hours ahead; peaks, saturation against capacity, notes.
+
+    With no series long enough yet (a new install's first days), both frames are empty: the
+    day's run goes on, and the rest of the graph works with what there is.
+    """
+    if series.history.height == 0:
+        return LoadForecast(
+            forecast=pl.DataFrame(schema=FORECAST_SCHEMA), runway=pl.DataFrame(schema=RUNWAY_SCHEMA)
+        )
     engine = CapacityForecaster(EngineSettings(workers=workers)).fit(series.history)
     forecast = engine.predict(horizon)
     as_of_naive = as_of.replace(tzinfo=None)

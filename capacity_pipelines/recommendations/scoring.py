@@ -108,10 +108,8 @@ def score_findings(
                 "roi": roi,
             }
         )
-    if not rows:
-        return pl.DataFrame(schema=SCORED_SCHEMA)
-    scored = pl.DataFrame(rows, schema=SCORED_SCHEMA)
-    return rank(scored)
+    # No findings (a new install's first days) still ranks: same columns, zero rows.
+    return rank(pl.DataFrame(rows, schema=SCORED_SCHEMA))
 
 
 def rank(scored: pl.DataFrame) -> pl.DataFrame:

@@ -13,6 +13,7 @@ from capacity_pipelines.defs.resources import WarehouseResource
 from capacity_pipelines.forecasting.warehouse_series import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
+    MIN_HISTORY_HOURS,
     RUNWAY_TABLE,
     accuracy_by_family,
     backtest_last_week,
@@ -64,7 +65,10 @@ def load_forecasts(
 ) -> dg.MaterializeResult:
     as_of, series = _read_series(context, warehouse)
     if series.history.height == 0:
-        raise dg.Failure("no series with enough history to forecast", allow_retries=False)
+        context.log.warning(
+            f"no series has {MIN_HISTORY_HOURS} hours of history yet: nothing to forecast as of "
+            f"{as_of:%Y-%m-%d}; the rest of the run goes on (see skipped_series)"
+        )
     result = forecast_load(series, as_of, workers=_workers())
     quantiles = ["point", "p50", "p80", "p90", "p95"]
     bad = result.forecast.filter(

@@ -1,15 +1,24 @@
-"""Daily extraction: yesterday's partition of every ingest asset, at 02:00 UTC."""
+"""The daily pipeline: yesterday's partition of every daily asset, at 02:00 UTC.
+
+Extraction alone is not enough: the weekly report reads forecasts, rightsizing, token costs,
+bottlenecks and recommendations from the warehouse, so the daily run refreshes everything built
+on the new day too (in graph order; the `warehouse` pool keeps writers one at a time). The
+weekly report has its own weekly partitions, job and schedule.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-daily_extraction_job = dg.define_asset_job(
-    "daily_extraction",
-    selection=dg.AssetSelection.groups("ingest"),
-    description="Extract one day of metrics into the warehouse and publish the snapshot.",
+WEEKLY_ASSETS = dg.AssetSelection.assets("weekly_capacity_report")
+
+daily_pipeline_job = dg.define_asset_job(
+    "daily_capacity_pipeline",
+    selection=dg.AssetSelection.all() - WEEKLY_ASSETS,
+    description="Extract one day of metrics, refresh the forecasts, rightsizing, token costs, "
+    "bottleneck outlook and recommendations built on it, and publish the analysts' snapshot.",
 )
 
-daily_extraction_schedule = dg.build_schedule_from_partitioned_job(
-    daily_extraction_job, hour_of_day=2, minute_of_hour=0, name="daily_extraction_schedule"
+daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+    daily_pipeline_job, hour_of_day=2, minute_of_hour=0, name="daily_capacity_pipeline_schedule"
 )
