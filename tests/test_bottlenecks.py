@@ -146,6 +146,54 @@ def test_container_signals_keep_the_saturated_container_and_its_limit():
     assert row["cpu_cores"] == pytest.approx(0.9 * 2.5)
 
 
+def test_warehouse_read_day_by_day_gives_the_signals_of_the_whole_window(tmp_path):
+    """read_inputs cuts the usage table into days to bound memory; the rows must not change."""
+    import duckdb
+
+    from capacity_pipelines.bottlenecks.outlook import read_inputs
+
+    rng = np.random.default_rng(5)
+    steps = [T0 + timedelta(minutes=5 * i) for i in range(1, 3 * 288 + 1)]  # 3 days, 5-min
+    usage = pl.DataFrame(
+        [
+            {
+                "cluster": "c",
+                "namespace": "ns",
+                "workload": workload,
+                "pod": f"{workload}-{pod}",
+                "container": "app",
+                "ts": t,
+                "cpu_cores": float(rng.uniform(0.1, 1.0)),
+                "memory_working_set_bytes": float(rng.uniform(100, 400)),
+                "cpu_throttled_ratio": float(rng.uniform(0, 0.3)),
+                "cpu_request_cores": 0.5,
+                "cpu_limit_cores": 1.0,
+                "memory_request_bytes": 200.0,
+                "memory_limit_bytes": 400.0,
+                "restarts": 0.0,
+                "oom_killed": 0.0,
+            }
+            for t in steps
+            for workload in ("api", "worker")
+            for pod in (1, 2)
+        ]
+    )
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    con.execute("CREATE TABLE container_usage AS SELECT * FROM usage")
+    as_of = T0 + timedelta(days=3)
+    windows, runway = read_inputs(con, as_of, history_days=3)
+    whole = service_windows(usage, pl.DataFrame(), pl.DataFrame())
+    key = ["namespace", "service", "window_start"]
+    assert runway is None
+    assert windows.height == whole.height == 2 * 72  # two services, 72 hours, none lost at a cut
+    got, want = windows.sort(key), whole.select(windows.columns).sort(key)
+    for column in windows.columns:
+        if got[column].dtype.is_float():
+            assert np.allclose(got[column].to_numpy(), want[column].to_numpy(), equal_nan=True)
+        else:
+            assert got[column].equals(want[column]), column
+
+
 def test_baseline_is_the_median_of_the_same_hour_on_previous_days():
     hours = 24 * 4
     in_flight = np.full(hours, 10.0)

@@ -32,7 +32,13 @@ from capacity_pipelines.bottlenecks.labels import (
     available_classes,
     label_windows,
 )
-from capacity_pipelines.bottlenecks.signals import KEY, service_windows
+from capacity_pipelines.bottlenecks.signals import (
+    KEY,
+    TRAFFIC_COLUMNS,
+    USAGE_COLUMNS,
+    container_signals_by_piece,
+    service_windows,
+)
 from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, HORIZONS
 
 EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
@@ -300,11 +306,35 @@ def _empty() -> pl.DataFrame:
     return pl.DataFrame(schema=_SCHEMA)
 
 
+# Only the columns the signals use. The 5-minute per-pod usage rows are by far the largest
+# read here (2,000 containers x 4 weeks is 12 M rows), and the pod names, cluster and requests
+# the signals never look at were most of their memory (benchmarks/results/scale.md).
+SIGNAL_COLUMNS = {
+    "container_usage": ("namespace", "workload", "container", "ts", *USAGE_COLUMNS),
+    "service_traffic": ("namespace", "service", "ts", *TRAFFIC_COLUMNS),
+    "llm_token_usage": None,  # every column: optional ones (429s, call seconds) add signals
+    "workload_replicas": ("namespace", "workload", "ts", "replicas"),
+}
+
+
 def _read(con: duckdb.DuckDBPyConnection, sql: str, args: list) -> pl.DataFrame:
     try:
         return con.execute(sql, args).pl()
     except duckdb.CatalogException:
         return pl.DataFrame()  # table not extracted (yet): its classes degrade with a note
+
+
+def _read_window(
+    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...] | None, args: list
+) -> pl.DataFrame:
+    """`table`'s rows in the window, with those of `columns` it has (a catalog may omit some)."""
+    try:
+        present = [row[0] for row in con.execute(f'DESCRIBE "{table}"').fetchall()]
+    except duckdb.CatalogException:
+        return pl.DataFrame()
+    chosen = [c for c in present if columns is None or c in columns]
+    select = ", ".join(f'"{c}"' for c in chosen)
+    return _read(con, f'SELECT {select} FROM "{table}" WHERE ts > ? AND ts <= ?', args)
 
 
 def read_inputs(
@@ -314,9 +344,18 @@ def read_inputs(
     as_of = as_of.replace(tzinfo=None)
     args = [as_of - timedelta(days=history_days), as_of]
     tables = {
-        name: _read(con, f"SELECT * FROM {name} WHERE ts > ? AND ts <= ?", args)
-        for name in ("container_usage", "service_traffic", "llm_token_usage", "workload_replicas")
+        name: _read_window(con, name, columns, args)
+        for name, columns in SIGNAL_COLUMNS.items()
+        if name != "container_usage"
     }
+    # Container signals are hourly, so day-long reads give the same rows with one day of the
+    # largest table in memory at a time instead of four weeks.
+    first = as_of - timedelta(days=history_days)
+    days = [(first + timedelta(days=d), first + timedelta(days=d + 1)) for d in range(history_days)]
+    usage_signals = container_signals_by_piece(
+        _read_window(con, "container_usage", SIGNAL_COLUMNS["container_usage"], [lo, hi])
+        for lo, hi in days
+    )
     runway = _read(
         con,
         "SELECT * FROM capacity_runway WHERE as_of = "
@@ -324,10 +363,11 @@ def read_inputs(
         [as_of],
     )
     windows = service_windows(
-        tables["container_usage"],
+        pl.DataFrame(),
         tables["service_traffic"],
         tables["llm_token_usage"],
         replicas=tables["workload_replicas"],
+        usage_signals=usage_signals,
     )
     return windows, runway if runway.height else None
 

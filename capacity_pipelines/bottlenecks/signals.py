@@ -12,6 +12,8 @@ carries the service but no namespace.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import polars as pl
 
 STEP_MINUTES = 5  # warehouse step (metric_catalog.yaml defaults.step): per-step counts -> rates
@@ -125,6 +127,15 @@ def container_signals(usage: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.col("cpu_cores").mean())
     )
     return cpu.join(memory, on=group).join(used, on=group)
+
+
+def container_signals_by_piece(pieces: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """`container_signals` of the rows of all `pieces` together, for pieces cut on hour
+    boundaries (each hour's rows in one piece): only one piece's 5-minute rows in memory."""
+    parts = [f for f in map(container_signals, pieces) if "window_start" in f.columns]
+    if not parts:
+        return container_signals(pl.DataFrame())
+    return pl.concat(parts, how="vertical_relaxed")
 
 
 def traffic_signals(traffic: pl.DataFrame) -> pl.DataFrame:
@@ -279,13 +290,15 @@ def service_windows(
     tokens: pl.DataFrame,
     quota_tokens_per_minute: dict[str, float] | None = None,
     replicas: pl.DataFrame | None = None,
+    usage_signals: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """One row per service and hour with every signal the warehouse can give, plus baselines."""
-    parts = [
-        f
-        for f in (container_signals(usage), traffic_signals(traffic))
-        if "window_start" in f.columns
-    ]
+    """One row per service and hour with every signal the warehouse can give, plus baselines.
+
+    `usage_signals` replaces `container_signals(usage)` when the caller computed it already
+    (piece by piece, to keep weeks of 5-minute per-pod rows out of memory).
+    """
+    containers = usage_signals if usage_signals is not None else container_signals(usage)
+    parts = [f for f in (containers, traffic_signals(traffic)) if "window_start" in f.columns]
     if not parts:
         return pl.DataFrame(
             schema={"namespace": pl.Utf8, "service": pl.Utf8, "window_start": pl.Datetime("us")}
