@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +63,9 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "scrape_interval.md"
+    )
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="scrape_bench_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,22 @@ def main() -> int:
         f"**60 s / 300 s extraction time: {median[60] / median[300]:.2f}x**; same warehouse rows: "
         f"{'yes' if rows[60] == rows[300] else 'NO'}.",
     ]
-    print("\n".join(lines))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    header = [
+        "# Scrape interval: 60 s against 5 min (issue 8)",
+        "",
+        "```",
+        "nice .venv/bin/python benchmarks/scrape_interval_bench.py --workdir /tmp/scrape_bench",
+        "```",
+        "",
+        f"Commit `{commit}`, {datetime.now(UTC):%Y-%m-%d}, 2-core machine, shared.",
+        "",
+    ]
+    text = "\n".join(header + lines) + "\n"
+    print(text)
+    args.out.write_text(text)
     return 0
 
 
