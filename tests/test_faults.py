@@ -390,6 +390,20 @@ def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypa
     assert "CAPACITY_MAX_SERIES_PER_QUERY" in ops and f"{DEFAULT_MAX_SERIES:,}" in ops
 
 
+def test_prometheus_special_values_decode_and_nan_is_a_gap():
+    from capacity_pipelines.sources.prometheus import _decode
+
+    result = [
+        {
+            "metric": {"namespace": "a", "pod": "p", "container": "c"},
+            "values": [[1, "1.5"], [2, "NaN"], [3, "+Inf"], [4, "-Inf"], [5, "2e3"]],
+        }
+    ]
+    points = _decode(result, ("namespace", "pod", "container")).points
+    assert points["ts"].to_list() == [1.0, 3.0, 4.0, 5.0]  # the NaN sample is a gap
+    assert points["value"].to_list() == [1.5, math.inf, -math.inf, 2000.0]
+
+
 def test_request_span_is_a_day_by_default_and_read_from_the_environment(monkeypatch):
     monkeypatch.delenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", raising=False)
     settings = PrometheusSettings.from_env(url="http://127.0.0.1:9")
