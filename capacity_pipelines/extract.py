@@ -7,6 +7,7 @@ half-open `[start, end)`, so consecutive daily partitions tile time without over
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,7 +62,15 @@ class ExtractedTable:
 
     @property
     def series_count(self) -> int:
-        return self.frame.select(self.table.key).n_unique() if self.frame.height else 0
+        return series_count(self.frame, self.table.key)
+
+
+def series_count(frame: pl.DataFrame, key: Sequence[str]) -> int:
+    """Distinct entities of a frame. Categorical keys are counted on their codes (one code per
+    value within a column), several times faster than on the strings."""
+    if frame.height == 0:
+        return 0
+    return frame.select(pl.col(k).to_physical() for k in key).n_unique()
 
 
 def _normalise(table: TableSpec, labels: pl.DataFrame, default_cluster: str) -> pl.DataFrame:
@@ -131,6 +140,9 @@ def _assemble(
     for cell, _ in cells.values():
         occupied[cell] = True
     union = np.flatnonzero(occupied)
+    # A cell's row is the number of occupied cells before it: one gather per point instead of
+    # a binary search of every point in the union.
+    row_of_cell = np.cumsum(occupied, dtype=np.int64) - 1
     del occupied
     columns: dict[str, np.ndarray] = {}
     for column in table.value_columns:
@@ -138,7 +150,7 @@ def _assemble(
             columns[column] = np.full(len(union), np.nan)
             continue
         cell, value = cells[column]
-        position = np.searchsorted(union, cell)
+        position = row_of_cell[cell]
         sums = np.bincount(position, weights=value, minlength=len(union))
         counts = np.bincount(position, minlength=len(union))
         columns[column] = np.where(counts > 0, sums, np.nan)

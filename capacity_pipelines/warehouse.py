@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from capacity_pipelines.catalog import Catalog, TableSpec
+from capacity_pipelines.extract import series_count
 
 EXTRACTION_LOG = "extraction_log"
 SCHEMA_VERSION = "schema_version"
@@ -222,7 +223,7 @@ def replace_window(
 ) -> int:
     """Atomically replace the rows of `[start, end)` with `frame`; returns rows written."""
     start, end = _naive_utc(start), _naive_utc(end)
-    series = frame.select(table.key).n_unique() if frame.height else 0
+    series = series_count(frame, table.key)
     con.execute("BEGIN TRANSACTION")
     try:
         _delete_then_insert(con, table.name, table.all_columns, start, end, frame)
