@@ -142,7 +142,8 @@ def _assemble(
     union = np.flatnonzero(occupied)
     # A cell's row is the number of occupied cells before it: one gather per point instead of
     # a binary search of every point in the union.
-    row_of_cell = np.cumsum(occupied, dtype=np.int64) - 1
+    index_type = np.int32 if occupied.size < 2**31 else np.int64  # half the memory when it fits
+    row_of_cell = np.cumsum(occupied, dtype=index_type) - 1
     del occupied
     columns: dict[str, np.ndarray] = {}
     for column in table.value_columns:

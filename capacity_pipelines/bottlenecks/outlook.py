@@ -342,7 +342,8 @@ def read_inputs(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Hourly service windows over `(as_of - history_days, as_of]` and the latest runway."""
     as_of = as_of.replace(tzinfo=None)
-    args = [as_of - timedelta(days=history_days), as_of]
+    first = as_of - timedelta(days=history_days)
+    args = [first, as_of]
     tables = {
         name: _read_window(con, name, columns, args)
         for name, columns in SIGNAL_COLUMNS.items()
@@ -350,7 +351,6 @@ def read_inputs(
     }
     # Container signals are hourly, so day-long reads give the same rows with one day of the
     # largest table in memory at a time instead of four weeks.
-    first = as_of - timedelta(days=history_days)
     days = [(first + timedelta(days=d), first + timedelta(days=d + 1)) for d in range(history_days)]
     usage_signals = container_signals_by_piece(
         _read_window(con, "container_usage", SIGNAL_COLUMNS["container_usage"], [lo, hi])
