@@ -6,7 +6,9 @@ fixed seeds) so the daily asset stays fast and two runs give the same numbers. M
 quiet, so the raw `none` probability is then calibrated (isotonic regression) on the latest
 fifth of the training origins, which the trees did not see: "no bottleneck at 0.9" should be
 right nine times in ten. Where the history holds too few labelled episodes to learn from,
-`rules_predict` gives the fallback outlook from recurrence and the memory trend.
+`rules_predict` gives the fallback outlook from recurrence and the memory trend;
+`persistence_predict` (what saturated in the last day comes back) is the third candidate the
+outlook may choose when it did best on the latest training origins.
 """
 
 from __future__ import annotations
@@ -159,6 +161,32 @@ def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
         probs = dict.fromkeys(BOTTLENECK_CLASSES, 0.0)
         if chosen:
             probs[chosen] = RULE_PROBABILITY
+            probs["none"] = 1 - RULE_PROBABILITY
+        else:
+            probs["none"] = 1.0
+        rows.append(probs)
+    return pl.DataFrame(rows, schema=dict.fromkeys(BOTTLENECK_CLASSES, pl.Float64))
+
+
+def persistence_predict(frame: pl.DataFrame) -> pl.DataFrame:
+    """Probabilities from persistence: the class labelled in most of the last 24 h, else `none`.
+
+    Services that saturate for days at a time (a VM pinned at its CPU limit, a cache holding
+    memory at the limit) are best described by "it stays as it is"; the outlook keeps this as a
+    candidate so a model or rule that does worse than it on recent history is not preferred.
+    Ties go to the earlier class in `BOTTLENECK_CLASSES`.
+    """
+    recent = [c for c in BOTTLENECK_CLASSES if f"{c}_hours_24h" in frame.columns]
+    hours = (
+        frame.select(pl.col(f"{c}_hours_24h").fill_null(0.0) for c in recent).to_numpy()
+        if recent
+        else np.zeros((frame.height, 0))
+    )
+    rows = []
+    for counts in hours:
+        probs = dict.fromkeys(BOTTLENECK_CLASSES, 0.0)
+        if counts.size and counts.max() > 0:
+            probs[recent[int(counts.argmax())]] = RULE_PROBABILITY
             probs["none"] = 1 - RULE_PROBABILITY
         else:
             probs["none"] = 1.0

@@ -1,12 +1,13 @@
 """The bottleneck outlook: per service and horizon, what breaks first, how likely, when, and why.
 
 Pipeline of pure steps: hourly signals (`signals.py`) -> USE-rule labels (`labels.py`) ->
-origin features and targets (`features.py`) -> LightGBM or the rule fallback
-(`classifier.py`) -> one row per service and horizon at `as_of`, shaped like
-`BOTTLENECK_TABLE`. The forecasting engine's runway (`capacity_runway`: when the p90 forecast of
-a workload's CPU or memory reaches its capacity) sets `expected_at` and joins the evidence when
-it agrees with the predicted class. The latest evaluation (the 24 h model trained on all but the
-last week, scored on that week's origins) goes with it, for the asset's metadata.
+origin features and targets (`features.py`) -> LightGBM, the rule fallback or persistence,
+whichever did best on the latest training origins (`classifier.py`) -> one row per service and
+horizon at `as_of`, shaped like `BOTTLENECK_TABLE`. The forecasting engine's runway
+(`capacity_runway`: when the p90 forecast of a workload's CPU or memory reaches its capacity)
+sets `expected_at` and joins the evidence when it agrees with the predicted class. The latest
+evaluation (the 24 h model trained on all but the last week, scored on that week's origins)
+goes with it, for the asset's metadata.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import polars as pl
 from capacity_pipelines.bottlenecks.classifier import (
     BottleneckClassifier,
     most_likely,
+    persistence_predict,
     rules_predict,
     trainable,
 )
@@ -43,7 +45,7 @@ from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, H
 
 EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
 HISTORY_DAYS = 28  # labelled history the asset trains on: the demo's four weeks
-VALIDATION_SHARE = 0.25  # latest share of training origins that chooses model or rules
+VALIDATION_SHARE = 0.25  # latest share of training origins that chooses the method
 RUNWAY_CLASS = {"workload_cpu": "cpu", "workload_memory": "memory"}
 
 
@@ -67,6 +69,12 @@ class Evaluation:
             for i, actual in enumerate(self.labels)
         ]
         return "\n".join([head, rule, *rows])
+
+    @property
+    def accuracy(self) -> float:
+        """Share of origins predicted right (the tie-breaker between equal macro-F1s)."""
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else 0.0
 
 
 @dataclass
@@ -105,43 +113,69 @@ def evaluate(truth: list[str], predicted: list[str], method: str) -> Evaluation:
     )
 
 
-def model_or_rules(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
-    """Which of the model and the rules to trust at this horizon, and why.
+# Candidates in order of preference: a tie goes to the earlier one.
+SIMPLE_METHODS = {"rules": rules_predict, "persistence": persistence_predict}
 
-    The model is fitted on the earlier training origins and both are scored on the latest
-    `VALIDATION_SHARE` of them (a time split, with the horizon as a gap, never the test data):
-    a model that cannot beat the rules on its own recent past should not replace them.
+
+def choose_method(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
+    """Which of the model, the rules and persistence to trust at this horizon, and why.
+
+    The model is fitted on the earlier training origins and all three are scored on the latest
+    `VALIDATION_SHARE` of each service's (a time split, with the horizon as a gap, never the
+    test data): a model that cannot beat a simple method on its own recent past should not
+    replace it, and a service pinned at its limit for days is better described by persistence
+    than by either. When the origins before the validation ones are too few to train the model
+    (a short history asked about a long horizon), the model cannot be checked, so only the two
+    simple methods compete.
     """
-    first, last = train["origin"].min(), train["origin"].max()
-    cut = first + (last - first) * (1 - VALIDATION_SHARE)
-    earlier = train.filter(pl.col("origin") + pl.duration(hours=horizon_hours) <= cut)
-    recent = train.filter(pl.col("origin") >= cut)
-    if recent.height == 0 or not trainable(earlier)[0]:
-        return "lightgbm", "model used without a validation split (too little history)"
-    truth = recent["target"].to_list()
-    model = BottleneckClassifier().fit(earlier)
-    by_model = evaluate(truth, most_likely(model.predict_proba(recent)).to_list(), "lightgbm")
-    by_rules = evaluate(truth, most_likely(rules_predict(recent)).to_list(), "rules")
-    verdict = (
-        f"macro-F1 on the latest {VALIDATION_SHARE:.0%} of training origins: model "
-        f"{by_model.macro_f1:.2f}, rules {by_rules.macro_f1:.2f}"
+    # Per service (services need not share one calendar, as in the classifier's calibration):
+    # its latest share of origins validates, the ones whose horizon ended before them train.
+    position = pl.col("origin").rank("ordinal").over(KEY) / pl.len().over(KEY)
+    train = train.with_columns(
+        pl.col("origin").filter(position > 1 - VALIDATION_SHARE).min().over(KEY).alias("_cut")
     )
-    if by_rules.macro_f1 > by_model.macro_f1:
-        return "rules", f"rules chosen ({verdict})"
-    return "lightgbm", f"model chosen ({verdict})"
+    earlier = train.filter(
+        pl.col("origin") + pl.duration(hours=horizon_hours) <= pl.col("_cut")
+    ).drop("_cut")
+    recent = train.filter(pl.col("origin") >= pl.col("_cut")).drop("_cut")
+    if recent.height == 0:
+        return "rules", "rules used: no training origins to validate on"
+    truth = recent["target"].to_list()
+    scores: dict[str, Evaluation] = {}
+    checked, why_not = trainable(earlier)
+    if checked:
+        model = BottleneckClassifier().fit(earlier)
+        scores["lightgbm"] = evaluate(
+            truth, most_likely(model.predict_proba(recent)).to_list(), "lightgbm"
+        )
+    for name, predict in SIMPLE_METHODS.items():
+        scores[name] = evaluate(truth, most_likely(predict(recent)).to_list(), name)
+    # Macro-F1 first; equal macro-F1s (few episodes in the validation origins make them common)
+    # go to the method right on more origins, then to the earlier candidate.
+    chosen = max(scores, key=lambda m: (round(scores[m].macro_f1, 9), scores[m].accuracy))
+    names = {"lightgbm": "model", "rules": "rules", "persistence": "persistence"}
+    verdict = (
+        f"on the latest {VALIDATION_SHARE:.0%} of training origins: macro-F1 "
+        + ", ".join(f"{names[m]} {e.macro_f1:.2f} ({e.accuracy:.0%} right)" for m, e in
+                    scores.items())
+    )
+    if not checked:
+        verdict += f"; the model not checked: before those origins, {why_not}"
+    return chosen, f"{names[chosen]} chosen ({verdict})"
 
 
 def fit_predict(
     train: pl.DataFrame, test: pl.DataFrame, horizon_hours: int = HORIZONS["24h"]
 ) -> tuple[pl.DataFrame, str, list[str]]:
     """Probabilities for `test` from a model trained on `train`, or from the rules when the
-    history is too thin or the rules did better on the latest training origins."""
+    history is too thin, or from whichever simple method did better on the latest training
+    origins."""
     ok, why = trainable(train)
     if not ok:
         return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
-    method, why = model_or_rules(train, horizon_hours)
-    if method == "rules":
-        return rules_predict(test), "rules", [why]
+    method, why = choose_method(train, horizon_hours)
+    if method in SIMPLE_METHODS:
+        return SIMPLE_METHODS[method](test), method, [why]
     model = BottleneckClassifier().fit(train)
     return model.predict_proba(test), "lightgbm", [*model.notes, why]
 
