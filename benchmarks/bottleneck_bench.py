@@ -41,9 +41,13 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from capacity_pipelines.bottlenecks.classifier import most_likely, rules_predict  # noqa: E402
+from capacity_pipelines.bottlenecks.classifier import (  # noqa: E402
+    most_likely,
+    persistence_predict,
+    rules_predict,
+)
 from capacity_pipelines.bottlenecks.features import origin_features  # noqa: E402
-from capacity_pipelines.bottlenecks.labels import RULES, label_windows  # noqa: E402
+from capacity_pipelines.bottlenecks.labels import label_windows  # noqa: E402
 from capacity_pipelines.bottlenecks.outlook import (  # noqa: E402
     Evaluation,
     evaluate,
@@ -125,22 +129,11 @@ def _predictions(train: pl.DataFrame, test: pl.DataFrame, hours: int) -> pl.Data
     """The outlook's prediction next to two baselines on the same origins: the rule fallback,
     and persistence (the class labelled most in the last 24 h, else none)."""
     proba, method, _ = fit_predict(train, test, hours)
-    recent = [
-        f"{r.bottleneck_class}_hours_24h"
-        for r in RULES
-        if f"{r.bottleneck_class}_hours_24h" in test.columns
-    ]
-    persistence = [
-        max(recent, key=lambda c: row[c] or 0.0).removesuffix("_hours_24h")
-        if recent and max((row[c] or 0.0) for c in recent) > 0
-        else "none"
-        for row in test.select(recent).iter_rows(named=True)
-    ]
     return test.select(*KEY, "origin", "target").with_columns(
         most_likely(proba).alias("predicted"),
         pl.lit(method).alias("method"),
         most_likely(rules_predict(test)).alias("rules"),
-        pl.Series("persistence", persistence, dtype=pl.Utf8),
+        most_likely(persistence_predict(test)).alias("persistence"),
     )
 
 
@@ -205,8 +198,15 @@ def split_in_time(labelled: pl.DataFrame, hours: int, share: float) -> pl.DataFr
     return _predictions(train, test, hours)
 
 
-def episodes(labelled: pl.DataFrame) -> pl.DataFrame:
-    """Starts of saturation episodes: a class labelled after >= 24 h without it."""
+def episodes(labelled: pl.DataFrame, per_incident: bool = False) -> pl.DataFrame:
+    """Starts of saturation episodes: a class labelled after >= 24 h without it.
+
+    With `per_incident`, the gap counts across classes: an incident starts with the first
+    labelled hour after >= 24 h without any, and takes that hour's class. That is the reading
+    the outlook's target has ("what breaks first"): a VM whose memory saturates at 09:00 and
+    its CPU at 15:00 the same day is one incident whose first bottleneck is memory, and an
+    outlook that named memory for it was right. Both counts are reported.
+    """
     rows = []
     for (namespace, service), group in labelled.sort("window_start").group_by(
         KEY, maintain_order=True
@@ -216,10 +216,11 @@ def episodes(labelled: pl.DataFrame) -> pl.DataFrame:
             cls, at = row["bottleneck_class"], row["window_start"]
             if cls == "none":
                 continue
-            previous = last_seen.get(cls)
+            key = "any" if per_incident else cls
+            previous = last_seen.get(key)
             if previous is None or at - previous > timedelta(hours=NEW_EPISODE_GAP_H):
                 rows.append({"namespace": namespace, "service": service, "start": at, "cls": cls})
-            last_seen[cls] = at
+            last_seen[key] = at
     return pl.DataFrame(
         rows,
         schema={
@@ -231,11 +232,41 @@ def episodes(labelled: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def flag_rate(labelled: pl.DataFrame, outlook_7d: pl.DataFrame) -> dict[str, int]:
+def precedents(labelled: pl.DataFrame, outlook_7d: pl.DataFrame) -> list[str]:
+    """Per scored incident: how many hours of its class were labelled anywhere before it.
+
+    A model or rule learns classes from past labels. An incident whose class was never
+    labelled before it (in any service) cannot be named ahead by anything trained on the past;
+    one whose class was seen only in other services, with nothing in its own service's recent
+    metrics, is a one-off as far as the history can tell.
+    """
+    starts = episodes(labelled, per_incident=True)
+    scored = starts.join(outlook_7d.select(*KEY, "origin"), on=KEY).filter(
+        (pl.col("origin") <= pl.col("start") - pl.duration(hours=FLAG_LEAD_H))
+        & (pl.col("origin") >= pl.col("start") - pl.duration(hours=HORIZONS["7d"]))
+    ).select(*KEY, "start", "cls").unique().sort("start")
+    lines = [
+        "| service | incident start | class | hours of that class labelled before it: "
+        "anywhere / in this service |",
+        "|---|---|---|---|",
+    ]
+    for namespace, service, start, cls in scored.iter_rows():
+        before = labelled.filter(
+            (pl.col("window_start") < start) & (pl.col("bottleneck_class") == cls)
+        )
+        own = before.filter((pl.col("namespace") == namespace) & (pl.col("service") == service))
+        lines.append(f"| {service} | {start:%Y-%m-%d %H:%M} | {cls} | {before.height} / "
+                     f"{own.height} |")
+    return [*lines, ""]
+
+
+def flag_rate(
+    labelled: pl.DataFrame, outlook_7d: pl.DataFrame, per_incident: bool = False
+) -> dict[str, int]:
     """Episodes with a held-out origin 24 h to 7 days before their start, and how many the 7-day
     outlook flagged with the right class: at the origin exactly 24 h before (`at_24h`), or at
     any origin from 7 days to 24 h before (`by_24h`), the issue's "at least 24 h before"."""
-    starts = episodes(labelled)
+    starts = episodes(labelled, per_incident)
     candidates = starts.join(outlook_7d, on=KEY, how="inner").filter(
         (pl.col("origin") <= pl.col("start") - pl.duration(hours=FLAG_LEAD_H))
         & (pl.col("origin") >= pl.col("start") - pl.duration(hours=HORIZONS["7d"]))
@@ -260,20 +291,20 @@ def flag_rate(labelled: pl.DataFrame, outlook_7d: pl.DataFrame) -> dict[str, int
     }
 
 
-def _flag_lines(title: str, flags: dict[str, int]) -> list[str]:
-    n = flags["episodes"]
-    if not n:
-        return [f"### {title}", "", "no episode with a held-out origin before it", ""]
-    return [
-        f"### {title}",
-        "",
-        f"- {n} episodes with held-out origins 7 days to 24 h before their start; flagged with "
-        f"the right class at some origin >= 24 h before: **{flags['by_24h']} "
-        f"({flags['by_24h'] / n:.0%})**",
-        f"- at the origin exactly 24 h before ({flags['with_origin_24h']} episodes have it): "
-        f"{flags['at_24h']}",
-        "",
-    ]
+def _flag_lines(title: str, flags: dict[str, int], incidents: dict[str, int]) -> list[str]:
+    lines = [f"### {title}", ""]
+    for what, f in (("episodes (per class)", flags), ("incidents (any class)", incidents)):
+        n = f["episodes"]
+        if not n:
+            lines.append(f"- {what}: none with a held-out origin before it")
+            continue
+        lines += [
+            f"- {n} {what} with held-out origins 7 days to 24 h before their start; flagged "
+            f"with the right class at some origin >= 24 h before: **{f['by_24h']} "
+            f"({f['by_24h'] / n:.0%})**; at the origin exactly 24 h before "
+            f"({f['with_origin_24h']} have it): {f['at_24h']}",
+        ]
+    return [*lines, ""]
 
 
 # --- real series --------------------------------------------------------------------------
@@ -371,15 +402,25 @@ READING = [
     "through the afternoon before each kill and dips below it in the night hours the episode "
     "window (last 6 h) covers; see the two lines under the confusion matrix.",
     "- The demo's injected CPU, database and HPA episodes are one-off events (a TLS storm, one "
-    "re-index, one test-suite run, one database incident, one busy period) with nothing in the "
-    "preceding metrics that announces them, and each class occurs once or twice in four weeks: "
-    "io_database happens once (2026-10-21), so no model trained on the past can predict it. "
-    "Only the memory leak is forecastable ahead, and memory is the class the outlook gets.",
-    "- On the real series the 24 h outlook meets the goal, but compare it with persistence on "
-    "the same origins: these series are saturated for long stretches (NAB 825cc2's CPU, the "
-    "Alibaba machines' memory), so knowing the last day is most of the answer. The 7-day split "
-    "leaves only the Bitbrains VMs (the others are shorter than 60 % + 7 days), whose "
-    "saturation is a handful of isolated hours; the flag rate rests on very few episodes.",
+    "re-index, one test-suite run, one database incident, one busy period). The precedent table "
+    "under the flag counts shows what the history held before each: queueing and io_database "
+    "were never labelled anywhere before their only incident, so no model or rule that learns "
+    "from past labels can name them ahead, and their recall is 0 for any such method; the CPU "
+    "incidents had never happened in their own service. Only the summarizer's memory leak "
+    "recurs, and both its incidents are flagged ahead. The demo's every-class-recall goal is "
+    "out of reach by construction, not by a weak model.",
+    "- Each horizon's method is chosen on the latest 25 % of each service's training origins: "
+    "the model, the rules or persistence (what saturated in the last day comes back), by "
+    "macro-F1, then accuracy. Where too few origins precede the validation ones to train the "
+    "model (a 7-day horizon on two weeks of history), the model is not checked and only the two "
+    "simple methods compete.",
+    "- On the real series the 24 h model is chosen and beats both baselines on the same "
+    "origins; these series are saturated for long stretches (NAB 825cc2's CPU, the Alibaba "
+    "machines' memory), so persistence is a strong baseline. The 7-day split leaves only the "
+    "Bitbrains VMs (the others are shorter than 60 % + 7 days), whose saturation is a handful of "
+    "isolated hours: the flag counts rest on 2 incidents (3 per-class episodes: on 2013-07-30 "
+    "vm242's memory saturates at 09:00 and its CPU at 15:00; the outlook, which names what "
+    "breaks first, named memory).",
     "- network and llm_provider cannot be established from these data (no throughput against "
     "link capacity, no 429s, no quota, no LLM call duration), so they are absent here.",
     "",
@@ -415,10 +456,10 @@ def _goal(what: str, result: pl.DataFrame) -> tuple[str, str, bool]:
     return _goal_of(what, _score(result, "target", "predicted", "outlook"))
 
 
-def _flag_goal(what: str, flags: dict[str, int]) -> tuple[str, str, bool]:
+def _flag_goal(what: str, flags: dict[str, int], unit: str) -> tuple[str, str, bool]:
     n = flags["episodes"]
     share = flags["by_24h"] / n if n else 0.0
-    return f"{what}, episodes flagged >= 24 h ahead", f"{flags['by_24h']}/{n}", share >= 0.70
+    return f"{what}, {unit} flagged >= 24 h ahead", f"{flags['by_24h']}/{n}", share >= 0.70
 
 
 def _baselines(result: pl.DataFrame) -> list[str]:
@@ -481,8 +522,15 @@ def main() -> int:
         out += _baselines(result)
         goals.append(_goal(f"demo, outlook {horizon}", result))
     flags = flag_rate(labelled, demo_outlooks["7d"])
-    out += _flag_lines("Episodes flagged ahead by the 7-day outlook (demo)", flags)
-    goals.append(_flag_goal("demo", flags))
+    incidents = flag_rate(labelled, demo_outlooks["7d"], per_incident=True)
+    out += _flag_lines("Episodes flagged ahead by the 7-day outlook (demo)", flags, incidents)
+    out += [
+        "Incidents scored above, and what the history before each held of its class:",
+        "",
+        *precedents(labelled, demo_outlooks["7d"]),
+    ]
+    goals.append(_flag_goal("demo", flags, "episodes (per class)"))
+    goals.append(_flag_goal("demo", incidents, "incidents (any class)"))
     out += ["## (b) Real series (`../shared/data`)", ""]
     if not DATA.exists():
         out += [f"{DATA} is absent: skipped.", ""]
@@ -519,8 +567,12 @@ def main() -> int:
             out += _baselines(result)
             goals.append(_goal(f"real, outlook {horizon}", result))
         flags = flag_rate(real_labelled, real_outlooks["7d"])
-        out += _flag_lines("Real saturation episodes flagged ahead by the 7-day outlook", flags)
-        goals.append(_flag_goal("real", flags))
+        incidents = flag_rate(real_labelled, real_outlooks["7d"], per_incident=True)
+        out += _flag_lines(
+            "Real saturation episodes flagged ahead by the 7-day outlook", flags, incidents
+        )
+        goals.append(_flag_goal("real", flags, "episodes (per class)"))
+        goals.append(_flag_goal("real", incidents, "incidents (any class)"))
         out += [
             "### NAB labelled anomaly windows vs cpu labels (cross-check)",
             "",

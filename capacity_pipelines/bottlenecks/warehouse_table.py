@@ -32,7 +32,8 @@ BOTTLENECK_TABLE = DerivedTable(
         "expected_at": "UTC time the saturation is expected to start (NULL: not estimated).",
         "evidence": "One line a person reads: the saturation seen or forecast behind it.",
         "metrics": "Comma-separated metrics (warehouse columns) behind the evidence.",
-        "method": "lightgbm (trained on this warehouse's labelled history) or rules (fallback).",
+        "method": "lightgbm (trained on this warehouse's labelled history), rules (fallback) or "
+        "persistence: whichever did best on the latest training origins; `note` says why.",
         "note": "Why a class could not be predicted (missing metric family), or empty.",
     },
 )

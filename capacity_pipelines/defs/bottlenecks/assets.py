@@ -34,8 +34,9 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
     description="Per service, the most likely bottleneck over the next 24 h and 7 days (cpu, "
     "memory, io_database, network, queueing, llm_provider or none) with its probability, "
     "expected start, evidence and metrics (table bottleneck_outlook). Past hours are labelled "
-    "with USE-method rules; a small LightGBM model trained on them predicts, with a rule "
-    "fallback where the history is too thin. Metadata: the outlook and the confusion matrix "
+    "with USE-method rules; per horizon, a small LightGBM model trained on them, the rule "
+    "fallback or persistence predicts, whichever did best on the latest training origins "
+    "(the rules where the history is too thin). Metadata: the outlook and the confusion matrix "
     "of the 24 h model on the latest held-out week.",
     group_name="bottlenecks",
     kinds={"lightgbm", "duckdb"},
