@@ -28,7 +28,7 @@ import pytest
 
 from capacity_pipelines import warehouse
 from capacity_pipelines.catalog import load_catalog, render_promql
-from capacity_pipelines.defs.ingest.assets import build_extraction_asset
+from capacity_pipelines.defs.ingest.assets import EXTRACTION_RETRY, build_extraction_asset
 from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
 from capacity_pipelines.extract import extract_table
 from capacity_pipelines.ingest import ingest_window
@@ -173,7 +173,10 @@ def test_prometheus_killed_then_restarted_dagster_retry_ends_identical(tmp_path:
                 os.environ.pop("CAPACITY_PROMETHEUS_RETRIES", None)
         assert restarted.is_set()
         assert result.success, "the retried run should finish once Prometheus is back"
-        assert len(retried) == 1  # the first attempt failed on the dead server and was retried
+        # The first attempt failed on the dead server and was retried. The policy's jitter can
+        # put a retry before the server is back (a 0.2 s delay was seen in CI), so one more
+        # retry is allowed; the policy's limit is not.
+        assert 1 <= len(retried) <= EXTRACTION_RETRY.max_retries
         # the undisturbed run, straight to the restarted server
         ingest_window(
             PrometheusSource(fast_settings(server.url)),
