@@ -175,7 +175,22 @@ def walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime) -> pl.
         if test.height and train.height:
             out.append(_predictions(train, test, hours))
         day += timedelta(days=1)
-    return pl.concat(out)
+    return pl.concat(out) if out else pl.DataFrame(schema={"service": pl.Utf8})
+
+
+def walk_forward_per_source(labelled: pl.DataFrame, hours: int) -> pl.DataFrame:
+    """Walk-forward on the real series, one source at a time (their calendars are years apart):
+    daily retrain from each source's eighth day, as the asset would run on it."""
+    parts = []
+    for (source,) in labelled.select("namespace").unique().sort("namespace").iter_rows():
+        own = labelled.filter(pl.col("namespace") == source)
+        first = (own["window_start"].min() + timedelta(days=7)).replace(hour=0)
+        features = origin_features(own, hours)
+        if features.height and features.filter(pl.col("target").is_not_null()).height:
+            result = walk_forward(own, hours, first)
+            if result.height:
+                parts.append(result)
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"service": pl.Utf8})
 
 
 def split_in_time(labelled: pl.DataFrame, hours: int, share: float) -> pl.DataFrame:
@@ -421,6 +436,12 @@ READING = [
     "isolated hours: the flag counts rest on 2 incidents (3 per-class episodes: on 2013-07-30 "
     "vm242's memory saturates at 09:00 and its CPU at 15:00; the outlook, which names what "
     "breaks first, named memory).",
+    "- The walk-forward protocol on the real series is harder at 24 h: most of its days have "
+    "one or two weeks of history, too few labelled episodes to train the model, so the rules "
+    "answer on most origins: memory recall 0.28, and 225 false memory alarms, all on the "
+    "Bitbrains VMs, most where memory had been labelled in the week before (the rules expect "
+    "the week's commonest class back; those VMs' memory spikes are isolated hours). At 7 "
+    "days the same protocol meets the goals and flags 4 of 5 episodes (4 of 4 incidents).",
     "- network and llm_provider cannot be established from these data (no throughput against "
     "link capacity, no 429s, no quota, no LLM call duration), so they are absent here.",
     "",
@@ -573,6 +594,34 @@ def main() -> int:
         )
         goals.append(_flag_goal("real", flags, "episodes (per class)"))
         goals.append(_flag_goal("real", incidents, "incidents (any class)"))
+        out += [
+            "### The same real series, walk-forward (second protocol)",
+            "",
+            "A second protocol on the same data: per source, retrained daily from its eighth "
+            "day, as the asset would run (early days have a week of history, so the rule "
+            "fallback answers more often). It scores more origins and more episodes than the "
+            "60 % split.",
+            "",
+        ]
+        walked = {}
+        for horizon, hours in HORIZONS.items():
+            result = walk_forward_per_source(real_labelled, hours)
+            walked[horizon] = result
+            if result.height == 0:
+                out += [f"### Outlook {horizon}, walk-forward: no series long enough", ""]
+                continue
+            out += _section(
+                f"Outlook {horizon}, walk-forward daily retrain",
+                _score(result, "target", "predicted", "walk-forward"),
+                f" ({_methods(result)})",
+            )
+            out += _baselines(result)
+            goals.append(_goal(f"real walk-forward, outlook {horizon}", result))
+        flags = flag_rate(real_labelled, walked["7d"])
+        incidents = flag_rate(real_labelled, walked["7d"], per_incident=True)
+        out += _flag_lines("Flagged ahead by the walk-forward 7-day outlook", flags, incidents)
+        goals.append(_flag_goal("real walk-forward", flags, "episodes (per class)"))
+        goals.append(_flag_goal("real walk-forward", incidents, "incidents (any class)"))
         out += [
             "### NAB labelled anomaly windows vs cpu labels (cross-check)",
             "",
