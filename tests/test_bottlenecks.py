@@ -312,6 +312,44 @@ def test_rule_fallback_projects_a_memory_trend_and_recurrence():
     assert np.allclose(probs.sum_horizontal().to_numpy(), 1.0)
 
 
+def test_rule_recurrence_is_measured_at_the_horizons_scale():
+    # `spike` throttled for one hour six days ago; `daily` every afternoon.
+    hours = 8 * 24
+    starts = [T0 + timedelta(hours=h) for h in range(hours)]
+    hour = np.arange(hours) % 24
+    spike = np.full(hours, 0.01)
+    spike[2 * 24 + 14] = 0.6
+    daily = np.where((hour >= 13) & (hour < 15), 0.6, 0.01)
+    windows = pl.concat(
+        pl.DataFrame(
+            {
+                "namespace": "ns",
+                "service": name,
+                "window_start": starts,
+                "cpu_throttled_ratio_max": values,
+                "cpu_limit_util_max": values,
+                "memory_limit_util_max": 0.3,
+            }
+        )
+        for name, values in (("spike", spike), ("daily", daily))
+    )
+    labelled = label_windows(windows)
+    predicted = {}
+    for horizon in (24, 168):
+        features = origin_features(labelled, horizon)
+        last = features.filter(pl.col("origin") == features["origin"].max()).sort("service")
+        predicted[horizon] = dict(
+            zip(last["service"], most_likely(rules_predict(last)).to_list(), strict=True)
+        )
+        # the share of the week's horizon-long blocks that held cpu
+        recurrence = dict(zip(last["service"], last["cpu_recurrence"], strict=True))
+        if horizon == 24:
+            assert recurrence["daily"] == 1.0 and recurrence["spike"] == pytest.approx(1 / 7)
+    # One spike in a week is not a daily event, but it is a weekly one.
+    assert predicted[24] == {"daily": "cpu", "spike": "none"}
+    assert predicted[168] == {"daily": "cpu", "spike": "cpu"}
+
+
 def test_outlook_falls_back_to_rules_on_thin_history_and_fills_the_table():
     windows = _history(days=2)
     outlook = build_outlook(windows, T0 + timedelta(days=2))

@@ -45,6 +45,7 @@ MIN_CLASS_ORIGINS = 6  # origins per class for the trees to learn it at all
 MIN_EPISODE_CLASSES = 1  # besides `none`: with no episode at all there is nothing to learn
 CALIBRATION_SHARE = 0.2  # latest fifth of the training origins calibrates `none`
 RULE_PROBABILITY = 0.5  # our choice: a rule's projection alone is no better than a coin flip
+RECURRENCE_SHARE = 0.5  # a class recurs within the horizon if half the last week's blocks had it
 
 
 def _matrix(features: pl.DataFrame, columns: list[str]) -> np.ndarray:
@@ -144,8 +145,10 @@ def trainable(train: pl.DataFrame) -> tuple[bool, str]:
 def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
     """Fallback probabilities: memory trending to its limit, else the last week's commonest class.
 
-    The memory projection wins (a leak is the most predictable saturation); otherwise the class
-    labelled in the most hours of the last 7 days is expected to come back.
+    The memory projection wins (a leak is the most predictable saturation); otherwise, among the
+    classes that recur at the horizon's scale (`{class}_recurrence`: in at least half of the last
+    week's horizon-long blocks, so a daily event for a 24 h outlook, any event in the week for a
+    7-day one), the one labelled in the most hours of the last 7 days is expected to come back.
     """
     rows = []
     recent = [c for c in BOTTLENECK_CLASSES if f"{c}_hours_7d" in frame.columns]
@@ -155,7 +158,12 @@ def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
         if projected is not None and projected == projected and projected >= MEMORY_LIMIT_UTIL:
             chosen = "memory"
         else:
-            counts = {c: row.get(f"{c}_hours_7d") or 0.0 for c in recent}
+            counts = {
+                c: row.get(f"{c}_hours_7d") or 0.0
+                for c in recent
+                if f"{c}_recurrence" not in row
+                or (row[f"{c}_recurrence"] or 0.0) >= RECURRENCE_SHARE
+            }
             if counts and max(counts.values()) > 0:
                 chosen = max(counts, key=lambda c: counts[c])
         probs = dict.fromkeys(BOTTLENECK_CLASSES, 0.0)

@@ -2,9 +2,10 @@
 
 At an origin hour t the classifier may only see windows before t: recent saturation (last hour,
 day, week), trends, what happened at the same time last week (a seasonal-naive forecast of the
-coming day, relative to capacity), a trend projection of memory against its limit, and the time
-of week. The target is the class of the first labelled window in `[t, t + horizon)`: what
-breaks first. `expected_at` is that window's start.
+coming day, relative to capacity), a trend projection of memory against its limit, how often
+each class recurred at the horizon's scale, and the time of week. The target is the class of
+the first labelled window in `[t, t + horizon)`: what breaks first. `expected_at` is that
+window's start.
 """
 
 from __future__ import annotations
@@ -90,11 +91,24 @@ def origin_features(labelled: pl.DataFrame, horizon_hours: int) -> pl.DataFrame:
             .clip(0.0, 2.0)
             .alias("memory_projected"),
         ]
+    # Recurrence at the horizon's own scale: the share of the last week's horizon-long blocks
+    # (7 days for a 24 h horizon, the whole week for 7 days) that held the class, over the
+    # blocks the history has. One spike last Tuesday recurs weekly, not daily.
+    block = min(horizon_hours, WEEK)
+    blocks = max(WEEK // block, 1)
     for cls in LABEL_CLASSES:
         hit = (pl.col("bottleneck_class") == cls).cast(pl.Float64)
+        in_block = [
+            hit.rolling_max(block, min_samples=1).shift(1 + k * block).over(KEY)
+            for k in range(blocks)
+        ]
+        seen = pl.sum_horizontal(b.is_not_null().cast(pl.Float64) for b in in_block)
         exprs += [
             _past(hit.rolling_sum(DAY, min_samples=1)).alias(f"{cls}_hours_24h"),
             _past(hit.rolling_sum(WEEK, min_samples=1)).alias(f"{cls}_hours_7d"),
+            pl.when(seen > 0)
+            .then(pl.sum_horizontal(b.fill_null(0.0) for b in in_block) / seen)
+            .alias(f"{cls}_recurrence"),
         ]
     return (
         frame.with_columns(exprs)
@@ -132,7 +146,15 @@ def _targets(horizon_hours: int) -> list[pl.Expr]:
 
 def feature_columns(features: pl.DataFrame) -> list[str]:
     """The model's inputs: everything `origin_features` derived, nothing from the future."""
-    derived = ("_last", "_max_24h", "_max_7d", "_last_week", "_hours_24h", "_hours_7d")
+    derived = (
+        "_last",
+        "_max_24h",
+        "_max_7d",
+        "_last_week",
+        "_hours_24h",
+        "_hours_7d",
+        "_recurrence",
+    )
     fixed = [
         "hour_of_day",
         "day_of_week",
