@@ -499,6 +499,39 @@ def _methods(frame: pl.DataFrame) -> str:
     return ", ".join(f"{m} on {n} origins" for m, n in sorted(counts.items()))
 
 
+def _outlook_sections(
+    what: str,
+    outlooks: dict[str, pl.DataFrame],
+    labelled: pl.DataFrame,
+    title: str,
+    flag_title: str,
+    protocol: str,
+) -> tuple[list[str], list[tuple[str, str, bool]]]:
+    """Report lines and goal rows for one protocol's 24 h and 7 d outlooks and its flags."""
+    lines: list[str] = []
+    goals: list[tuple[str, str, bool]] = []
+    for horizon, result in outlooks.items():
+        if result.height == 0:
+            lines += [f"### Outlook {horizon}{title}: no series long enough", ""]
+            continue
+        scored = result.filter(pl.col("target").is_not_null()).select(KEY).unique().height
+        lines += _section(
+            f"Outlook {horizon}{title}",
+            _score(result, "target", "predicted", protocol),
+            f" ({_methods(result)}"
+            + (f"; series scored: {scored}" if protocol == "time split" else "")
+            + ")",
+        )
+        lines += _baselines(result)
+        goals.append(_goal(f"{what}, outlook {horizon}", result))
+    flags = flag_rate(labelled, outlooks["7d"])
+    incidents = flag_rate(labelled, outlooks["7d"], per_incident=True)
+    lines += _flag_lines(flag_title, flags, incidents)
+    goals.append(_flag_goal(what, flags, "episodes (per class)"))
+    goals.append(_flag_goal(what, incidents, "incidents (any class)"))
+    return lines, goals
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", type=Path, help="demo warehouse (default: build one)")
@@ -533,27 +566,25 @@ def main() -> int:
     out += _section("Rule labels vs injected episodes (every service-hour)", rules_score)
     goals.append(_goal_of("demo, rule labels vs injected episodes", rules_score))
     out += _memory_disagreements(scored)
-    demo_outlooks = {}
-    for horizon, hours in HORIZONS.items():
-        result = walk_forward(labelled, hours, DEMO_FIRST_TEST_DAY)
-        demo_outlooks[horizon] = result
-        out += _section(
-            f"Outlook {horizon}, walk-forward daily retrain (targets: rule labels)",
-            _score(result, "target", "predicted", "walk-forward"),
-            f" ({_methods(result)})",
-        )
-        out += _baselines(result)
-        goals.append(_goal(f"demo, outlook {horizon}", result))
-    flags = flag_rate(labelled, demo_outlooks["7d"])
-    incidents = flag_rate(labelled, demo_outlooks["7d"], per_incident=True)
-    out += _flag_lines("Episodes flagged ahead by the 7-day outlook (demo)", flags, incidents)
+    demo_outlooks = {
+        horizon: walk_forward(labelled, hours, DEMO_FIRST_TEST_DAY)
+        for horizon, hours in HORIZONS.items()
+    }
+    lines, demo_goals = _outlook_sections(
+        "demo",
+        demo_outlooks,
+        labelled,
+        ", walk-forward daily retrain (targets: rule labels)",
+        "Episodes flagged ahead by the 7-day outlook (demo)",
+        "walk-forward",
+    )
     out += [
+        *lines,
         "Incidents scored above, and what the history before each held of its class:",
         "",
         *precedents(labelled, demo_outlooks["7d"]),
     ]
-    goals.append(_flag_goal("demo", flags, "episodes (per class)"))
-    goals.append(_flag_goal("demo", incidents, "incidents (any class)"))
+    goals += demo_goals
     out += ["## (b) Real series (`../shared/data`)", ""]
     if not DATA.exists():
         out += [f"{DATA} is absent: skipped.", ""]
@@ -574,28 +605,20 @@ def main() -> int:
             *[f"| {a} | {b} | {c} |" for a, b, c in counts.iter_rows()],
             "",
         ]
-        real_outlooks = {}
-        for horizon, hours in HORIZONS.items():
-            result = split_in_time(real_labelled, hours, REAL_TRAIN_SHARE)
-            real_outlooks[horizon] = result
-            if result.height == 0:
-                out += [f"### Outlook {horizon}: no series long enough", ""]
-                continue
-            out += _section(
-                f"Outlook {horizon}, first {REAL_TRAIN_SHARE:.0%} of each series trains",
-                _score(result, "target", "predicted", "time split"),
-                f" ({_methods(result)}; series scored: "
-                f"{result.filter(pl.col('target').is_not_null()).select(KEY).unique().height})",
-            )
-            out += _baselines(result)
-            goals.append(_goal(f"real, outlook {horizon}", result))
-        flags = flag_rate(real_labelled, real_outlooks["7d"])
-        incidents = flag_rate(real_labelled, real_outlooks["7d"], per_incident=True)
-        out += _flag_lines(
-            "Real saturation episodes flagged ahead by the 7-day outlook", flags, incidents
+        split = {
+            horizon: split_in_time(real_labelled, hours, REAL_TRAIN_SHARE)
+            for horizon, hours in HORIZONS.items()
+        }
+        lines, real_goals = _outlook_sections(
+            "real",
+            split,
+            real_labelled,
+            f", first {REAL_TRAIN_SHARE:.0%} of each series trains",
+            "Real saturation episodes flagged ahead by the 7-day outlook",
+            "time split",
         )
-        goals.append(_flag_goal("real", flags, "episodes (per class)"))
-        goals.append(_flag_goal("real", incidents, "incidents (any class)"))
+        out += lines
+        goals += real_goals
         out += [
             "### The same real series, walk-forward (second protocol)",
             "",
@@ -605,25 +628,20 @@ def main() -> int:
             "60 % split.",
             "",
         ]
-        walked = {}
-        for horizon, hours in HORIZONS.items():
-            result = walk_forward_per_source(real_labelled, hours)
-            walked[horizon] = result
-            if result.height == 0:
-                out += [f"### Outlook {horizon}, walk-forward: no series long enough", ""]
-                continue
-            out += _section(
-                f"Outlook {horizon}, walk-forward daily retrain",
-                _score(result, "target", "predicted", "walk-forward"),
-                f" ({_methods(result)})",
-            )
-            out += _baselines(result)
-            goals.append(_goal(f"real walk-forward, outlook {horizon}", result))
-        flags = flag_rate(real_labelled, walked["7d"])
-        incidents = flag_rate(real_labelled, walked["7d"], per_incident=True)
-        out += _flag_lines("Flagged ahead by the walk-forward 7-day outlook", flags, incidents)
-        goals.append(_flag_goal("real walk-forward", flags, "episodes (per class)"))
-        goals.append(_flag_goal("real walk-forward", incidents, "incidents (any class)"))
+        walked = {
+            horizon: walk_forward_per_source(real_labelled, hours)
+            for horizon, hours in HORIZONS.items()
+        }
+        lines, walked_goals = _outlook_sections(
+            "real walk-forward",
+            walked,
+            real_labelled,
+            ", walk-forward daily retrain",
+            "Flagged ahead by the walk-forward 7-day outlook",
+            "walk-forward",
+        )
+        out += lines
+        goals += walked_goals
         out += [
             "### NAB labelled anomaly windows vs cpu labels (cross-check)",
             "",
