@@ -55,7 +55,7 @@ from capacity_pipelines.bottlenecks.outlook import (  # noqa: E402
     read_inputs,
 )
 from capacity_pipelines.bottlenecks.signals import KEY  # noqa: E402
-from capacity_pipelines.bottlenecks.warehouse_table import HORIZONS  # noqa: E402
+from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, HORIZONS  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -131,6 +131,7 @@ def _predictions(train: pl.DataFrame, test: pl.DataFrame, hours: int) -> pl.Data
     proba, method, _ = fit_predict(train, test, hours)
     return test.select(*KEY, "origin", "target").with_columns(
         most_likely(proba).alias("predicted"),
+        pl.Series("probability", proba.select(BOTTLENECK_CLASSES).to_numpy().max(axis=1)),
         pl.lit(method).alias("method"),
         most_likely(rules_predict(test)).alias("rules"),
         most_likely(persistence_predict(test)).alias("persistence"),
@@ -494,6 +495,43 @@ def _baselines(result: pl.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def _reliability(result: pl.DataFrame) -> list[str]:
+    """Stated probability of the predicted class against how often it was right, per method and
+    for alarms (a bottleneck predicted) and all-clears (`none`) apart: calibrated means equal."""
+    scored = result.filter(pl.col("target").is_not_null()).with_columns(
+        (pl.col("predicted") == pl.col("target")).alias("right"),
+        pl.when(pl.col("predicted") == "none")
+        .then(pl.lit("none"))
+        .otherwise(pl.lit("alarm"))
+        .alias("kind"),
+    )
+    table = (
+        scored.group_by("method", "kind")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("probability").mean().alias("stated"),
+            pl.col("right").mean().alias("right"),
+        )
+        .sort("method", "kind")
+    )
+    gap = float(
+        (table["n"] * (table["stated"] - table["right"]).abs()).sum() / max(table["n"].sum(), 1)
+    )
+    return [
+        "Calibration (stated probability of the predicted class vs share right):",
+        "",
+        "| method | predicted | origins | stated | right |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {m} | {k} | {n} | {stated:.2f} | {right:.2f} |"
+            for m, k, n, stated, right in table.iter_rows()
+        ],
+        "",
+        f"- gap |stated - right|, weighted by origins: **{gap:.3f}**",
+        "",
+    ]
+
+
 def _methods(frame: pl.DataFrame) -> str:
     counts = dict(frame.group_by("method").len().iter_rows())
     return ", ".join(f"{m} on {n} origins" for m, n in sorted(counts.items()))
@@ -523,6 +561,7 @@ def _outlook_sections(
             + ")",
         )
         lines += _baselines(result)
+        lines += _reliability(result)
         goals.append(_goal(f"{what}, outlook {horizon}", result))
     flags = flag_rate(labelled, outlooks["7d"])
     incidents = flag_rate(labelled, outlooks["7d"], per_incident=True)

@@ -17,6 +17,7 @@ from capacity_pipelines.bottlenecks.labels import available_classes, label_windo
 from capacity_pipelines.bottlenecks.outlook import (
     VALIDATION_SHARE,
     build_outlook,
+    calibrated,
     choose_method,
     evaluate,
     probability_problems,
@@ -543,6 +544,28 @@ def test_choose_method_follows_the_latest_training_origins_and_says_why():
     method, why = choose_method(short, 24)
     assert method in ("rules", "persistence")
     assert "the model not checked: before those origins" in why
+
+
+def test_simple_methods_state_how_often_they_were_right_on_the_validation_origins():
+    def always_cpu(frame: pl.DataFrame) -> pl.DataFrame:
+        probs = {c: [0.0] * frame.height for c in BOTTLENECK_CLASSES}
+        probs["cpu"] = [0.5] * frame.height
+        probs["none"] = [0.5] * frame.height
+        return pl.DataFrame(probs)
+
+    recent = pl.DataFrame({"target": ["cpu", "cpu", "cpu", "none"]})
+    probs = calibrated(always_cpu, recent, pl.DataFrame({"target": [None, None]}))
+    # right 3 times in 4, plus one pseudo-count on cpu and one on none: 4/6 and 2/6
+    assert probs["cpu"].to_list() == pytest.approx([4 / 6] * 2)
+    assert probs["none"].to_list() == pytest.approx([2 / 6] * 2)
+    assert probs.select(BOTTLENECK_CLASSES).sum_horizontal().to_list() == pytest.approx([1, 1])
+    # Wrong most of the time: `none` becomes the most likely class.
+    wrong = pl.DataFrame({"target": ["none", "none", "none", "cpu"]})
+    assert most_likely(calibrated(always_cpu, wrong, recent.head(1))).to_list() == ["none"]
+    # A class the method never predicted on the validation origins keeps its own probabilities.
+    never = calibrated(persistence_predict, pl.DataFrame({"target": ["none"]}).with_columns(
+        pl.lit(0.0).alias("cpu_hours_24h")), pl.DataFrame({"cpu_hours_24h": [3.0]}))
+    assert never["cpu"].to_list() == [0.5] and never["none"].to_list() == [0.5]
 
 
 def test_persistence_expects_what_saturated_most_in_the_last_day():

@@ -13,6 +13,7 @@ goes with it, for the asset's metadata.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -117,6 +118,53 @@ def evaluate(truth: list[str], predicted: list[str], method: str) -> Evaluation:
 SIMPLE_METHODS = {"rules": rules_predict, "persistence": persistence_predict}
 
 
+def validation_split(
+    train: pl.DataFrame, horizon_hours: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Earlier and recent training origins: per service (services need not share one calendar,
+    as in the classifier's calibration), its latest `VALIDATION_SHARE` of origins validate, and
+    the ones whose horizon ended before them train."""
+    position = pl.col("origin").rank("ordinal").over(KEY) / pl.len().over(KEY)
+    train = train.with_columns(
+        pl.col("origin").filter(position > 1 - VALIDATION_SHARE).min().over(KEY).alias("_cut")
+    )
+    earlier = train.filter(
+        pl.col("origin") + pl.duration(hours=horizon_hours) <= pl.col("_cut")
+    ).drop("_cut")
+    recent = train.filter(pl.col("origin") >= pl.col("_cut")).drop("_cut")
+    return earlier, recent
+
+
+def calibrated(
+    predict: Callable[[pl.DataFrame], pl.DataFrame], recent: pl.DataFrame, test: pl.DataFrame
+) -> pl.DataFrame:
+    """A simple method's probabilities, measured on the validation origins.
+
+    The rules and persistence name one class; alone, their stated 0.5 (or 1.0 for `none`) says
+    nothing about how often that is right. Here each predicted class gets the distribution of
+    what actually followed when the method predicted it on `recent` (one pseudo-count on the
+    predicted class and on `none`, so a handful of origins cannot give 0 or 1). When a predicted
+    class was never predicted there, the method's own probabilities stand. A class right less
+    often than `none` followed it stops being the most likely one: that is calibration, as the
+    model's `none` is.
+    """
+    said = most_likely(predict(recent)).to_list()
+    followed: dict[str, dict[str, float]] = {}
+    for predicted, actual in zip(said, recent["target"].to_list(), strict=True):
+        counts = followed.setdefault(predicted, {predicted: 1.0, "none": 1.0})
+        counts[actual] = counts.get(actual, 0.0) + 1.0
+    raw = predict(test)
+    rows = []
+    for predicted, own in zip(most_likely(raw).to_list(), raw.iter_rows(named=True), strict=True):
+        counts = followed.get(predicted)
+        if counts is None:
+            rows.append(own)
+            continue
+        total = sum(counts.values())
+        rows.append({c: counts.get(c, 0.0) / total for c in BOTTLENECK_CLASSES})
+    return pl.DataFrame(rows, schema=dict.fromkeys(BOTTLENECK_CLASSES, pl.Float64))
+
+
 def choose_method(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
     """Which of the model, the rules and persistence to trust at this horizon, and why.
 
@@ -128,16 +176,7 @@ def choose_method(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
     (a short history asked about a long horizon), the model cannot be checked, so only the two
     simple methods compete.
     """
-    # Per service (services need not share one calendar, as in the classifier's calibration):
-    # its latest share of origins validates, the ones whose horizon ended before them train.
-    position = pl.col("origin").rank("ordinal").over(KEY) / pl.len().over(KEY)
-    train = train.with_columns(
-        pl.col("origin").filter(position > 1 - VALIDATION_SHARE).min().over(KEY).alias("_cut")
-    )
-    earlier = train.filter(
-        pl.col("origin") + pl.duration(hours=horizon_hours) <= pl.col("_cut")
-    ).drop("_cut")
-    recent = train.filter(pl.col("origin") >= pl.col("_cut")).drop("_cut")
+    earlier, recent = validation_split(train, horizon_hours)
     if recent.height == 0:
         return "rules", "rules used: no training origins to validate on"
     truth = recent["target"].to_list()
@@ -175,7 +214,8 @@ def fit_predict(
         return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
     method, why = choose_method(train, horizon_hours)
     if method in SIMPLE_METHODS:
-        return SIMPLE_METHODS[method](test), method, [why]
+        _, recent = validation_split(train, horizon_hours)
+        return calibrated(SIMPLE_METHODS[method], recent, test), method, [why]
     model = BottleneckClassifier().fit(train)
     return model.predict_proba(test), "lightgbm", [*model.notes, why]
 
