@@ -441,10 +441,16 @@ READING = [
     "one or two weeks of history, too few labelled episodes to train the model, so the rules "
     "answer on most origins. Memory recall is 0.26: the Bitbrains VMs' memory saturations are "
     "isolated hours with nothing ahead of them, and the rules' memory-trend projection raises "
-    "99 false memory alarms there. Recurrence is measured at the horizon's scale (a class in "
+    "false memory alarms there (64). Recurrence is measured at the horizon's scale (a class in "
     "half the week's horizon-long blocks): counting any hour of the last week, as before, the "
     "rules raised 225 false alarms on the same origins and the outlook scored 0.659. At 7 days "
     "the same protocol meets the goals and flags 4 of 5 episodes (4 of 4 incidents).",
+    "- Calibration: when the rules or persistence answer, each predicted class carries the "
+    "distribution of what followed that prediction on the validation origins (the model's own "
+    "`none` is calibrated the same way). With the fixed 0.5 / 1.0 they stated before, the "
+    "weighted gap between stated probability and share right was 0.037 / 0.211 (demo 24 h / "
+    "7 d), 0.020 / 0.087 (real split) and 0.023 / 0.111 (real walk-forward), measured with "
+    "this benchmark at commit 1bed629.",
     "- network and llm_provider cannot be established from these data (no throughput against "
     "link capacity, no 429s, no quota, no LLM call duration), so they are absent here.",
     "",
