@@ -168,7 +168,7 @@ def walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime) -> pl.
     out = []
     day = first_day
     last = features["origin"].max()
-    while day <= last:
+    while last is not None and day <= last:
         train = known.filter(pl.col("origin") + pl.duration(hours=hours) <= day)
         test = features.filter(
             (pl.col("origin") >= day) & (pl.col("origin") < day + timedelta(days=1))
@@ -186,11 +186,9 @@ def walk_forward_per_source(labelled: pl.DataFrame, hours: int) -> pl.DataFrame:
     for (source,) in labelled.select("namespace").unique().sort("namespace").iter_rows():
         own = labelled.filter(pl.col("namespace") == source)
         first = (own["window_start"].min() + timedelta(days=7)).replace(hour=0)
-        features = origin_features(own, hours)
-        if features.height and features.filter(pl.col("target").is_not_null()).height:
-            result = walk_forward(own, hours, first)
-            if result.height:
-                parts.append(result)
+        result = walk_forward(own, hours, first)
+        if result.height:
+            parts.append(result)
     return pl.concat(parts) if parts else pl.DataFrame(schema={"service": pl.Utf8})
 
 

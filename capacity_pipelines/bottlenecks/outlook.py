@@ -176,7 +176,10 @@ def choose_method(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
     (a short history asked about a long horizon), the model cannot be checked, so only the two
     simple methods compete.
     """
-    earlier, recent = validation_split(train, horizon_hours)
+    return _choose(*validation_split(train, horizon_hours))
+
+
+def _choose(earlier: pl.DataFrame, recent: pl.DataFrame) -> tuple[str, str]:
     if recent.height == 0:
         return "rules", "rules used: no training origins to validate on"
     truth = recent["target"].to_list()
@@ -212,9 +215,9 @@ def fit_predict(
     ok, why = trainable(train)
     if not ok:
         return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
-    method, why = choose_method(train, horizon_hours)
+    earlier, recent = validation_split(train, horizon_hours)
+    method, why = _choose(earlier, recent)
     if method in SIMPLE_METHODS:
-        _, recent = validation_split(train, horizon_hours)
         return calibrated(SIMPLE_METHODS[method], recent, test), method, [why]
     model = BottleneckClassifier().fit(train)
     return model.predict_proba(test), "lightgbm", [*model.notes, why]
