@@ -1,8 +1,11 @@
 """Project hygiene: the README's commands, CI, lint, and the static assets folder."""
 
+import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from capacity_pipelines.paths import REPO_ROOT
@@ -45,3 +48,32 @@ def test_business_logic_does_not_import_dagster():
         and re.search(r"^\s*(import dagster|from dagster)", path.read_text(), flags=re.M)
     ]
     assert offenders == []
+
+
+def test_every_third_party_import_of_the_package_is_a_declared_dependency():
+    # CI installs the dev extras too, so a runtime import that only a dev extra (or a
+    # dependency's dependency) provides passes the tests and breaks `capacity demo` on a plain
+    # install: scikit-learn once did exactly that.
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = {
+        re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+        for d in project["dependencies"]
+    }
+    providers = importlib.metadata.packages_distributions()
+    undeclared = set()
+    for path in (REPO_ROOT / "capacity_pipelines").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "capacity_pipelines":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                if not dists & declared:
+                    undeclared.add(f"{top} ({path.relative_to(REPO_ROOT)})")
+    assert not undeclared, sorted(undeclared)
