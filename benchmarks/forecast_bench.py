@@ -415,9 +415,9 @@ def hindsight_section(scores: dict[str, Score]) -> str:
     """Per-origin MASE of every method, and the best of them chosen after seeing the actuals.
 
     The issue's goal is a mean, and a mean over few origins is at the mercy of the largest one.
-    Picking, per origin, whichever method turned out best is a bound no selection or weighting
-    learned from the past can beat by much: if it misses the goal, the goal is out of reach of
-    these methods on this set.
+    Picking, per origin, whichever method turned out best is a bound no selection among them
+    learned from the past can beat: if it misses the goal, selecting cannot reach it, and a
+    weighting would have to beat the best of them by a wide margin on the other origins.
     """
     # Per-series conformal shares the pooled run's points: one column for both.
     ran = {name: s.by_series for name, s in scores.items()
