@@ -4,18 +4,26 @@ Rules (DESIGN.md): one writer at a time; a window is rewritten with delete-then-
 transaction with explicit column lists, so a re-run never duplicates and a crash never leaves a
 hole; a consistent read-only snapshot is published for analysts after each successful run.
 Keeping all writes here is what lets the storage move (e.g. to DuckLake) later.
+
+A write session never writes the live file: it works on a copy (a *draft*) that replaces the live
+file only once DuckDB has closed it. DuckDB rewrites metadata blocks in place when it checkpoints,
+and a process killed in the middle of that write leaves a block whose checksum no longer matches,
+which makes the whole file unreadable (CI saw it: "Corrupt database file: computed checksum ...
+does not match" after a SIGKILL). With a draft, a killed session loses only its own work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import polars as pl
@@ -40,19 +48,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-@contextmanager
-def connect(
-    path: str | Path, read_only: bool = False, wait_s: float = 60.0
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse, waiting up to `wait_s` for another writer to let go of its lock."""
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Open one DuckDB file, waiting up to `wait_s` for another process to let go of its lock."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if not any(marker in str(exc) for marker in _LOCK_MARKERS):
                 raise
@@ -64,10 +65,103 @@ def connect(
                     f"{str(exc).splitlines()[0]}"
                 ) from None
             time.sleep(0.5)
+
+
+_WRITING: set[Path] = set()  # live files with a write session open in this process
+
+
+def _draft_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.draft-{os.getpid()}{path.suffix}")
+
+
+def _remove_drafts(path: Path) -> None:
+    """Drafts (and their WALs) left by killed sessions; called only under the write lock."""
+    for draft in path.parent.glob(f".{path.stem}.draft-*{path.suffix}*"):
+        draft.unlink(missing_ok=True)
+
+
+def _remove_draft(draft: Path) -> None:
+    draft.unlink(missing_ok=True)
+    draft.with_name(draft.name + ".wal").unlink(missing_ok=True)
+
+
+def _copy(source: BinaryIO, target: Path) -> None:
+    """Byte copy; `copy_file_range` shares extents where the filesystem can (XFS, btrfs)."""
+    with open(target, "wb") as dst:
+        remaining = os.fstat(source.fileno()).st_size
+        try:
+            while remaining > 0:
+                copied = os.copy_file_range(source.fileno(), dst.fileno(), remaining)
+                if copied == 0:
+                    break
+                remaining -= copied
+        except (AttributeError, OSError):  # no copy_file_range here: plain copy from the start
+            source.seek(0)
+            dst.seek(0)
+            dst.truncate()
+            shutil.copyfileobj(source, dst, 1 << 20)
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        yield con
+        os.fsync(fd)
     finally:
-        con.close()
+        os.close(fd)
+
+
+@contextmanager
+def connect(
+    path: str | Path, read_only: bool = False, wait_s: float = 60.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse, waiting up to `wait_s` for another writer to let go of its lock.
+
+    Read-only sessions open the live file. A write session holds DuckDB's own lock on the live
+    file for its whole length (so other writers, ours or a DuckDB shell, wait as before), works
+    on a draft copy, and renames the closed draft over the live file when the block exits
+    without an exception. An exception discards the draft: the session's commits are all or
+    nothing, and a process killed at any point leaves the live file as it was.
+    """
+    path = Path(path)
+    if read_only:
+        con = _open(path, True, wait_s)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
+    if path.resolve() in _WRITING:
+        raise RuntimeError(f"{path}: a write session is already open in this process")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    guard = _open(path, False, wait_s)  # DuckDB's lock on the live file: one writer at a time
+    # Closing any descriptor of a file drops the process's POSIX locks on it, DuckDB's included,
+    # so the descriptor we copy from stays open until the guard is closed.
+    live = open(path, "rb")  # noqa: SIM115
+    _WRITING.add(path.resolve())
+    draft = _draft_path(path)
+    try:
+        _remove_drafts(path)
+        if path.with_name(path.name + ".wal").exists():  # left by a writer from before drafts
+            guard.execute("CHECKPOINT")
+        _copy(live, draft)
+        con = duckdb.connect(str(draft))
+        try:
+            yield con
+        finally:
+            con.close()  # DuckDB checkpoints the draft here
+        if _crash_hook("before_swap"):
+            os._exit(3)  # test hook: a session killed after its work, before the swap
+        with open(draft, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(draft, path)
+        _fsync_directory(path.parent)
+    finally:
+        # Only our own draft: once the live file is replaced, the next writer may hold the new
+        # one's lock (ours is on the old file) and have a draft of its own.
+        _remove_draft(draft)
+        _WRITING.discard(path.resolve())
+        guard.close()
+        live.close()
 
 
 def table_ddl(table: TableSpec) -> str:

@@ -1,5 +1,6 @@
 """The warehouse write path: idempotent windows, crash safety, locks, snapshot, dictionary."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -87,6 +88,97 @@ def test_process_killed_between_delete_and_insert_keeps_previous_rows(tmp_path: 
     )
     assert proc.returncode == 3, proc.stderr  # died inside the transaction, after the DELETE
     assert _count(db) == before
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_write_session_never_writes_the_live_file(tmp_path: Path, export: Path):
+    """DuckDB rewrites metadata blocks in place when it checkpoints; a kill mid-write used to
+    leave the live file unreadable. Sessions now write a draft, swapped in when closed."""
+    db = tmp_path / "wh.duckdb"
+    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
+    before = _digest(db)
+    with warehouse.connect(db) as con:
+        con.execute("DELETE FROM container_usage")
+        con.execute("CHECKPOINT")
+        assert _digest(db) == before  # the live file is untouched while the session writes
+        assert con.execute("SELECT count(*) FROM container_usage").fetchone() == (0,)
+    assert _digest(db) != before and _count(db) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["wh.duckdb"]  # no draft left behind
+
+
+def test_a_session_killed_before_the_swap_leaves_the_live_file_as_it_was(
+    tmp_path: Path, export: Path
+):
+    db = tmp_path / "wh.duckdb"
+    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
+    before = _digest(db)
+    env = {**os.environ, "CAPACITY_TEST_CRASH_AT": "before_swap", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)],
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 3, proc.stderr  # its work was done and closed, then it died
+    assert _digest(db) == before
+    assert any(p.name.startswith(".wh.draft-") for p in tmp_path.iterdir())
+    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY2, DAY3, db)
+    assert _count(db) == 2 * 4 * 288
+    assert [p.name for p in tmp_path.iterdir()] == ["wh.duckdb"]  # the dead draft is cleaned up
+
+
+def test_an_exception_discards_the_sessions_commits(tmp_path: Path, export: Path):
+    db = tmp_path / "wh.duckdb"
+    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
+    with pytest.raises(RuntimeError, match="check failed"), warehouse.connect(db) as con:
+        con.execute("DELETE FROM container_usage")  # committed inside the session...
+        raise RuntimeError("check failed")
+    assert _count(db) == 4 * 288  # ...but the session failed, so none of it is published
+
+
+def test_a_nested_write_session_in_one_process_is_refused(tmp_path: Path):
+    db = tmp_path / "wh.duckdb"
+    with (
+        warehouse.connect(db),
+        pytest.raises(RuntimeError, match="already open"),
+        warehouse.connect(db),
+    ):
+        pass
+    with warehouse.connect(db) as con:  # and the refusal released nothing it did not hold
+        assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+SLOW_WRITER = """
+import sys, time
+from capacity_pipelines import warehouse
+with warehouse.connect(sys.argv[1]) as con:
+    con.execute("CREATE TABLE IF NOT EXISTS w (who VARCHAR)")
+    con.execute("INSERT INTO w VALUES ('first')")
+    print("writing", flush=True)
+    time.sleep(2)
+"""
+
+
+def test_a_waiting_writer_builds_on_the_previous_writers_result(tmp_path: Path):
+    db = tmp_path / "wh.duckdb"
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, str(db)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert first.stdout.readline().strip() == "writing"
+        with warehouse.connect(db, wait_s=30) as con:  # waits for the first, then sees its row
+            con.execute("INSERT INTO w VALUES ('second')")
+    finally:
+        first.wait(timeout=60)
+    with warehouse.connect(db, read_only=True) as con:
+        assert sorted(con.execute("SELECT who FROM w").fetchall()) == [("first",), ("second",)]
 
 
 LOCK_SCRIPT = """

@@ -1,0 +1,274 @@
+"""Warehouse write sessions: draft-and-swap (the product) vs writing the live file in place.
+
+DuckDB rewrites metadata blocks in place when it checkpoints. A process killed while one of
+those 256 KiB writes is under way leaves a block whose checksum does not match, and the whole
+file is unreadable (CI hit it once: `tests/test_recs_cli.py::test_sigkill_during_a_rewrite_...`).
+`warehouse.connect` therefore writes a draft copy and renames it over the live file when closed.
+This benchmark measures, in one run:
+
+  exposure  for one write session (one day of container usage re-ingested), the live file's
+            256 KiB blocks that change before the session is complete, and how many of the
+            crash states "old header + first 4 KiB of one such block written" DuckDB can no
+            longer read (every table counted). In place: the blocks DuckDB rewrites; draft: the
+            live file is compared just before the swap.
+  kills     a writer that loops write sessions, SIGKILLed at a random moment, N times per mode;
+            after each kill the file must open, every table read, and the precious table
+            (standing in for review decisions) be intact.
+  cost      wall time of the same write session, alternating modes, on a small warehouse (the
+            demo's size) and a large one (the 2,000-workload fleet's size); median and ratio.
+
+    nice .venv/bin/python benchmarks/warehouse_bench.py [--kills 40] [--repeats 5]
+        [--large-mb 400] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from capacity_pipelines import warehouse  # noqa: E402
+from capacity_pipelines.catalog import load_catalog  # noqa: E402
+from capacity_pipelines.ingest import ingest_window  # noqa: E402
+from capacity_pipelines.sources import FileSource  # noqa: E402
+from tests.synthetic_fleet import write_container_fleet  # noqa: E402
+
+DAY1 = datetime(2026, 9, 28, tzinfo=UTC)
+BLOCK = 256 * 1024
+FIRST_BLOCK = 3 * 4096  # the file header and the two database headers come first
+PRECIOUS = [("rec-1", "accepted", "keep me"), ("rec-2", "rejected", "and me")]
+
+
+@contextmanager
+def in_place(path, read_only=False, wait_s=60.0):
+    """The write path before drafts: DuckDB opened on the live file."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def build(path: Path, export: Path, weeks: int) -> None:
+    """A warehouse with container usage and a precious table, grown to `weeks` of history."""
+    catalog = load_catalog()
+    ingest_window(FileSource([export]), catalog, "container_usage", DAY1, DAY1 + timedelta(1), path)
+    with warehouse.connect(path) as con:
+        con.execute("CREATE TABLE decisions (id VARCHAR, decision VARCHAR, note VARCHAR)")
+        con.executemany("INSERT INTO decisions VALUES (?, ?, ?)", PRECIOUS)
+        # older history: copies of the first day shifted back, doubling until `weeks` is reached
+        days = 1
+        while days < weeks * 7:
+            con.execute(
+                "INSERT INTO container_usage SELECT * REPLACE (ts - ? * INTERVAL 1 DAY AS ts) "
+                "FROM container_usage",
+                [days],
+            )
+            days *= 2
+
+
+def session(path: Path, export: Path, connect) -> None:
+    """One write session: re-ingest the first day (what a re-run of a partition does)."""
+    original = warehouse.connect
+    warehouse.connect = connect
+    try:
+        ingest_window(
+            FileSource([export]), load_catalog(), "container_usage", DAY1, DAY1 + timedelta(1),
+            path,
+        )  # fmt: skip
+    finally:
+        warehouse.connect = original
+
+
+def damage(path: Path) -> str | None:
+    """None when every table reads and the precious rows are intact; else what went wrong."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
+                con.execute(f'SELECT count(*) FROM "{table}"').fetchall()
+            kept = con.execute("SELECT * FROM decisions ORDER BY id").fetchall() == PRECIOUS
+            return None if kept else "decisions changed"
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0]
+
+
+def readable(path: Path) -> bool:
+    return damage(path) is None
+
+
+def blocks(data: bytes) -> list[str]:
+    return [
+        hashlib.sha256(data[i : i + BLOCK]).hexdigest()
+        for i in range(FIRST_BLOCK, len(data), BLOCK)
+    ]
+
+
+def exposure_in_place(base: Path, export: Path, work: Path) -> tuple[int, list[str]]:
+    """Blocks of the live file rewritten by one in-place session; torn states DuckDB can't read."""
+    live = work / "inplace.duckdb"
+    shutil.copyfile(base, live)
+    before = live.read_bytes()
+    session(live, export, in_place)
+    after = live.read_bytes()
+    old, new = blocks(before), blocks(after)
+    changed = [i for i in range(len(old)) if i < len(new) and old[i] != new[i]]
+    unreadable = []
+    for i in changed:
+        start = FIRST_BLOCK + i * BLOCK
+        torn = bytearray(before)
+        torn[start : start + 4096] = after[start : start + 4096]
+        state = work / "torn.duckdb"
+        state.write_bytes(bytes(torn))
+        error = damage(state)
+        if error:
+            unreadable.append(f"block at {start}: {error}")
+        state.unlink()
+    return len(changed), unreadable
+
+
+def exposure_draft(base: Path, export: Path, work: Path) -> int:
+    """Blocks of the live file changed by a draft session before its swap."""
+    live = work / "draft.duckdb"
+    shutil.copyfile(base, live)
+    before = blocks(live.read_bytes())
+    seen: list[int] = []
+    original = warehouse._crash_hook
+
+    def look(point: str) -> bool:  # called just before the swap: compare the live file then
+        if point == "before_swap":
+            now = blocks(live.read_bytes())
+            seen.append(sum(a != b for a, b in zip(before, now, strict=False)))
+        return False
+
+    warehouse._crash_hook = look
+    try:
+        session(live, export, warehouse.connect)
+    finally:
+        warehouse._crash_hook = original
+    assert len(seen) == 1, "the draft session did not reach its swap"
+    return seen[0]
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.warehouse_bench import in_place, session
+from capacity_pipelines import warehouse
+connect = in_place if sys.argv[4] == "in_place" else warehouse.connect
+print("running", flush=True)
+while True:
+    session(__import__("pathlib").Path(sys.argv[2]), __import__("pathlib").Path(sys.argv[3]),
+            connect)
+    print("done", flush=True)
+"""
+
+
+def kills(base: Path, export: Path, work: Path, mode: str, n: int, seed: int) -> int:
+    """SIGKILL a looping writer `n` times; count kills after which the file is unreadable."""
+    rng = random.Random(seed)
+    live = work / f"kill-{mode}.duckdb"
+    shutil.copyfile(base, live)
+    bad = 0
+    for _ in range(n):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(REPO), str(live), str(export), mode],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert writer.stdout.readline().strip() == "running"
+        writer.stdout.readline()  # at least one whole session done
+        time.sleep(rng.uniform(0.0, 1.0))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        if not readable(live):
+            bad += 1
+            shutil.copyfile(base, live)  # start the next kill from a good file
+    return bad
+
+
+def cost(base: Path, export: Path, work: Path, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"in_place": [], "draft": []}
+    live = work / "cost.duckdb"
+    shutil.copyfile(base, live)
+    for _ in range(repeats):
+        for mode, connect in (("in_place", in_place), ("draft", warehouse.connect)):
+            started = time.perf_counter()
+            session(live, export, connect)
+            times[mode].append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--large-mb", type=int, default=400)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="warehouse_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    export = work / "fleet.om"
+    write_container_fleet(export, containers=40, start_s=int(DAY1.timestamp()), days=1,
+                          interval_s=60)  # fmt: skip
+    small = work / "small.duckdb"
+    if not small.exists():
+        build(small, export, weeks=8)
+    print(f"duckdb {duckdb.__version__}; small warehouse {small.stat().st_size / 2**20:.1f} MiB")
+
+    changed, unreadable = exposure_in_place(small, export, work)
+    draft_changed = exposure_draft(small, export, work)
+    print("\n## Exposure: one write session (one day re-ingested), small warehouse\n")
+    print("| mode | live blocks changed before the session completes | torn states unreadable |")
+    print("|---|---:|---:|")
+    print(f"| in place | {changed} | {len(unreadable)} of {changed} |")
+    print(f"| draft | {draft_changed} | 0 of {draft_changed} (the live file is not written) |")
+    for line in unreadable:
+        print(f"\nin place, torn {line}")
+
+    print(f"\n## Kills: SIGKILL at a random moment, {args.kills} per mode\n")
+    print("| mode | kills | file unreadable or decisions lost after the kill |")
+    print("|---|---:|---:|")
+    for seed, mode in enumerate(("in_place", "draft")):
+        bad = kills(small, export, work, mode, args.kills, seed)
+        print(f"| {mode.replace('_', ' ')} | {args.kills} | {bad} |", flush=True)
+
+    large = work / "large.duckdb"
+    if not large.exists():
+        per_week = small.stat().st_size / 2**20 / (64 / 7)  # the small one holds 64 days
+        weeks = math.ceil(args.large_mb / per_week)
+        build(large, export, weeks)
+        while large.stat().st_size < args.large_mb * 2**20:
+            weeks *= 2
+            large.unlink()
+            build(large, export, weeks)
+    print(f"\n## Cost: one write session, median of {args.repeats}, alternating modes\n")
+    print("| warehouse | size MiB | in place s | draft s | draft / in place | extra s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, base in (("small", small), ("large", large)):
+        times = cost(base, export, work, args.repeats)
+        a, b = statistics.median(times["in_place"]), statistics.median(times["draft"])
+        size = base.stat().st_size / 2**20
+        print(f"| {name} | {size:.0f} | {a:.3f} | {b:.3f} | {b / a:.2f} | {b - a:+.3f} |")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
