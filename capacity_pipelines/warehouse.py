@@ -134,12 +134,13 @@ def connect(
         raise RuntimeError(f"{path}: a write session is already open in this process")
     path.parent.mkdir(parents=True, exist_ok=True)
     guard = _open(path, False, wait_s)  # DuckDB's lock on the live file: one writer at a time
-    # Closing any descriptor of a file drops the process's POSIX locks on it, DuckDB's included,
-    # so the descriptor we copy from stays open until the guard is closed.
-    live = open(path, "rb")  # noqa: SIM115
     _WRITING.add(path.resolve())
     draft = _draft_path(path)
+    live: BinaryIO | None = None
     try:
+        # Closing any descriptor of a file drops the process's POSIX locks on it, DuckDB's
+        # included, so the one we copy from stays open until the guard is closed.
+        live = open(path, "rb")  # noqa: SIM115
         _remove_drafts(path)
         if path.with_name(path.name + ".wal").exists():  # left by a writer from before drafts
             guard.execute("CHECKPOINT")
@@ -161,7 +162,8 @@ def connect(
         _remove_draft(draft)
         _WRITING.discard(path.resolve())
         guard.close()
-        live.close()
+        if live is not None:
+            live.close()
 
 
 def table_ddl(table: TableSpec) -> str:

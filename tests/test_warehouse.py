@@ -152,6 +152,25 @@ def test_a_nested_write_session_in_one_process_is_refused(tmp_path: Path):
         assert con.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_wal_left_by_an_in_place_writer_is_kept(tmp_path: Path):
+    """A file last written in place (a DuckDB shell, or this code before drafts) and killed
+    keeps its commits in the `.wal`; the next session must carry them into its draft."""
+    db = tmp_path / "wh.duckdb"
+    script = (
+        "import duckdb, os, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute(\"CREATE TABLE w AS SELECT 'in the wal' AS who\")\n"
+        "os._exit(0)\n"  # no close, no checkpoint: the commit lives only in the WAL
+    )
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True, timeout=60)
+    assert (tmp_path / "wh.duckdb.wal").exists()
+    with warehouse.connect(db) as con:
+        con.execute("INSERT INTO w VALUES ('draft')")
+    with warehouse.connect(db, read_only=True) as con:
+        assert sorted(con.execute("SELECT who FROM w").fetchall()) == [("draft",), ("in the wal",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh.duckdb"]
+
+
 SLOW_WRITER = """
 import sys, time
 from capacity_pipelines import warehouse
