@@ -171,6 +171,40 @@ def test_a_wal_left_by_an_in_place_writer_is_kept(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wh.duckdb"]
 
 
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 3 MiB tmpfs, to run out of disk for real (needs root: CI runs as root)."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_full_disk_fails_the_session_and_leaves_the_live_file(small_disk: Path):
+    db = small_disk / "wh.duckdb"
+    rows = "SELECT range AS x, md5(range::VARCHAR) AS h FROM range(40000)"
+    with warehouse.connect(db) as con:
+        con.execute(f"CREATE TABLE t AS {rows}")
+    before = _digest(db)
+    with (
+        pytest.raises(duckdb.Error, match="No space left on device"),
+        warehouse.connect(db) as con,
+    ):
+        con.execute(f"INSERT INTO t {rows}")  # the draft's growth fills the disk
+    assert _digest(db) == before
+    assert [p.name for p in small_disk.iterdir()] == ["wh.duckdb"]
+    assert _count(db, "SELECT count(*) FROM t") == 40000
+
+
 SLOW_WRITER = """
 import sys, time
 from capacity_pipelines import warehouse
