@@ -74,18 +74,23 @@ ingest_window(FileSource([sys.argv[1]]), load_catalog(), "container_usage",
 """
 
 
-def test_process_killed_between_delete_and_insert_keeps_previous_rows(tmp_path: Path, export):
-    db = tmp_path / "wh.duckdb"
-    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
-    before = _count(db)
-    env = {**os.environ, "CAPACITY_TEST_CRASH_AT": "after_delete", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
+def _ingest_crashing_at(point: str, export: Path, db: Path) -> subprocess.CompletedProcess:
+    """Run one ingestion in a child process that dies (exit 3) at the warehouse's crash hook."""
+    env = {**os.environ, "CAPACITY_TEST_CRASH_AT": point, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
         [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)],
         env=env,
         timeout=120,
         capture_output=True,
         text=True,
     )
+
+
+def test_process_killed_between_delete_and_insert_keeps_previous_rows(tmp_path: Path, export):
+    db = tmp_path / "wh.duckdb"
+    ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
+    before = _count(db)
+    proc = _ingest_crashing_at("after_delete", export, db)
     assert proc.returncode == 3, proc.stderr  # died inside the transaction, after the DELETE
     assert _count(db) == before
 
@@ -115,14 +120,7 @@ def test_a_session_killed_before_the_swap_leaves_the_live_file_as_it_was(
     db = tmp_path / "wh.duckdb"
     ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY1, DAY2, db)
     before = _digest(db)
-    env = {**os.environ, "CAPACITY_TEST_CRASH_AT": "before_swap", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)],
-        env=env,
-        timeout=120,
-        capture_output=True,
-        text=True,
-    )
+    proc = _ingest_crashing_at("before_swap", export, db)
     assert proc.returncode == 3, proc.stderr  # its work was done and closed, then it died
     assert _digest(db) == before
     assert any(p.name.startswith(".wh.draft-") for p in tmp_path.iterdir())
