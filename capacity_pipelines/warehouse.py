@@ -144,7 +144,16 @@ def connect(
         _remove_drafts(path)
         if path.with_name(path.name + ".wal").exists():  # left by a writer from before drafts
             guard.execute("CHECKPOINT")
-        _copy(live, draft)
+        try:
+            _copy(live, draft)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"{path}: could not copy the warehouse to its draft {draft.name} "
+                f"({exc.strerror}); a write session needs the file's size "
+                f"({os.fstat(live.fileno()).st_size / 2**20:.0f} MiB) free on that disk. "
+                "Nothing was written.",
+            ) from exc
         con = duckdb.connect(str(draft))
         try:
             yield con

@@ -187,19 +187,35 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", str(folder)], check=False)
 
 
-def test_a_full_disk_fails_the_session_and_leaves_the_live_file(small_disk: Path):
+def _fill(disk: Path, leave_free: int) -> None:
+    """Take all but `leave_free` bytes of the disk with a filler file."""
+    stats = os.statvfs(disk)
+    (disk / "filler").write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave_free))
+
+
+@pytest.mark.parametrize(
+    ("free_after_build", "raised", "error"),
+    [
+        (256 * 1024, OSError, "could not copy the warehouse to its draft .* free on that disk"),
+        # the copy fits; DuckDB's own write to the draft fails
+        (None, duckdb.Error, r"Could not write file .*\.wh\.draft-.*No space left on device"),
+    ],
+    ids=["while copying", "while writing"],
+)
+def test_a_full_disk_fails_the_session_and_leaves_the_live_file(
+    small_disk: Path, free_after_build, raised, error
+):
     db = small_disk / "wh.duckdb"
     rows = "SELECT range AS x, md5(range::VARCHAR) AS h FROM range(40000)"
     with warehouse.connect(db) as con:
         con.execute(f"CREATE TABLE t AS {rows}")
+    # "while writing": room for the copy plus a little, not for 40,000 more rows
+    _fill(small_disk, free_after_build or db.stat().st_size + 256 * 1024)
     before = _digest(db)
-    with (
-        pytest.raises(duckdb.Error, match="No space left on device"),
-        warehouse.connect(db) as con,
-    ):
-        con.execute(f"INSERT INTO t {rows}")  # the draft's growth fills the disk
+    with pytest.raises(raised, match=error), warehouse.connect(db) as con:
+        con.execute(f"INSERT INTO t {rows}")
     assert _digest(db) == before
-    assert [p.name for p in small_disk.iterdir()] == ["wh.duckdb"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "wh.duckdb"]
     assert _count(db, "SELECT count(*) FROM t") == 40000
 
 
