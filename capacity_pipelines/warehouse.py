@@ -9,7 +9,9 @@ A write session never writes the live file: it works on a copy (a *draft*) that 
 file only once DuckDB has closed it. DuckDB rewrites metadata blocks in place when it checkpoints,
 and a process killed in the middle of that write leaves a block whose checksum no longer matches,
 which makes the whole file unreadable (CI saw it: "Corrupt database file: computed checksum ...
-does not match" after a SIGKILL). With a draft, a killed session loses only its own work.
+does not match" after a SIGKILL). With a draft, a killed session loses only its own work. The
+one write to the live file left is folding in a WAL that an in-place writer (a DuckDB shell)
+left behind, before the copy.
 """
 
 from __future__ import annotations
