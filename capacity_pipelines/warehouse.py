@@ -132,11 +132,12 @@ def connect(
         finally:
             con.close()
         return
-    if path.resolve() in _WRITING:
+    key = path.resolve()
+    if key in _WRITING:
         raise RuntimeError(f"{path}: a write session is already open in this process")
     path.parent.mkdir(parents=True, exist_ok=True)
     guard = _open(path, False, wait_s)  # DuckDB's lock on the live file: one writer at a time
-    _WRITING.add(path.resolve())
+    _WRITING.add(key)
     draft = _draft_path(path)
     live: BinaryIO | None = None
     try:
@@ -171,7 +172,7 @@ def connect(
         # Only our own draft: once the live file is replaced, the next writer may hold the new
         # one's lock (ours is on the old file) and have a draft of its own.
         _remove_draft(draft)
-        _WRITING.discard(path.resolve())
+        _WRITING.discard(key)
         guard.close()
         if live is not None:
             live.close()
