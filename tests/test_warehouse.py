@@ -171,11 +171,11 @@ def test_a_wal_left_by_an_in_place_writer_is_kept(tmp_path: Path):
 
 @pytest.fixture()
 def small_disk(tmp_path: Path):
-    """A 3 MiB tmpfs, to run out of disk for real (needs root: CI runs as root)."""
+    """An 8 MiB tmpfs, to run out of disk for real (needs root: CI runs as root)."""
     folder = tmp_path / "small_disk"
     folder.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
         capture_output=True,
         text=True,
     )
