@@ -55,7 +55,7 @@ from capacity_pipelines.bottlenecks.outlook import (  # noqa: E402
     read_inputs,
 )
 from capacity_pipelines.bottlenecks.signals import KEY  # noqa: E402
-from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, HORIZONS  # noqa: E402
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, HORIZONS  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"

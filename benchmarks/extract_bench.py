@@ -33,11 +33,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from capacity_pipelines.catalog import format_duration, load_catalog, render_promql  # noqa: E402
-from capacity_pipelines.extract import evaluation_grid  # noqa: E402
-from capacity_pipelines.ingest import ingest_window  # noqa: E402
-from capacity_pipelines.sources import PrometheusSettings, PrometheusSource  # noqa: E402
-from capacity_pipelines.sources.prometheus import grid_chunks  # noqa: E402
+from capacity_pipelines.ingest.catalog import format_duration, load_catalog, render_promql  # noqa: E402
+from capacity_pipelines.ingest.extract import evaluation_grid  # noqa: E402
+from capacity_pipelines.ingest.sources import PrometheusSettings, PrometheusSource  # noqa: E402
+from capacity_pipelines.ingest.sources.prometheus import grid_chunks  # noqa: E402
+from capacity_pipelines.ingest.window import ingest_window  # noqa: E402
 from tests.prometheus_server import PrometheusServer, backfill  # noqa: E402
 from tests.synthetic_fleet import write_container_fleet  # noqa: E402
 

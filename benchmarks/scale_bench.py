@@ -101,7 +101,7 @@ def request_cost(url: str, days: tuple[int, ...] = (1, 7, 21)) -> list[dict]:
     server: why the client cuts ranges into day-long requests (CAPACITY_PROMETHEUS_CHUNK_HOURS)."""
     import requests
 
-    from capacity_pipelines.catalog import load_catalog, render_promql
+    from capacity_pipelines.ingest.catalog import load_catalog, render_promql
 
     catalog = load_catalog()
     table = catalog.table("container_usage")

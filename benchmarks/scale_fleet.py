@@ -1,6 +1,6 @@
 """A large fleet for the scale benchmark, built by replaying and perturbing the demo fleet.
 
-The demo fleet (`capacity_pipelines.demo_fleet`) already turns real public traces into a
+The demo fleet (`benchmarks/demo_fleet.py`) already turns real public traces into a
 Kubernetes-shaped multi-agent platform (9 services, ~17 containers, 6 LLM agents, 4 weeks at
 5 min). This module copies it into `copies` tenants (namespaces `agents-007`, `platform-007`,
 ...), multiplies each workload's pods by a per-tenant factor, and perturbs every copy so no two
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from capacity_pipelines.demo_fleet import (
+from benchmarks.demo_fleet import (
     K8S_NAME_ALPHABET,
     Fleet,
     Series,
     build_fleet,
     iter_openmetrics,
 )
-from capacity_pipelines.extract import pod_to_workload
+from capacity_pipelines.ingest.extract import pod_to_workload
 
 SEED = 20261122
 SERVICES_PER_CONTAINER = 300 / 2_000  # issue 8: 2,000 containers and 300 services

@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from capacity_pipelines.catalog import load_catalog  # noqa: E402
-from capacity_pipelines.extract import extract_table  # noqa: E402
-from capacity_pipelines.sources import PrometheusSettings, PrometheusSource  # noqa: E402
+from capacity_pipelines.ingest.catalog import load_catalog  # noqa: E402
+from capacity_pipelines.ingest.extract import extract_table  # noqa: E402
+from capacity_pipelines.ingest.sources import PrometheusSettings, PrometheusSource  # noqa: E402
 from tests.prometheus_server import PrometheusServer, backfill  # noqa: E402
 from tests.synthetic_fleet import write_container_fleet  # noqa: E402
 

@@ -3,7 +3,7 @@
 DuckDB rewrites metadata blocks in place when it checkpoints. A process killed while one of
 those 256 KiB writes is under way leaves a block whose checksum does not match, and the whole
 file is unreadable (CI hit it once: `tests/test_recs_cli.py::test_sigkill_during_a_rewrite_...`).
-`warehouse.connect` therefore writes a draft copy and renames it over the live file when closed.
+`warehouse.writer` therefore writes a draft copy and renames it over the live file when closed.
 This benchmark measures, in one run:
 
   exposure  for one write session (one day of container usage re-ingested), the live file's
@@ -45,9 +45,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from capacity_pipelines import warehouse  # noqa: E402
-from capacity_pipelines.catalog import load_catalog  # noqa: E402
-from capacity_pipelines.ingest import ingest_window  # noqa: E402
-from capacity_pipelines.sources import FileSource  # noqa: E402
+from capacity_pipelines.ingest.catalog import load_catalog  # noqa: E402
+from capacity_pipelines.ingest.sources import FileSource  # noqa: E402
+from capacity_pipelines.ingest.window import ingest_window  # noqa: E402
+from capacity_pipelines.warehouse import sessions  # noqa: E402
 from tests.synthetic_fleet import write_container_fleet  # noqa: E402
 
 DAY1 = datetime(2026, 9, 28, tzinfo=UTC)
@@ -57,9 +58,9 @@ PRECIOUS = [("rec-1", "accepted", "keep me"), ("rec-2", "rejected", "and me")]
 
 
 @contextmanager
-def in_place(path, read_only=False, wait_s=60.0):
+def in_place(path, wait_s=60.0, purpose=""):
     """The write path before drafts: DuckDB opened on the live file."""
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path))
     try:
         yield con
     finally:
@@ -86,15 +87,15 @@ def build(path: Path, export: Path, weeks: int) -> None:
 
 def session(path: Path, export: Path, connect) -> None:
     """One write session: re-ingest the first day (what a re-run of a partition does)."""
-    original = warehouse.connect
-    warehouse.connect = connect
+    original = warehouse.writer
+    warehouse.writer = connect
     try:
         ingest_window(
             FileSource([export]), load_catalog(), "container_usage", DAY1, DAY1 + timedelta(1),
             path,
         )  # fmt: skip
     finally:
-        warehouse.connect = original
+        warehouse.writer = original
 
 
 def damage(path: Path) -> str | None:
@@ -149,19 +150,18 @@ def exposure_draft(base: Path, export: Path, work: Path) -> int:
     shutil.copyfile(base, live)
     before = blocks(live.read_bytes())
     seen: list[int] = []
-    original = warehouse._crash_hook
+    original = sessions._swap_in
 
-    def look(point: str) -> bool:  # called just before the swap: compare the live file then
-        if point == "before_swap":
-            now = blocks(live.read_bytes())
-            seen.append(sum(a != b for a, b in zip(before, now, strict=False)))
-        return False
+    def look(draft: Path, path: Path) -> None:  # just before the swap: compare the live file
+        now = blocks(live.read_bytes())
+        seen.append(sum(a != b for a, b in zip(before, now, strict=False)))
+        original(draft, path)
 
-    warehouse._crash_hook = look
+    sessions._swap_in = look
     try:
-        session(live, export, warehouse.connect)
+        session(live, export, warehouse.writer)
     finally:
-        warehouse._crash_hook = original
+        sessions._swap_in = original
     assert len(seen) == 1, "the draft session did not reach its swap"
     return seen[0]
 
@@ -171,7 +171,7 @@ import sys
 sys.path.insert(0, sys.argv[1])
 from benchmarks.warehouse_bench import in_place, session
 from capacity_pipelines import warehouse
-connect = in_place if sys.argv[4] == "in_place" else warehouse.connect
+connect = in_place if sys.argv[4] == "in_place" else warehouse.writer
 print("running", flush=True)
 while True:
     session(__import__("pathlib").Path(sys.argv[2]), __import__("pathlib").Path(sys.argv[3]),
@@ -208,7 +208,7 @@ def cost(base: Path, export: Path, work: Path, repeats: int) -> dict[str, list[f
     live = work / "cost.duckdb"
     shutil.copyfile(base, live)
     for _ in range(repeats):
-        for mode, connect in (("in_place", in_place), ("draft", warehouse.connect)):
+        for mode, connect in (("in_place", in_place), ("draft", warehouse.writer)):
             started = time.perf_counter()
             session(live, export, connect)
             times[mode].append(time.perf_counter() - started)

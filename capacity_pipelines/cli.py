@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from capacity_pipelines import paths
+from capacity_pipelines.common import paths
 
 # File-based subcommands that domain packages add with `register(subparsers)`. A domain is
 # imported only when its command runs, so `capacity demo` never pays for (or trips over) the
@@ -154,7 +154,7 @@ def run_partitions(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the whole asset graph on the bundled demo fleet."""
-    from capacity_pipelines.sources.files import DEMO_FLEET_FILE, demo_source
+    from capacity_pipelines.ingest.sources.files import DEMO_FLEET_FILE, demo_source
 
     for name in ("CAPACITY_PROMETHEUS_URL", "CAPACITY_EXPORT_FILES"):
         os.environ.pop(name, None)  # the demo never reads a live Prometheus
@@ -220,8 +220,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_dictionary(args: argparse.Namespace) -> int:
     """Write the warehouse data dictionary (Markdown): extracted and derived tables."""
-    from capacity_pipelines.catalog import load_catalog
-    from capacity_pipelines.dictionary import warehouse_dictionary
+    from capacity_pipelines.ingest.catalog import load_catalog
+    from capacity_pipelines.reporting.dictionary import warehouse_dictionary
 
     text = warehouse_dictionary(load_catalog(args.catalog))
     if args.out == "-":
@@ -271,9 +271,9 @@ def build_parser(domain: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `capacity` console script."""
-    from capacity_pipelines.catalog import CatalogError
-    from capacity_pipelines.sources.base import SourceError
-    from capacity_pipelines.sources.openmetrics import ExportFormatError
+    from capacity_pipelines.ingest.catalog import CatalogError
+    from capacity_pipelines.ingest.sources.base import SourceError
+    from capacity_pipelines.ingest.sources.openmetrics import ExportFormatError
     from capacity_pipelines.warehouse import WarehouseBusyError
 
     argv = sys.argv[1:] if argv is None else list(argv)

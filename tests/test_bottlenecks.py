@@ -30,7 +30,7 @@ from capacity_pipelines.bottlenecks.signals import (
     service_windows,
     with_baselines,
 )
-from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, BOTTLENECK_TABLE
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, BOTTLENECK_TABLE
 
 T0 = datetime(2026, 10, 1)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from capacity_pipelines.catalog import (
+from capacity_pipelines.ingest.catalog import (
     CatalogError,
     Selector,
     format_duration,

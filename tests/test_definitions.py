@@ -9,8 +9,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from capacity_pipelines.common.paths import REPO_ROOT
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.paths import REPO_ROOT
 from tests.pipeline import pipeline_resources
 from tests.synthetic_fleet import write_container_fleet
 

@@ -4,7 +4,7 @@ Most tests read the SHIPPED `fleet.om.xz` and `episodes.json` only, so they run 
 determinism test rebuilds a shortened fleet from `../shared/data` and skips when it is absent.
 
 The small OpenMetrics reader below is deliberately minimal (the project's real parser lives in
-`capacity_pipelines.sources.openmetrics`); it is strict about what this file must satisfy:
+`capacity_pipelines.ingest.sources.openmetrics`); it is strict about what this file must satisfy:
 contiguous families, sample names that match the family type, `# EOF` last.
 """
 
@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import yaml
 
-from capacity_pipelines import demo_fleet
-from capacity_pipelines.paths import DEFAULT_CATALOG, DEMO_DIR, REPO_ROOT
+from benchmarks import demo_fleet
+from capacity_pipelines.common.paths import DEFAULT_CATALOG, DEMO_DIR, REPO_ROOT
 
 FLEET_FILE = DEMO_DIR / "fleet.om.xz"
 EPISODES_FILE = DEMO_DIR / "episodes.json"

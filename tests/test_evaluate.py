@@ -4,9 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.sources.evaluate import _bucket_quantile, _rate, evaluate_column
-from capacity_pipelines.sources.openmetrics import RawSamples, canonical_series
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.sources.evaluate import _bucket_quantile, _rate, evaluate_column
+from capacity_pipelines.ingest.sources.openmetrics import RawSamples, canonical_series
 
 
 def _samples(series: dict[str, tuple[dict[str, str], list[float], list[float]]]) -> RawSamples:

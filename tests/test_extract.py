@@ -6,9 +6,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.extract import evaluation_grid, extract_table, pod_to_workload
-from capacity_pipelines.sources import FileSource
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.extract import evaluation_grid, extract_table, pod_to_workload
+from capacity_pipelines.ingest.sources import FileSource
 
 
 @pytest.mark.parametrize(

@@ -27,15 +27,20 @@ import polars as pl
 import pytest
 
 from capacity_pipelines import warehouse
-from capacity_pipelines.catalog import load_catalog, render_promql
+from capacity_pipelines.common.paths import REPO_ROOT
 from capacity_pipelines.defs.ingest.assets import EXTRACTION_RETRY, build_extraction_asset
 from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
-from capacity_pipelines.extract import extract_table
-from capacity_pipelines.ingest import ingest_window
-from capacity_pipelines.paths import REPO_ROOT
-from capacity_pipelines.sources import FileSource, PrometheusSettings, PrometheusSource, SourceError
-from capacity_pipelines.sources.openmetrics import ExportFormatError
-from capacity_pipelines.sources.prometheus import SeriesLimitError
+from capacity_pipelines.ingest.catalog import load_catalog, render_promql
+from capacity_pipelines.ingest.extract import extract_table
+from capacity_pipelines.ingest.sources import (
+    FileSource,
+    PrometheusSettings,
+    PrometheusSource,
+    SourceError,
+)
+from capacity_pipelines.ingest.sources.openmetrics import ExportFormatError
+from capacity_pipelines.ingest.sources.prometheus import SeriesLimitError
+from capacity_pipelines.ingest.window import ingest_window
 from tests.flaky_proxy import FlakyProxy
 from tests.prometheus_server import PrometheusServer, backfill, prometheus_available
 from tests.synthetic_fleet import write_container_fleet
@@ -369,7 +374,7 @@ def test_cardinality_explosion_is_capped_with_bounded_memory(exploded, monkeypat
     assert "matched more than 2,000 series" in str(refused)
     assert "CAPACITY_MAX_SERIES_PER_QUERY" in str(refused) and "query_range" in str(refused)
     # under a cap raised on purpose: all series arrive, with a warning near the cap
-    with caplog.at_level(logging.WARNING, logger="capacity_pipelines.sources.prometheus"):
+    with caplog.at_level(logging.WARNING, logger="capacity_pipelines.ingest.sources.prometheus"):
         full_mb, extracted = _peak_python_mb(lambda: run(50_000))
     assert not isinstance(extracted, Exception), extracted
     assert extracted.series_count == EXPLOSION_SERIES
@@ -383,7 +388,7 @@ def test_cardinality_explosion_is_capped_with_bounded_memory(exploded, monkeypat
 
 
 def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypatch):
-    from capacity_pipelines.sources.prometheus import DEFAULT_MAX_SERIES
+    from capacity_pipelines.ingest.sources.prometheus import DEFAULT_MAX_SERIES
 
     monkeypatch.delenv("CAPACITY_MAX_SERIES_PER_QUERY", raising=False)
     assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == DEFAULT_MAX_SERIES
@@ -394,7 +399,7 @@ def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypa
 
 
 def test_prometheus_special_values_decode_and_nan_is_a_gap():
-    from capacity_pipelines.sources.prometheus import _decode
+    from capacity_pipelines.ingest.sources.prometheus import _decode
 
     result = [
         {
@@ -683,7 +688,7 @@ import sys
 from datetime import datetime
 import polars as pl
 from capacity_pipelines import warehouse
-from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+from capacity_pipelines.recommendations.tables import RECOMMENDATIONS_TABLE
 from tests.test_faults import recommendation_rows
 as_of = datetime(2026, 9, 29)
 print("writing", flush=True)
@@ -703,7 +708,7 @@ _TEXT_COLUMNS = {
 
 def recommendation_rows(as_of: datetime, n: int, version: float) -> pl.DataFrame:
     """`n` rows of the real recommendations table; every number is `version` (one per run)."""
-    from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+    from capacity_pipelines.recommendations.tables import RECOMMENDATIONS_TABLE
 
     columns = {}
     for name in RECOMMENDATIONS_TABLE.columns:
@@ -723,7 +728,7 @@ def test_kill_during_a_recommendations_rewrite_keeps_a_whole_state_and_every_dec
     tmp_path: Path,
 ):
     from capacity_pipelines.recommendations.review import read_decisions, record_decision
-    from capacity_pipelines.recommendations.warehouse_table import RECOMMENDATIONS_TABLE
+    from capacity_pipelines.recommendations.tables import RECOMMENDATIONS_TABLE
 
     db = tmp_path / "wh.duckdb"
     as_of = datetime(2026, 9, 29)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from capacity_pipelines.formatting import cores, iec_bytes, usd, usd_per_month
+from capacity_pipelines.common.formatting import cores, iec_bytes, usd, usd_per_month
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from nbclient import NotebookClient
 
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.forecasting.warehouse_series import BACKTEST_TABLE
-from capacity_pipelines.ingest import ingest_window
-from capacity_pipelines.paths import REPO_ROOT
-from capacity_pipelines.sources import FileSource
-from capacity_pipelines.tokens.warehouse_costs import TOKEN_COST_TABLE
+from capacity_pipelines.common.paths import REPO_ROOT
+from capacity_pipelines.forecasting.fleet import BACKTEST_TABLE
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.sources import FileSource
+from capacity_pipelines.ingest.window import ingest_window
+from capacity_pipelines.tokens.fleet import TOKEN_COST_TABLE
 from capacity_pipelines.warehouse import connect, publish_snapshot, replace_derived_window
 from tests.synthetic_fleet import write_container_fleet
 

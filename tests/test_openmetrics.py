@@ -5,7 +5,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from capacity_pipelines.sources.openmetrics import (
+from capacity_pipelines.ingest.sources.openmetrics import (
     ExportFormatError,
     read_long_table,
     read_openmetrics,

@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from capacity_pipelines.paths import REPO_ROOT
+from capacity_pipelines.common.paths import REPO_ROOT
 
 
 def _readme_commands() -> list[str]:

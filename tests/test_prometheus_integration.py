@@ -13,11 +13,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.extract import extract_table
-from capacity_pipelines.ingest import ingest_window
-from capacity_pipelines.sources import FileSource, PrometheusSettings, PrometheusSource, SourceError
-from capacity_pipelines.sources.files import DEMO_FLEET_FILE
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.extract import extract_table
+from capacity_pipelines.ingest.sources import (
+    FileSource,
+    PrometheusSettings,
+    PrometheusSource,
+    SourceError,
+)
+from capacity_pipelines.ingest.sources.files import DEMO_FLEET_FILE
+from capacity_pipelines.ingest.window import ingest_window
 from capacity_pipelines.warehouse import connect
 from tests.flaky_proxy import FlakyProxy
 from tests.prometheus_server import PrometheusServer, backfill

@@ -30,18 +30,18 @@ from capacity_pipelines.recommendations.playbook import (
 )
 from capacity_pipelines.recommendations.review import record_decision
 from capacity_pipelines.recommendations.scoring import score_findings
+from capacity_pipelines.recommendations.tables import (
+    OUTCOMES_TABLE,
+    RECOMMENDATIONS_TABLE,
+    ensure_decisions_table,
+)
 from capacity_pipelines.recommendations.validation import (
     WindowMetrics,
     classify_outcome,
     learned_priors,
     validate_accepted,
 )
-from capacity_pipelines.recommendations.warehouse_table import (
-    OUTCOMES_TABLE,
-    RECOMMENDATIONS_TABLE,
-    ensure_decisions_table,
-)
-from capacity_pipelines.rightsizing.warehouse_table import RIGHTSIZING_TABLE
+from capacity_pipelines.rightsizing.tables import RIGHTSIZING_TABLE
 
 DAY1 = datetime(2026, 10, 5, tzinfo=UTC)
 GIB = 1024**3

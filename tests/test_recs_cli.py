@@ -136,6 +136,9 @@ WRITER = """
 import sys
 from datetime import timedelta
 from tests.test_recommendations import DAY1, run_day
+if len(sys.argv) > 2:
+    from tests.faults import crash_at
+    crash_at(sys.argv[2])
 print("running", flush=True)
 for i in range(10_000):
     run_day(__import__("pathlib").Path(sys.argv[1]), DAY1)
@@ -180,11 +183,15 @@ def test_sigkill_during_a_rewrite_loses_no_decision(home):
 def test_crash_between_delete_and_insert_keeps_the_day_and_decisions(home):
     assert recs("accept", PLANNER) == 0
     decided = _decisions(home / "wh.duckdb")
-    env = dict(os.environ, PYTHONPATH=REPO, CAPACITY_TEST_CRASH_AT="after_delete")
+    env = dict(os.environ, PYTHONPATH=REPO)
     crashed = subprocess.run(
-        [sys.executable, "-c", WRITER, str(home / "wh.duckdb")], cwd=REPO, env=env, check=False
+        [sys.executable, "-c", WRITER, str(home / "wh.duckdb"), "after_delete"],
+        cwd=REPO,
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
     )
-    assert crashed.returncode == 3  # the warehouse's crash hook fired mid-transaction
+    assert crashed.returncode == 3  # died mid-transaction (tests/faults.py)
     assert _decisions(home / "wh.duckdb") == decided
     assert _as_of_rows(home / "wh.duckdb") == 3
     # and the next (normal) run still sees the decision

@@ -11,11 +11,16 @@ import duckdb
 import pytest
 
 from capacity_pipelines import warehouse
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.dictionary import DERIVED_TABLES, derived_tables, warehouse_dictionary
-from capacity_pipelines.ingest import ingest_window
-from capacity_pipelines.paths import REPO_ROOT
-from capacity_pipelines.sources import FileSource
+from capacity_pipelines.common.paths import REPO_ROOT
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.sources import FileSource
+from capacity_pipelines.ingest.tables import ensure_schema
+from capacity_pipelines.ingest.window import ingest_window
+from capacity_pipelines.reporting.dictionary import (
+    DERIVED_TABLES,
+    derived_tables,
+    warehouse_dictionary,
+)
 from tests.synthetic_fleet import write_container_fleet
 
 DAY1 = datetime(2026, 9, 28, tzinfo=UTC)
@@ -66,19 +71,21 @@ def test_empty_answer_keeps_stored_rows(tmp_path: Path, export: Path):
 CRASH_SCRIPT = """
 import sys
 from datetime import datetime, UTC
-from capacity_pipelines.catalog import load_catalog
-from capacity_pipelines.ingest import ingest_window
-from capacity_pipelines.sources import FileSource
+from tests.faults import crash_at
+crash_at(sys.argv[3])
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.window import ingest_window
+from capacity_pipelines.ingest.sources import FileSource
 ingest_window(FileSource([sys.argv[1]]), load_catalog(), "container_usage",
               datetime(2026, 9, 28, tzinfo=UTC), datetime(2026, 9, 29, tzinfo=UTC), sys.argv[2])
 """
 
 
 def _ingest_crashing_at(point: str, export: Path, db: Path) -> subprocess.CompletedProcess:
-    """Run one ingestion in a child process that dies (exit 3) at the warehouse's crash hook."""
-    env = {**os.environ, "CAPACITY_TEST_CRASH_AT": point, "PYTHONPATH": str(REPO_ROOT)}
+    """Run one ingestion in a child process that dies (exit 3) at `point` (tests/faults.py)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db)],
+        [sys.executable, "-c", CRASH_SCRIPT, str(export), str(db), point],
         env=env,
         timeout=120,
         capture_output=True,
@@ -93,6 +100,11 @@ def test_process_killed_between_delete_and_insert_keeps_previous_rows(tmp_path: 
     proc = _ingest_crashing_at("after_delete", export, db)
     assert proc.returncode == 3, proc.stderr  # died inside the transaction, after the DELETE
     assert _count(db) == before
+
+
+def _files(folder: Path) -> list[str]:
+    """What a folder holds, without the writer lock's sidecar (kept, like any lock file)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".writer"))
 
 
 def _digest(path: Path) -> str:
@@ -111,7 +123,7 @@ def test_a_write_session_never_writes_the_live_file(tmp_path: Path, export: Path
         assert _digest(db) == before  # the live file is untouched while the session writes
         assert con.execute("SELECT count(*) FROM container_usage").fetchone() == (0,)
     assert _digest(db) != before and _count(db) == 0
-    assert [p.name for p in tmp_path.iterdir()] == ["wh.duckdb"]  # no draft left behind
+    assert _files(tmp_path) == ["wh.duckdb"]  # no draft left behind
 
 
 def test_a_session_killed_before_the_swap_leaves_the_live_file_as_it_was(
@@ -126,7 +138,7 @@ def test_a_session_killed_before_the_swap_leaves_the_live_file_as_it_was(
     assert any(p.name.startswith(".wh.draft-") for p in tmp_path.iterdir())
     ingest_window(FileSource([export]), load_catalog(), "container_usage", DAY2, DAY3, db)
     assert _count(db) == 2 * 4 * 288
-    assert [p.name for p in tmp_path.iterdir()] == ["wh.duckdb"]  # the dead draft is cleaned up
+    assert _files(tmp_path) == ["wh.duckdb"]  # the dead draft is cleaned up
 
 
 def test_an_exception_discards_the_sessions_commits(tmp_path: Path, export: Path):
@@ -166,7 +178,7 @@ def test_a_wal_left_by_an_in_place_writer_is_kept(tmp_path: Path):
         con.execute("INSERT INTO w VALUES ('draft')")
     with warehouse.connect(db, read_only=True) as con:
         assert sorted(con.execute("SELECT who FROM w").fetchall()) == [("draft",), ("in the wal",)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh.duckdb"]
+    assert _files(tmp_path) == ["wh.duckdb"]
 
 
 @pytest.fixture()
@@ -215,7 +227,7 @@ def test_a_full_disk_fails_the_session_and_leaves_the_live_file(
     with pytest.raises(raised, match=error), warehouse.connect(db) as con:
         con.execute(f"INSERT INTO t {rows}")
     assert _digest(db) == before
-    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "wh.duckdb"]
+    assert _files(small_disk) == ["filler", "wh.duckdb"]
     assert _count(db, "SELECT count(*) FROM t") == 40000
 
 
@@ -295,7 +307,7 @@ def test_snapshot_is_readable_while_the_warehouse_is_written(tmp_path: Path, exp
 
 def test_every_table_and_column_is_documented():
     con = duckdb.connect(":memory:")
-    warehouse.ensure_schema(con, load_catalog())
+    ensure_schema(con, load_catalog())
     undocumented = con.execute(
         "SELECT table_name, column_name FROM duckdb_columns() "
         "WHERE database_name = current_database() AND schema_name = 'main' "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from capacity_pipelines.paths import REPO_ROOT
+from capacity_pipelines.common.paths import REPO_ROOT
 from tests.prometheus_server import free_port
 
 QUERY = """{

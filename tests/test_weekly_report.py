@@ -22,14 +22,15 @@ import polars as pl
 import pytest
 
 from capacity_pipelines import warehouse as wh
-from capacity_pipelines.catalog import load_catalog
 from capacity_pipelines.definitions import defs as build_defs
 from capacity_pipelines.defs.resources import WarehouseResource
-from capacity_pipelines.forecasting.warehouse_series import (
+from capacity_pipelines.forecasting.fleet import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
     RUNWAY_TABLE,
 )
+from capacity_pipelines.ingest.catalog import load_catalog
+from capacity_pipelines.ingest.tables import ensure_schema
 from capacity_pipelines.reporting import (
     ReportWeek,
     WebhookError,
@@ -40,8 +41,8 @@ from capacity_pipelines.reporting import (
     render_markdown,
     slack_payload,
 )
-from capacity_pipelines.rightsizing.warehouse_table import RIGHTSIZING_TABLE
-from capacity_pipelines.tokens.warehouse_costs import TOKEN_COST_TABLE
+from capacity_pipelines.rightsizing.tables import RIGHTSIZING_TABLE
+from capacity_pipelines.tokens.fleet import TOKEN_COST_TABLE
 from tests.pipeline import pipeline_resources
 
 WEEK = ReportWeek.from_partition_key("2026-10-19")  # 2026-W43, ends Monday 2026-10-26 00:00
@@ -209,7 +210,7 @@ def _token_cost(start: datetime, hours: int) -> pl.DataFrame:
 def build_snapshot(path: Path, complete: bool = True) -> Path:
     """Two weeks of derived tables (as-of 10-19 and 10-26) and three weeks of raw rows."""
     with wh.connect(path) as con:
-        wh.ensure_schema(con, load_catalog())
+        ensure_schema(con, load_catalog())
         start = WEEK.start - timedelta(days=14)
         history = pl.DataFrame(
             {

@@ -23,7 +23,7 @@ from sklearn.isotonic import IsotonicRegression
 from capacity_pipelines.bottlenecks.features import feature_columns
 from capacity_pipelines.bottlenecks.labels import MEMORY_LIMIT_UTIL
 from capacity_pipelines.bottlenecks.signals import KEY
-from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES
 
 SEED = 20260928
 LGBM_PARAMS = dict(

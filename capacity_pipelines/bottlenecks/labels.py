@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from capacity_pipelines.formatting import cores, iec_bytes
+from capacity_pipelines.common.formatting import cores, iec_bytes
 
 # kubernetes-mixin's CPUThrottlingHigh alert fires at 25 % of CFS periods throttled.
 CPU_THROTTLED_SHARE = 0.25

@@ -42,7 +42,7 @@ from capacity_pipelines.bottlenecks.signals import (
     container_signals_by_piece,
     service_windows,
 )
-from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_CLASSES, HORIZONS
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, HORIZONS
 
 EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
 HISTORY_DAYS = 28  # labelled history the asset trains on: the demo's four weeks

@@ -4,9 +4,9 @@ import os
 
 import dagster as dg
 
-from capacity_pipelines import paths
-from capacity_pipelines.catalog import Catalog, load_catalog
-from capacity_pipelines.sources import (
+from capacity_pipelines.common import paths
+from capacity_pipelines.ingest.catalog import Catalog, load_catalog
+from capacity_pipelines.ingest.sources import (
     FileSource,
     MetricSource,
     PrometheusSettings,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.atomic import replaced_on_success
+from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
 from capacity_pipelines.forecasting.frames import HistoryError, validate_history
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from capacity_pipelines import paths
 from capacity_pipelines import warehouse as wh
-from capacity_pipelines.formatting import usd_per_month
+from capacity_pipelines.common import paths
+from capacity_pipelines.common.formatting import usd_per_month
 from capacity_pipelines.recommendations.findings import table_columns
 from capacity_pipelines.recommendations.playbook import PlaybookError, load_playbook
 from capacity_pipelines.recommendations.review import (
@@ -31,7 +31,7 @@ from capacity_pipelines.recommendations.review import (
     read_decisions,
     record_decision,
 )
-from capacity_pipelines.recommendations.warehouse_table import (
+from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
 )

@@ -17,11 +17,11 @@ from capacity_pipelines.recommendations.findings import collect_findings, table_
 from capacity_pipelines.recommendations.playbook import Playbook, Teams, load_playbook, load_teams
 from capacity_pipelines.recommendations.review import apply_review, read_decisions
 from capacity_pipelines.recommendations.scoring import score_findings, slo_impact_text
-from capacity_pipelines.recommendations.validation import learned_priors, validate_accepted
-from capacity_pipelines.recommendations.warehouse_table import (
+from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
 )
+from capacity_pipelines.recommendations.validation import learned_priors, validate_accepted
 
 
 @dataclass

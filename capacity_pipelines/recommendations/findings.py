@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from capacity_pipelines.formatting import iec_bytes, usd_per_month
+from capacity_pipelines.common.formatting import iec_bytes, usd_per_month
 from capacity_pipelines.recommendations.playbook import ActionKind, Playbook
 from capacity_pipelines.rightsizing.quantities import format_cpu
 

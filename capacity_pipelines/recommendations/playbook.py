@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from capacity_pipelines.paths import ASSETS_DIR
+from capacity_pipelines.common.paths import ASSETS_DIR
 
 DEFAULT_PLAYBOOK = ASSETS_DIR / "playbook.yaml"
 DEFAULT_TEAMS = ASSETS_DIR / "teams.yaml"

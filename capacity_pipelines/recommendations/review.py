@@ -15,7 +15,7 @@ import polars as pl
 
 from capacity_pipelines.recommendations.findings import table_columns
 from capacity_pipelines.recommendations.identity import materially_changed
-from capacity_pipelines.recommendations.warehouse_table import (
+from capacity_pipelines.recommendations.tables import (
     DECISION_COLUMNS,
     DECISIONS_TABLE,
     ensure_decisions_table,

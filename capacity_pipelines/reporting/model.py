@@ -27,7 +27,7 @@ class ReportTable:
 
 @dataclass(frozen=True)
 class Chart:
-    """A chart: a PNG (from capacity_pipelines.charts) or an SVG built with escaped labels."""
+    """A chart: a PNG (from `common.charts`) or an SVG built with escaped labels."""
 
     title: str
     png: bytes | None = None

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from capacity_pipelines.atomic import replaced_on_success
+from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.reporting.model import WeeklyReport
 from capacity_pipelines.reporting.render import render_html, render_markdown
 

@@ -14,7 +14,7 @@ from string import Template
 
 import polars as pl
 
-from capacity_pipelines.paths import ASSETS_DIR
+from capacity_pipelines.common.paths import ASSETS_DIR
 from capacity_pipelines.reporting.model import ReportTable, Section, WeeklyReport
 
 TEMPLATE_DIR = ASSETS_DIR / "report"

@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import polars as pl
 
-from capacity_pipelines.catalog import Catalog, load_catalog
-from capacity_pipelines.charts import forecast_chart
-from capacity_pipelines.coverage import table_coverage
-from capacity_pipelines.forecasting.warehouse_series import (
+from capacity_pipelines.common.charts import forecast_chart
+from capacity_pipelines.common.formatting import cores, iec_bytes, usd, usd_per_month
+from capacity_pipelines.forecasting.fleet import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
     HORIZON_HOURS,
@@ -27,14 +26,15 @@ from capacity_pipelines.forecasting.warehouse_series import (
     accuracy_by_family,
     load_series,
 )
-from capacity_pipelines.formatting import cores, iec_bytes, usd, usd_per_month
+from capacity_pipelines.ingest.catalog import Catalog, load_catalog
+from capacity_pipelines.ingest.coverage import table_coverage
 from capacity_pipelines.reporting.model import Chart, ReportTable, Section, WeeklyReport
 from capacity_pipelines.reporting.svg import bar_chart
 from capacity_pipelines.reporting.weeks import ReportWeek
 from capacity_pipelines.rightsizing.prices import GIB, load_compute_prices
-from capacity_pipelines.rightsizing.warehouse_table import RIGHTSIZING_TABLE
+from capacity_pipelines.rightsizing.tables import RIGHTSIZING_TABLE
+from capacity_pipelines.tokens.fleet import TOKEN_COST_TABLE
 from capacity_pipelines.tokens.report import daily_spend_history, linear_spend_forecast, spend_by
-from capacity_pipelines.tokens.warehouse_costs import TOKEN_COST_TABLE
 
 # Tables being built by the bottleneck and recommendation domains (names from their contracts).
 BOTTLENECK_TABLE = "bottleneck_outlook"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.atomic import replaced_on_success
+from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.rightsizing.outputs import write_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices

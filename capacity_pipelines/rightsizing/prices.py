@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from capacity_pipelines.paths import ASSETS_DIR
+from capacity_pipelines.common.paths import ASSETS_DIR
 
 BUILTIN_COMPUTE_PRICES = ASSETS_DIR / "prices" / "compute.yaml"
 GIB = 1024**3

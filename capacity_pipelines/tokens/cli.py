@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from capacity_pipelines.atomic import replaced_on_success
+from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import (

@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from capacity_pipelines.paths import ASSETS_DIR
+from capacity_pipelines.common.paths import ASSETS_DIR
 
 BUILTIN_PRICE_DIR = ASSETS_DIR / "prices" / "llm"
 # Example file that lives beside the built-in book but must not be loaded as part of it.

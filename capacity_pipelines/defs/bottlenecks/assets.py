@@ -13,10 +13,10 @@ from capacity_pipelines.bottlenecks.outlook import (
     read_inputs,
     unexplained,
 )
-from capacity_pipelines.bottlenecks.warehouse_table import BOTTLENECK_TABLE
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_TABLE
+from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
-from capacity_pipelines.formatting import markdown_table
 
 SHOWN = ["service", "horizon", "bottleneck_class", "probability", "expected_at", "evidence"]
 

@@ -3,14 +3,14 @@
 import dagster as dg
 
 from capacity_pipelines import warehouse as wh
-from capacity_pipelines.catalog import Catalog, CatalogError, load_catalog
+from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
-from capacity_pipelines.formatting import markdown_table
-from capacity_pipelines.ingest import BlockingCheckError, ingest_window
-from capacity_pipelines.sources.evaluate import UnsupportedQueryError
-from capacity_pipelines.sources.openmetrics import ExportFormatError
-from capacity_pipelines.sources.prometheus import SeriesLimitError
+from capacity_pipelines.ingest.catalog import Catalog, CatalogError, load_catalog
+from capacity_pipelines.ingest.sources.evaluate import UnsupportedQueryError
+from capacity_pipelines.ingest.sources.openmetrics import ExportFormatError
+from capacity_pipelines.ingest.sources.prometheus import SeriesLimitError
+from capacity_pipelines.ingest.window import BlockingCheckError, ingest_window
 
 WAREHOUSE_POOL = "warehouse"
 # Assets that write derived tables: the snapshot waits for them so analysts see one state.

@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.common.formatting import markdown_table, usd_per_month
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
-from capacity_pipelines.formatting import markdown_table, usd_per_month
 from capacity_pipelines.recommendations.checks import duplicate_ids, without_evidence
 from capacity_pipelines.recommendations.engine import build_recommendations
 from capacity_pipelines.recommendations.playbook import PlaybookError
-from capacity_pipelines.recommendations.warehouse_table import (
+from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
     ensure_decisions_table,

@@ -8,8 +8,8 @@ import dagster as dg
 
 from capacity_pipelines import reporting
 from capacity_pipelines import warehouse as wh
-from capacity_pipelines.charts import markdown_image
-from capacity_pipelines.coverage import table_coverage, write_data_quality_report
+from capacity_pipelines.common.charts import markdown_image
+from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.reports.partitions import weekly_partitions
 from capacity_pipelines.defs.resources import (
@@ -17,7 +17,7 @@ from capacity_pipelines.defs.resources import (
     ReportsResource,
     WarehouseResource,
 )
-from capacity_pipelines.formatting import markdown_table
+from capacity_pipelines.ingest.coverage import table_coverage, write_data_quality_report
 from capacity_pipelines.reporting.render import summary_markdown
 from capacity_pipelines.reporting.webhook import deliver_report, report_link
 from capacity_pipelines.reporting.weeks import ReportWeek

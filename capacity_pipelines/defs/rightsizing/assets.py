@@ -12,7 +12,7 @@ from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
 from capacity_pipelines.rightsizing.checks import risky_cuts
 from capacity_pipelines.rightsizing.outputs import markdown_table, write_exports
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
-from capacity_pipelines.rightsizing.warehouse_table import HISTORY_DAYS, RIGHTSIZING_TABLE
+from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABLE
 
 
 @dg.asset(

@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
-from capacity_pipelines.formatting import markdown_table
+from capacity_pipelines.tokens.fleet import TOKEN_COST_TABLE, cost_warehouse_usage
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import build_report, engine_spend_forecast, write_report
 from capacity_pipelines.tokens.usage import UsageContractError
-from capacity_pipelines.tokens.warehouse_costs import TOKEN_COST_TABLE, cost_warehouse_usage
 
 REPORT_DAYS = 30  # the token-cost report looks back a month, like a monthly bill
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from capacity_pipelines.extract import ExtractedTable
+from capacity_pipelines.ingest.extract import ExtractedTable
 
 FULL_COVERAGE = 0.9  # a series is "complete" with at least 90 % of its expected points
 COMPLETE_SERIES_SHARE = 0.8  # below this share of complete series the window WARNs

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.catalog import Catalog, TableSpec
-from capacity_pipelines.sources.base import MetricSource, SeriesPoints
+from capacity_pipelines.ingest.catalog import Catalog, TableSpec
+from capacity_pipelines.ingest.sources.base import MetricSource, SeriesPoints
 
 # Kubernetes pod names: Deployment `<name>-<pod-template-hash>-<5>`, StatefulSet `<name>-<n>`,
 # DaemonSet / Job / bare ReplicaSet `<name>-<5>`. Hash alphabet from k8s.io/apimachinery

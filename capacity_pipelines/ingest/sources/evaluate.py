@@ -14,8 +14,8 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.catalog import ColumnQuery, Selector, TableSpec
-from capacity_pipelines.sources.openmetrics import RawSamples
+from capacity_pipelines.ingest.catalog import ColumnQuery, Selector, TableSpec
+from capacity_pipelines.ingest.sources.openmetrics import RawSamples
 
 
 class UnsupportedQueryError(ValueError):

@@ -8,21 +8,22 @@ import importlib
 import duckdb
 
 from capacity_pipelines import warehouse
-from capacity_pipelines.catalog import Catalog
-from capacity_pipelines.recommendations.warehouse_table import ensure_decisions_table
+from capacity_pipelines.ingest.catalog import Catalog
+from capacity_pipelines.ingest.tables import ensure_schema
+from capacity_pipelines.recommendations.tables import ensure_decisions_table
 from capacity_pipelines.warehouse import DerivedTable
 
 # Where each derived table is documented (module, constant). Imported lazily: the forecasting
 # module pulls in statsmodels and LightGBM, which `capacity dictionary` should not pay for twice.
 DERIVED_TABLES = (
-    ("capacity_pipelines.tokens.warehouse_costs", "TOKEN_COST_TABLE"),
-    ("capacity_pipelines.forecasting.warehouse_series", "FORECAST_TABLE"),
-    ("capacity_pipelines.forecasting.warehouse_series", "RUNWAY_TABLE"),
-    ("capacity_pipelines.forecasting.warehouse_series", "BACKTEST_TABLE"),
-    ("capacity_pipelines.rightsizing.warehouse_table", "RIGHTSIZING_TABLE"),
-    ("capacity_pipelines.bottlenecks.warehouse_table", "BOTTLENECK_TABLE"),
-    ("capacity_pipelines.recommendations.warehouse_table", "RECOMMENDATIONS_TABLE"),
-    ("capacity_pipelines.recommendations.warehouse_table", "OUTCOMES_TABLE"),
+    ("capacity_pipelines.tokens.fleet", "TOKEN_COST_TABLE"),
+    ("capacity_pipelines.forecasting.fleet", "FORECAST_TABLE"),
+    ("capacity_pipelines.forecasting.fleet", "RUNWAY_TABLE"),
+    ("capacity_pipelines.forecasting.fleet", "BACKTEST_TABLE"),
+    ("capacity_pipelines.rightsizing.tables", "RIGHTSIZING_TABLE"),
+    ("capacity_pipelines.bottlenecks.tables", "BOTTLENECK_TABLE"),
+    ("capacity_pipelines.recommendations.tables", "RECOMMENDATIONS_TABLE"),
+    ("capacity_pipelines.recommendations.tables", "OUTCOMES_TABLE"),
 )
 
 
@@ -52,7 +53,7 @@ def warehouse_dictionary(catalog: Catalog) -> str:
     """The whole data dictionary (what `capacity dictionary` writes to docs/warehouse.md)."""
     con = duckdb.connect(":memory:")
     try:
-        warehouse.ensure_schema(con, catalog)
+        ensure_schema(con, catalog)
         # SRE review decisions are user data with a fixed schema: listed with their types.
         ensure_decisions_table(con)
         extracted = warehouse.data_dictionary(con)

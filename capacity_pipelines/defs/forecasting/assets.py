@@ -7,10 +7,11 @@ import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
-from capacity_pipelines.charts import forecast_chart, markdown_image
+from capacity_pipelines.common.charts import forecast_chart, markdown_image
+from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
-from capacity_pipelines.forecasting.warehouse_series import (
+from capacity_pipelines.forecasting.fleet import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
     MIN_HISTORY_HOURS,
@@ -20,7 +21,6 @@ from capacity_pipelines.forecasting.warehouse_series import (
     forecast_load,
     load_series,
 )
-from capacity_pipelines.formatting import markdown_table
 
 # Settings both forecast assets share: they read the same series and write the warehouse.
 FORECAST_ASSET = dict(

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from capacity_pipelines.paths import DEFAULT_CATALOG
+from capacity_pipelines.common.paths import DEFAULT_CATALOG
 
 OPS = {
     "gauge",

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from capacity_pipelines import quality, warehouse
-from capacity_pipelines.catalog import Catalog
-from capacity_pipelines.extract import ExtractedTable, extract_table
-from capacity_pipelines.sources.base import MetricSource
+from capacity_pipelines import warehouse
+from capacity_pipelines.ingest import quality
+from capacity_pipelines.ingest.catalog import Catalog
+from capacity_pipelines.ingest.extract import ExtractedTable, extract_table
+from capacity_pipelines.ingest.sources.base import MetricSource
+from capacity_pipelines.ingest.tables import ensure_schema, replace_window
 
 
 class BlockingCheckError(RuntimeError):
@@ -49,12 +51,12 @@ def ingest_window(
             f"{table_name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) not written: "
             + "; ".join(v.description for v in blocking)
         )
-    with warehouse.connect(warehouse_path, wait_s=lock_wait_s) as con:
-        warehouse.ensure_schema(con, catalog)
+    with warehouse.writer(warehouse_path, lock_wait_s, f"extract {table_name}") as con:
+        ensure_schema(con, catalog)
         if extracted.frame.height == 0:
             # An empty answer (retention passed, exporter missing) must not wipe stored rows.
             return IngestResult(extracted=extracted, rows_written=0, verdicts=found)
-        rows = warehouse.replace_window(
+        rows = replace_window(
             con,
             extracted.table,
             start,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.catalog import ColumnQuery, TableSpec
+from capacity_pipelines.ingest.catalog import ColumnQuery, TableSpec
 
 
 class SourceError(RuntimeError):

@@ -21,7 +21,7 @@ Everything is deterministic (fixed seed, fixed order of random draws). The whole
 always generated; `days` only truncates what is written, so a short build is an exact prefix of
 the shipped fleet, which is what the determinism test relies on.
 
-Run: `python -m capacity_pipelines.demo_fleet --data ../shared/data --out assets/demo`.
+Run: `python benchmarks/demo_fleet.py --data ../shared/data --out assets/demo`.
 """
 
 from __future__ import annotations
@@ -1175,7 +1175,7 @@ def build_fleet(data_dir: Path) -> Fleet:
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the demo fleet into an output folder."""
     parser = argparse.ArgumentParser(
-        prog="python -m capacity_pipelines.demo_fleet",
+        prog="python benchmarks/demo_fleet.py",
         description="Build the bundled demo fleet (OpenMetrics, xz) from permissive traces.",
     )
     parser.add_argument("--data", type=Path, required=True,

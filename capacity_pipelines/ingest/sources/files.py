@@ -9,11 +9,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.catalog import ColumnQuery, TableSpec
-from capacity_pipelines.paths import DEMO_DIR, capacity_home
-from capacity_pipelines.sources.base import MetricSource, SeriesPoints, SourceError, series_points
-from capacity_pipelines.sources.evaluate import evaluate_column
-from capacity_pipelines.sources.openmetrics import RawSamples, read_long_table, read_openmetrics
+from capacity_pipelines.common.paths import DEMO_DIR, capacity_home
+from capacity_pipelines.ingest.catalog import ColumnQuery, TableSpec
+from capacity_pipelines.ingest.sources.base import (
+    MetricSource,
+    SeriesPoints,
+    SourceError,
+    series_points,
+)
+from capacity_pipelines.ingest.sources.evaluate import evaluate_column
+from capacity_pipelines.ingest.sources.openmetrics import (
+    RawSamples,
+    read_long_table,
+    read_openmetrics,
+)
 
 DEMO_FLEET_FILE = DEMO_DIR / "fleet.om.xz"
 

@@ -30,8 +30,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from capacity_pipelines.catalog import ColumnQuery, TableSpec, format_duration, render_promql
-from capacity_pipelines.sources.base import MetricSource, SeriesPoints, SourceError
+from capacity_pipelines.ingest.catalog import ColumnQuery, TableSpec, format_duration, render_promql
+from capacity_pipelines.ingest.sources.base import MetricSource, SeriesPoints, SourceError
 
 PROMETHEUS_MAX_POINTS = 11_000  # Prometheus refuses range queries above this per series
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)

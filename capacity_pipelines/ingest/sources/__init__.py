@@ -4,9 +4,9 @@ Every source answers the same question, "the values of these catalog columns ove
 evaluation grid", so the extraction and the warehouse never know where the data came from.
 """
 
-from capacity_pipelines.sources.base import MetricSource, SourceError
-from capacity_pipelines.sources.files import FileSource, demo_source
-from capacity_pipelines.sources.prometheus import PrometheusSettings, PrometheusSource
+from capacity_pipelines.ingest.sources.base import MetricSource, SourceError
+from capacity_pipelines.ingest.sources.files import FileSource, demo_source
+from capacity_pipelines.ingest.sources.prometheus import PrometheusSettings, PrometheusSource
 
 __all__ = [
     "FileSource",

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from capacity_pipelines.catalog import Catalog
-from capacity_pipelines.formatting import markdown_table
+from capacity_pipelines.common.formatting import markdown_table
+from capacity_pipelines.ingest.catalog import Catalog
 
 
 def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = REPO_ROOT / "assets"
 DEMO_DIR = ASSETS_DIR / "demo"
 DEFAULT_CATALOG = ASSETS_DIR / "metric_catalog.yaml"
