@@ -14,16 +14,20 @@ outlook may choose when it did best on the latest training origins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
-from sklearn.isotonic import IsotonicRegression
 
 from capacity_pipelines.bottlenecks.features import feature_columns
 from capacity_pipelines.bottlenecks.labels import MEMORY_LIMIT_UTIL
 from capacity_pipelines.bottlenecks.signals import KEY
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES
+
+if TYPE_CHECKING:  # LightGBM and scikit-learn are imported where used: they cost seconds to
+    # import, and every process that loads the Dagster definitions would pay for them.
+    import lightgbm as lgb
+    from sklearn.isotonic import IsotonicRegression
 
 SEED = 20260928
 LGBM_PARAMS = dict(
@@ -85,6 +89,8 @@ class BottleneckClassifier:
         self.model = self._trees(fit_part)
         self.calibrator = None
         if calib.height and calib.select(pl.col("target").n_unique()).item() >= 2:
+            from sklearn.isotonic import IsotonicRegression
+
             raw = self._raw(calib)[:, self.classes.index("none")]
             self.calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
                 raw, (calib["target"] == "none").to_numpy().astype(float)
@@ -94,6 +100,8 @@ class BottleneckClassifier:
         return self
 
     def _trees(self, frame: pl.DataFrame) -> lgb.LGBMClassifier:
+        import lightgbm as lgb
+
         y = np.array([self.classes.index(c) for c in frame["target"].to_list()])
         # Multi-class softmax from three classes on; two classes train a binary model.
         model = lgb.LGBMClassifier(**LGBM_PARAMS)

@@ -56,3 +56,11 @@ def iec_bytes(value: float | None) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}".rstrip("0").rstrip(".") + unit
     return f"{value:.0f}"
+
+
+def printable(text: object) -> str:
+    """Text from metric labels made safe for a terminal: control characters (escape sequences,
+    newlines, carriage returns) become visible escapes such as `\\x1b` and `\\n`."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
+    )

@@ -34,3 +34,9 @@ def snapshot_path() -> Path:
 def reports_dir() -> Path:
     """Folder for published reports (`<ISO week>/` and `latest/`)."""
     return Path(os.environ.get("CAPACITY_REPORTS", capacity_home() / "reports"))
+
+
+def decisions_path() -> Path:
+    """The SRE decisions store: user data, kept apart from the rebuildable warehouse."""
+    default = warehouse_path().with_name("decisions.duckdb")
+    return Path(os.environ.get("CAPACITY_DECISIONS", default))

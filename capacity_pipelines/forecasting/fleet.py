@@ -230,6 +230,14 @@ def forecast_load(
     return LoadForecast(forecast=forecast, runway=runway)
 
 
+def bad_forecast_rows(forecast: pl.DataFrame) -> int:
+    """Rows with a NaN, infinite or negative point or quantile: none may reach the warehouse."""
+    quantiles = ["point", "p50", "p80", "p90", "p95"]
+    return forecast.filter(
+        pl.any_horizontal([~pl.col(q).is_finite() | (pl.col(q) < 0) for q in quantiles])
+    ).height
+
+
 def backtest_last_week(
     series: WarehouseSeries, as_of: datetime, horizon: int = HORIZON_HOURS, workers: int = 2
 ) -> pl.DataFrame:

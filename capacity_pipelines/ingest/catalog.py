@@ -7,7 +7,6 @@ the file source over raw samples: both paths then give the same rows.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,12 +208,12 @@ def _column_query(
 
 
 def load_catalog(path: str | Path | None = None, llm_mapping: str | None = None) -> Catalog:
-    """Read and validate a catalog (default: `$CAPACITY_METRIC_CATALOG` or the bundled one).
+    """Read and validate a catalog (default: the bundled one).
 
     `llm_mapping` picks which exporter mapping feeds `llm_token_usage` (otel_counters,
     otel_histogram, litellm); default is the catalog's own `mapping:` entry.
     """
-    path = Path(path or os.environ.get("CAPACITY_METRIC_CATALOG") or DEFAULT_CATALOG)
+    path = Path(path or DEFAULT_CATALOG)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:

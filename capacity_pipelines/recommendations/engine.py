@@ -1,8 +1,9 @@
 """One as-of day's recommendations: findings -> outcomes -> scores -> identity -> review status.
 
 `build_recommendations` reads the warehouse (it never writes); the asset writes what it returns.
-Decisions are read, never written, here: the review status of each row is derived from them, so
-a re-run or a backfill recomputes the same status and no decision can be lost by a run.
+Decisions (their own store, `decisions.py`) are read, never written, here: the review status of
+each row is derived from them, so a re-run or a backfill recomputes the same status and no
+decision can be lost by a run.
 """
 
 from __future__ import annotations
@@ -61,13 +62,19 @@ def build_recommendations(
     as_of: datetime,
     playbook: Playbook | None = None,
     teams: Teams | None = None,
+    decisions: pl.DataFrame | None = None,
 ) -> RecommendationRun:
-    """The ranked `recommendations` rows of `as_of`, plus superseded ones carried over."""
+    """The ranked `recommendations` rows of `as_of`, plus superseded ones carried over.
+
+    `decisions` are the SRE decisions (from their own store); when not given they are read
+    from `con` (a database that holds them itself, as tests and older warehouses do).
+    """
     playbook = playbook or load_playbook()
     teams = teams or load_teams()
     as_of_naive = as_of.replace(tzinfo=None)
     findings = collect_findings(con, as_of, playbook)
-    decisions = read_decisions(con)
+    if decisions is None:
+        decisions = read_decisions(con)
     outcomes = validate_accepted(con, decisions, as_of, playbook)
     scored = score_findings(findings.frame, playbook, teams, learned_priors(outcomes, playbook))
     first_seen = _first_seen(con, as_of)

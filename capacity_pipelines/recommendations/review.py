@@ -36,10 +36,15 @@ class ReviewError(ValueError):
     """A review command that cannot be applied (unknown id, bad decision)."""
 
 
+def empty_decisions() -> pl.DataFrame:
+    """No decisions, with the decisions' columns and types."""
+    return pl.DataFrame(schema=_DECISION_SCHEMA)
+
+
 def read_decisions(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """Every decision, oldest first (empty when the table does not exist yet)."""
+    """Every decision of the database `con` is on, oldest first (empty when it has none)."""
     if table_columns(con, DECISIONS_TABLE) is None:
-        return pl.DataFrame(schema=_DECISION_SCHEMA)
+        return empty_decisions()
     columns = ", ".join(f'"{c}"' for c in DECISION_COLUMNS)
     return (
         con.execute(f"SELECT {columns} FROM {DECISIONS_TABLE} ORDER BY decided_at")
@@ -60,7 +65,7 @@ def record_decision(
     if decision not in DECISIONS:
         raise ReviewError(f"decision {decision!r} is not one of {', '.join(DECISIONS)}")
     if not decided_by.strip():
-        raise ReviewError("who decided is empty: pass --by NAME or set $USER")
+        raise ReviewError("who decided is empty: pass --by NAME")
     ensure_decisions_table(con)
     when = (decided_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
     row = {

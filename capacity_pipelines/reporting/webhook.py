@@ -1,7 +1,8 @@
 """Post the report's summary and link to a Slack-compatible incoming webhook.
 
-The webhook URL is a secret (whoever has it can post to the channel), so it is read from the
-environment only and never appears in a log, an exception, metadata or the report. The stdlib
+The webhook URL is a secret (whoever has it can post to the channel): it comes from the reports
+resource as an `EnvVar` (`CAPACITY_REPORT_WEBHOOK_URL`) and never appears in a log, an
+exception, metadata or the report. The stdlib
 HTTP client is used on purpose: urllib3's debug logging prints request paths, which for Slack
 webhooks carry the token.
 """
@@ -9,7 +10,6 @@ webhooks carry the token.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -56,18 +56,17 @@ def _retry_after(error: urllib.error.HTTPError) -> float | None:
 
 def deliver_summary(
     payload: dict[str, Any],
-    url: str | None = None,
+    url: str | None,
     retries: int = 3,
     timeout_s: float = 10.0,
     backoff_s: float = 1.0,
 ) -> Delivery | None:
-    """POST `payload` to the webhook (default URL: `$CAPACITY_REPORT_WEBHOOK_URL`).
+    """POST `payload` to the webhook at `url`.
 
     Returns None when no webhook is configured. Timeouts, connection errors, 429 and 5xx are
     retried `retries` times with exponential backoff (honouring Retry-After); other 4xx fail
     at once. Raises WebhookError naming the status or error class, never the URL.
     """
-    url = url if url is not None else os.environ.get(WEBHOOK_URL_ENV, "")
     if not url:
         return None
     if not url.startswith(("https://", "http://")):
@@ -97,25 +96,24 @@ def deliver_summary(
     raise WebhookError(f"webhook delivery failed after {retries + 1} attempts: {last}")
 
 
-REPORT_BASE_URL_ENV = "CAPACITY_REPORT_BASE_URL"
-
-
-def report_link(week_label: str, html_path: str) -> str:
-    """Where readers open the report: `$CAPACITY_REPORT_BASE_URL/<week>/capacity_report.html`
-    when the reports folder is served, else the file path on the reporting host."""
-    base = os.environ.get(REPORT_BASE_URL_ENV, "").rstrip("/")
+def report_link(week_label: str, html_path: str, base_url: str = "") -> str:
+    """Where readers open the report: `<base_url>/<week>/capacity_report.html` when the reports
+    folder is served (`CAPACITY_REPORT_BASE_URL`), else the file path on the reporting host."""
+    base = base_url.rstrip("/")
     name = html_path.rsplit("/", 1)[-1]
     return f"{base}/{week_label}/{name}" if base else html_path
 
 
-def deliver_report(headline: str, summary_lines: list[str], link: str) -> tuple[bool, str]:
+def deliver_report(
+    headline: str, summary_lines: list[str], link: str, webhook_url: str | None
+) -> tuple[bool, str]:
     """Send the summary if a webhook is configured: (delivered or not needed, a note for people).
 
     Never raises for a delivery problem: the report is already published, and the note (which
     never contains the URL) goes to the run's log and the asset check.
     """
     try:
-        delivery = deliver_summary(slack_payload(headline, summary_lines, link))
+        delivery = deliver_summary(slack_payload(headline, summary_lines, link), webhook_url)
     except WebhookError as error:
         return False, str(error)
     if delivery is None:

@@ -7,12 +7,15 @@ describes the `llm_token_cost` table analysts query.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import duckdb
 import polars as pl
 
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBook
 from capacity_pipelines.tokens.usage import validate_usage
-from capacity_pipelines.warehouse import DerivedTable
+from capacity_pipelines.warehouse import DerivedTable, table_exists
 
 TOKEN_COST_TABLE = DerivedTable(
     name="llm_token_cost",
@@ -60,3 +63,14 @@ def cost_warehouse_usage(usage: pl.DataFrame, book: PriceBook, source: str) -> p
             frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
     costed = cost_usage(validate_usage(frame, source), book)
     return costed.with_columns(pl.col("agent").fill_null("")).select(list(TOKEN_COST_TABLE.columns))
+
+
+def latest_costed_day_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """End (next midnight, UTC) of the last day with costed usage; None when there is none."""
+    if not table_exists(con, TOKEN_COST_TABLE.name):
+        return None
+    (end,) = con.execute(
+        f"SELECT date_trunc('day', max(ts) - INTERVAL 1 microsecond) + INTERVAL 1 day "
+        f"FROM {TOKEN_COST_TABLE.name}"
+    ).fetchone()
+    return end

@@ -1,7 +1,6 @@
 """The `bottleneck_outlook` asset: USE-rule labels, LightGBM outlook, evaluation in metadata."""
 
 import html
-from datetime import timedelta
 
 import dagster as dg
 import polars as pl
@@ -15,8 +14,10 @@ from capacity_pipelines.bottlenecks.outlook import (
 )
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_TABLE
 from capacity_pipelines.common.formatting import markdown_table
-from capacity_pipelines.defs.partitions import daily_partitions
+from capacity_pipelines.defs.checks import WARN, blocking_failures, check, refuse
+from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
 
 SHOWN = ["service", "horizon", "bottleneck_class", "probability", "expected_at", "evidence"]
 
@@ -37,13 +38,14 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
     "with USE-method rules; per horizon, a small LightGBM model trained on them, the rule "
     "fallback or persistence predicts, whichever did best on the latest training origins "
     "(the rules where the history is too thin). Metadata: the outlook and the confusion matrix "
-    "of the 24 h model on the latest held-out week.",
+    "of the 24 h model on the latest held-out week. One outlook per as-of day: a run over "
+    "several days computes each of them.",
     group_name="bottlenecks",
     kinds={"lightgbm", "duckdb"},
     owners=["team:sre"],
+    tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
     deps=[
         "container_usage",
         "service_traffic",
@@ -65,28 +67,39 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
         ),
     ],
 )
-def bottleneck_outlook(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    as_of = context.partition_time_window.end
-    with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-        windows, runway = read_inputs(con, as_of)
-    outlook = build_outlook(windows, as_of, runway)
-    with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-        rows = wh.replace_derived_window(
-            con,
-            BOTTLENECK_TABLE,
-            as_of,
-            as_of + timedelta(microseconds=1),
-            outlook.table,
-            "as_of",
-        )
-    table = outlook.table
-    unsupported = probability_problems(table)
-    silent = unexplained(table)
+def bottleneck_outlook(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    for as_of in as_of_days(context):
+        with warehouse.reader() as con:
+            windows, runway = read_inputs(con, as_of)
+        outlook = build_outlook(windows, as_of, runway)
+        table = outlook.table
+        unsupported = probability_problems(table)
+        silent = unexplained(table)
+        checks = [
+            check(
+                "probabilities_sum_to_one",
+                not unsupported,
+                "all rows sum to 1"
+                if not unsupported
+                else "bad probabilities: " + ", ".join(unsupported[:5]),
+            ),
+            check(
+                "bottlenecks_have_evidence",
+                silent.height == 0,
+                f"{table.filter(pl.col('bottleneck_class') != 'none').height} "
+                f"bottlenecks, {silent.height} without evidence",
+                WARN,
+            ),
+        ]
+        if blocking_failures(checks):
+            yield from refuse(checks, f"bottleneck outlook as of {as_of:%Y-%m-%d}")
+        with warehouse.writer(f"bottleneck_outlook as of {as_of:%Y-%m-%d}") as con:
+            rows = wh.replace_as_of(con, BOTTLENECK_TABLE, as_of, table)
     evaluation = outlook.evaluation
     metadata: dict = {
         "dagster/row_count": rows,
+        "as_of": str(as_of),
+        "days_computed": len(context.partition_keys),
         "outlook": dg.MetadataValue.md(
             markdown_table(_escaped(table.sort("probability", descending=True)).select(SHOWN), 30)
         ),
@@ -100,22 +113,4 @@ def bottleneck_outlook(
             "evaluation_origins": evaluation.test_origins,
         }
         metadata |= {f"recall/{c}": r for c, r in evaluation.recall.items()}
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="probabilities_sum_to_one",
-                passed=not unsupported,
-                description="all rows sum to 1"
-                if not unsupported
-                else "bad probabilities: " + ", ".join(unsupported[:5]),
-            ),
-            dg.AssetCheckResult(
-                check_name="bottlenecks_have_evidence",
-                passed=silent.height == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"{table.filter(pl.col('bottleneck_class') != 'none').height} "
-                f"bottlenecks, {silent.height} without evidence",
-            ),
-        ],
-    )
+    yield dg.MaterializeResult(metadata=metadata, check_results=checks)

@@ -1,7 +1,10 @@
-"""Forecast assets: a week of hourly load ahead with upper quantiles, runway, backtests."""
+"""Forecast assets: a week of hourly load ahead with upper quantiles, runway, backtests.
 
-import os
-from datetime import datetime, timedelta
+Both are "as of the end of a day": a run computes every day it covers (`as_of_days`), reading
+the warehouse, forecasting with no lock held, then writing that day's rows in one short session.
+"""
+
+from datetime import datetime
 
 import dagster as dg
 import polars as pl
@@ -9,8 +12,10 @@ import polars as pl
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.charts import forecast_chart, markdown_image
 from capacity_pipelines.common.formatting import markdown_table
-from capacity_pipelines.defs.partitions import daily_partitions
-from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.defs.checks import WARN, blocking_failures, check, refuse
+from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
+from capacity_pipelines.defs.resources import ComputeResource, WarehouseResource
+from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
 from capacity_pipelines.forecasting.fleet import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
@@ -18,6 +23,7 @@ from capacity_pipelines.forecasting.fleet import (
     RUNWAY_TABLE,
     accuracy_by_family,
     backtest_last_week,
+    bad_forecast_rows,
     forecast_load,
     load_series,
 )
@@ -27,61 +33,20 @@ FORECAST_ASSET = dict(
     group_name="forecast",
     kinds={"statsmodels", "lightgbm", "duckdb"},
     owners=["team:capacity"],
+    tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
     deps=["container_usage", "service_traffic", "llm_token_usage"],
 )
 CHARTS = 3  # forecast plots attached to the materialisation: the series closest to capacity
 
 
-def _workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+def _read_series(warehouse: WarehouseResource, as_of: datetime):
+    with warehouse.reader() as con:
+        return load_series(con, as_of)
 
 
-def _read_series(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    as_of = context.partition_time_window.end
-    # Read, then let go of the lock: the engine runs for a while and must not block writers.
-    with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-        return as_of, load_series(con, as_of)
-
-
-@dg.asset(
-    description="Hourly forecasts a week ahead for every service's request rate, workload CPU "
-    "and memory, and LLM tokens per agent, with calibrated p50-p95; next-week peaks, time to "
-    "saturation against limits and runway (tables load_forecast, capacity_runway).",
-    **FORECAST_ASSET,
-    check_specs=[
-        dg.AssetCheckSpec(
-            "finite_non_negative",
-            asset="load_forecasts",
-            description="No NaN, infinite or negative forecast.",
-            blocking=True,
-        )
-    ],
-)
-def load_forecasts(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    as_of, series = _read_series(context, warehouse)
-    if series.history.height == 0:
-        context.log.warning(
-            f"no series has {MIN_HISTORY_HOURS} hours of history yet: nothing to forecast as of "
-            f"{as_of:%Y-%m-%d}; the rest of the run goes on (see skipped_series)"
-        )
-    result = forecast_load(series, as_of, workers=_workers())
-    quantiles = ["point", "p50", "p80", "p90", "p95"]
-    bad = result.forecast.filter(
-        pl.any_horizontal([~pl.col(q).is_finite() | (pl.col(q) < 0) for q in quantiles])
-    ).height
-    window = context.partition_time_window
-    with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-        rows = wh.replace_derived_window(
-            con, FORECAST_TABLE, window.end, _just_after(window.end), result.forecast, "as_of"
-        )
-        wh.replace_derived_window(
-            con, RUNWAY_TABLE, window.end, _just_after(window.end), result.runway, "as_of"
-        )
+def _charts(series, result) -> str:
     runway = result.runway.sort("runway_days", nulls_last=True)
     closest = runway.filter(pl.col("family").is_in(["workload_cpu", "workload_memory"]))
     charts = []
@@ -92,9 +57,55 @@ def load_forecasts(
             series_id,
         )
         charts.append(markdown_image(png, series_id))
-    return dg.MaterializeResult(
+    return "\n\n".join(charts) or "(no chart)"
+
+
+@dg.asset(
+    description="Hourly forecasts a week ahead for every service's request rate, workload CPU "
+    "and memory, and LLM tokens per agent, with calibrated p50-p95; next-week peaks, time to "
+    "saturation against limits and runway (tables load_forecast, capacity_runway). One set per "
+    "as-of day: a run over several days computes each of them.",
+    **FORECAST_ASSET,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "finite_non_negative",
+            asset="load_forecasts",
+            description="No NaN, infinite or negative forecast (checked before writing).",
+            blocking=True,
+        )
+    ],
+)
+def load_forecasts(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource
+):
+    for as_of in as_of_days(context):
+        series = _read_series(warehouse, as_of)
+        if series.history.height == 0:
+            context.log.warning(
+                f"no series has {MIN_HISTORY_HOURS} hours of history yet: nothing to forecast "
+                f"as of {as_of:%Y-%m-%d}; the rest of the run goes on (see skipped_series)"
+            )
+        result = forecast_load(series, as_of, workers=compute.worker_count())
+        bad = bad_forecast_rows(result.forecast)
+        checks = [
+            check(
+                "finite_non_negative",
+                bad == 0,
+                f"{bad} bad forecast rows as of {as_of:%Y-%m-%d}",
+                metadata={"bad_rows": bad},
+            )
+        ]
+        if blocking_failures(checks):
+            yield from refuse(checks, f"load forecasts as of {as_of:%Y-%m-%d}")
+        with warehouse.writer(f"load_forecasts as of {as_of:%Y-%m-%d}") as con:
+            rows = wh.replace_as_of(con, FORECAST_TABLE, as_of, result.forecast)
+            wh.replace_as_of(con, RUNWAY_TABLE, as_of, result.runway)
+    runway = result.runway.sort("runway_days", nulls_last=True)
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "as_of": str(as_of),
+            "days_computed": len(context.partition_keys),
             "series": result.runway.height,
             "skipped_series": dg.MetadataValue.md(markdown_table(series.skipped, rows=20)),
             "runway": dg.MetadataValue.md(
@@ -103,22 +114,10 @@ def load_forecasts(
                     rows=15,
                 )
             ),
-            "forecast_charts": dg.MetadataValue.md("\n\n".join(charts) or "(no chart)"),
+            "forecast_charts": dg.MetadataValue.md(_charts(series, result)),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="finite_non_negative",
-                passed=bad == 0,
-                description=f"{bad} bad forecast rows",
-                metadata={"bad_rows": bad},
-            )
-        ],
+        check_results=checks,
     )
-
-
-def _just_after(moment: datetime) -> datetime:
-    """End of a one-instant window: the as-of day's rows are exactly those at `moment`."""
-    return moment + timedelta(microseconds=1)
 
 
 @dg.asset(
@@ -135,18 +134,20 @@ def _just_after(moment: datetime) -> datetime:
     ],
 )
 def forecast_backtests(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, compute: ComputeResource
 ) -> dg.MaterializeResult:
-    as_of, series = _read_series(context, warehouse)
-    backtest = backtest_last_week(series, as_of, workers=_workers())
-    with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-        rows = wh.replace_derived_window(
-            con, BACKTEST_TABLE, as_of, _just_after(as_of), backtest, "as_of"
+    for as_of in as_of_days(context):
+        backtest = backtest_last_week(
+            _read_series(warehouse, as_of), as_of, workers=compute.worker_count()
         )
+        with warehouse.writer(f"forecast_backtests as of {as_of:%Y-%m-%d}") as con:
+            rows = wh.replace_as_of(con, BACKTEST_TABLE, as_of, backtest)
     accuracy = accuracy_by_family(backtest)
     regressed = accuracy.filter(pl.col("regressed"))["family"].to_list()
     metadata: dict = {
         "dagster/row_count": rows,
+        "as_of": str(as_of),
+        "days_computed": len(context.partition_keys),
         "accuracy": dg.MetadataValue.md(markdown_table(accuracy, rows=20)),
     }
     for row in accuracy.iter_rows(named=True):
@@ -154,13 +155,13 @@ def forecast_backtests(
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            dg.AssetCheckResult(
-                check_name="beats_seasonal_naive",
-                passed=not regressed and accuracy.height > 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                description="regressed: " + ", ".join(regressed)
+            check(
+                "beats_seasonal_naive",
+                not regressed and accuracy.height > 0,
+                "regressed: " + ", ".join(regressed)
                 if regressed
                 else f"{accuracy.height} families better than seasonal naive",
+                WARN,
             )
         ],
     )

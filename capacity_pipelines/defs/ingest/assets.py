@@ -1,37 +1,38 @@
-"""Extraction assets: one daily-partitioned asset per catalog table, plus the snapshot."""
+"""Extraction assets: one daily-partitioned asset per catalog table.
+
+The catalog is fixed when the definitions load (`configured_catalog`): it decides which assets
+exist, and the same object is what each asset body extracts with.
+"""
 
 import dagster as dg
 
-from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.formatting import markdown_table
+from capacity_pipelines.defs.checks import ERROR, WARN, check, refuse
 from capacity_pipelines.defs.partitions import daily_partitions
-from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
-from capacity_pipelines.ingest.catalog import Catalog, CatalogError, load_catalog
+from capacity_pipelines.defs.resources import (
+    MetricSourceResource,
+    PrometheusResource,
+    WarehouseResource,
+    configured_catalog,
+)
+from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
+from capacity_pipelines.ingest.catalog import Catalog, CatalogError
+from capacity_pipelines.ingest.quality import Verdict
 from capacity_pipelines.ingest.sources.evaluate import UnsupportedQueryError
 from capacity_pipelines.ingest.sources.openmetrics import ExportFormatError
-from capacity_pipelines.ingest.sources.prometheus import SeriesLimitError
-from capacity_pipelines.ingest.window import BlockingCheckError, ingest_window
+from capacity_pipelines.ingest.sources.prometheus import PrometheusConfigError, SeriesLimitError
+from capacity_pipelines.ingest.window import extract_and_check, write_window
 
-WAREHOUSE_POOL = "warehouse"
-# Assets that write derived tables: the snapshot waits for them so analysts see one state.
-DERIVED_WRITERS = (
-    "llm_token_cost",
-    "load_forecasts",
-    "forecast_backtests",
-    "container_rightsizing",
-    "bottleneck_outlook",
-    "recommendations",
-)  # one writer at a time (DESIGN.md, warehouse rules)
 EXTRACTION_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-# Retrying cannot fix these: bad input, a bad catalog, or a query whose answer is too large.
+# Retrying cannot fix these: bad input, a bad catalog or URL, or a query whose answer is too large.
 PERMANENT_ERRORS = (
-    BlockingCheckError,
     CatalogError,
     ExportFormatError,
     UnsupportedQueryError,
     SeriesLimitError,
+    PrometheusConfigError,
 )
 CHECKS = {
     "completeness": (
@@ -43,8 +44,9 @@ CHECKS = {
 }
 
 
-def _preview(frame, rows: int = 8) -> str:
-    return markdown_table(frame, rows)
+def _result(verdict: Verdict) -> dg.AssetCheckResult:
+    severity = ERROR if verdict.severity == "error" else WARN
+    return check(verdict.name, verdict.passed, verdict.description, severity, verdict.metadata)
 
 
 def build_extraction_asset(catalog: Catalog, table_name: str) -> dg.AssetsDefinition:
@@ -55,14 +57,15 @@ def build_extraction_asset(catalog: Catalog, table_name: str) -> dg.AssetsDefini
     @dg.asset(
         name=table_name,
         description=f"{table.description}\n\nExtracted from Prometheus, an export or the demo "
-        "fleet; each run rewrites its days with delete-then-insert in one transaction.",
+        "fleet; each run rewrites its days with delete-then-insert in one transaction, after "
+        "its checks passed.",
         group_name="ingest",
         kinds={"duckdb", "prometheus"},
         owners=["team:sre"],
+        tags=WRITES_WAREHOUSE,
         partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=EXTRACTION_RETRY,
-        pool=WAREHOUSE_POOL,
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, description=doc, blocking=blocking)
             for name, (doc, blocking) in CHECKS.items()
@@ -73,93 +76,41 @@ def build_extraction_asset(catalog: Catalog, table_name: str) -> dg.AssetsDefini
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         metrics: MetricSourceResource,
-    ) -> dg.MaterializeResult:
+        prometheus: PrometheusResource,
+    ):
         window = context.partition_time_window
         try:
-            result = ingest_window(
-                metrics.source(),
-                metrics.catalog(),
-                table_name,
-                window.start,
-                window.end,
-                warehouse.path,
-                warehouse.lock_wait_s,
+            checked = extract_and_check(
+                metrics.source(prometheus), catalog, table_name, window.start, window.end
             )
         except PERMANENT_ERRORS as exc:
             # Bad input or bad data does not get better by retrying: fail at once, clearly.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        frame = result.extracted.frame
-        return dg.MaterializeResult(
+        results = [_result(v) for v in checked.verdicts]
+        if checked.blocking_failures:
+            what = f"{table_name} [{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d})"
+            yield from refuse(results, what)
+        rows = write_window(checked, catalog, warehouse.path, warehouse.lock_wait_s)
+        frame = checked.extracted.frame
+        yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": result.rows_written,
-                "series": result.extracted.series_count,
+                "dagster/row_count": rows,
+                "series": checked.extracted.series_count,
                 "window": f"{window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d}",
                 "first_ts": str(frame["ts"].min()) if frame.height else "",
                 "last_ts": str(frame["ts"].max()) if frame.height else "",
-                "source": result.extracted.source,
-                "preview": dg.MetadataValue.md(_preview(frame)),
+                "source": checked.extracted.source,
+                "preview": dg.MetadataValue.md(markdown_table(frame, 8)),
             },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=v.name,
-                    passed=v.passed,
-                    severity=dg.AssetCheckSeverity.ERROR
-                    if v.severity == "error"
-                    else dg.AssetCheckSeverity.WARN,
-                    description=v.description,
-                    metadata=v.metadata,
-                )
-                for v in result.verdicts
-            ],
+            check_results=results,
         )
 
     return extraction
 
 
-def build_snapshot_asset(catalog: Catalog) -> dg.AssetsDefinition:
-    """Publishes the analysts' read-only snapshot after the day's tables are written."""
-
-    @dg.asset(
-        name="warehouse_snapshot",
-        description="Consistent read-only copy of the warehouse for analysts and notebooks, "
-        "replaced atomically after each successful run so long queries never block a run.",
-        group_name="ingest",
-        kinds={"duckdb"},
-        owners=["team:sre"],
-        partitions_def=daily_partitions(),
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WAREHOUSE_POOL,
-        # Every asset that writes the warehouse, so the snapshot is consistent after the run.
-        deps=[
-            *(dg.AssetKey(name) for name in catalog.tables),
-            *(dg.AssetKey(name) for name in DERIVED_WRITERS),
-        ],
-    )
-    def warehouse_snapshot(warehouse: WarehouseResource) -> dg.MaterializeResult:
-        snapshot = wh.publish_snapshot(warehouse.path, warehouse.snapshot_path)
-        with wh.connect(snapshot, read_only=True) as con:
-            counts = {
-                name: con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-                for name in catalog.tables
-            }
-            dictionary = wh.data_dictionary(con)
-        return dg.MaterializeResult(
-            metadata={
-                "path": dg.MetadataValue.path(str(snapshot)),
-                **{f"rows/{name}": n for name, n in counts.items()},
-                "data_dictionary": dg.MetadataValue.md(dictionary),
-            }
-        )
-
-    return warehouse_snapshot
-
-
 @dg.definitions
 def ingest_assets() -> dg.Definitions:
-    catalog = load_catalog()
+    catalog = configured_catalog()
     return dg.Definitions(
-        assets=[
-            *(build_extraction_asset(catalog, name) for name in catalog.tables),
-            build_snapshot_asset(catalog),
-        ]
+        assets=[build_extraction_asset(catalog, name) for name in catalog.tables]
     )

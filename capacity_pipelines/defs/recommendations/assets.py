@@ -1,22 +1,23 @@
 """The `recommendations` asset: one ranked list of actions per day, with its checks."""
 
 import html
-from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.formatting import markdown_table, usd_per_month
-from capacity_pipelines.defs.partitions import daily_partitions
+from capacity_pipelines.defs.checks import blocking_failures, offenders, refuse
+from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
 from capacity_pipelines.recommendations.checks import duplicate_ids, without_evidence
+from capacity_pipelines.recommendations.decisions import adopt_legacy_decisions, load_decisions
 from capacity_pipelines.recommendations.engine import build_recommendations
 from capacity_pipelines.recommendations.playbook import PlaybookError
 from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
-    ensure_decisions_table,
 )
 
 TOP = 15  # rows of the ranked table shown in the UI
@@ -52,14 +53,15 @@ def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
 @dg.asset(
     description="One ranked list of actions (rightsizing, runway, bottlenecks, token costs) "
     "scored by impact, effort and risk with every factor visible; stable ids, SRE review "
-    "status from recommendation_decisions (never written by a run), accepted ones checked "
-    "after the change (tables recommendations, recommendation_outcomes).",
+    "status from the SRE decisions (their own store, never written by a run), accepted ones "
+    "checked after the change (tables recommendations, recommendation_outcomes). One list per "
+    "as-of day: a run over several days computes each of them, oldest first.",
     group_name="recommendations",
     kinds={"duckdb", "polars"},
     owners=["team:sre"],
+    tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="warehouse",
     deps=["container_rightsizing", "load_forecasts", "llm_token_cost", "bottleneck_outlook"],
     check_specs=[
         dg.AssetCheckSpec(
@@ -76,25 +78,33 @@ def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
         ),
     ],
 )
-def recommendations(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    as_of = context.partition_time_window.end
-    try:
-        with wh.connect(warehouse.path, wait_s=warehouse.lock_wait_s) as con:
-            ensure_decisions_table(con)  # created if missing; never rewritten by a run
-            run = build_recommendations(con, as_of)
-            just_after = as_of + timedelta(microseconds=1)
-            rows = wh.replace_derived_window(
-                con, RECOMMENDATIONS_TABLE, as_of, just_after, run.table, "as_of"
-            )
-            wh.replace_derived_window(con, OUTCOMES_TABLE, as_of, just_after, run.outcomes, "as_of")
-    except PlaybookError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+def recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    store, wait_s = warehouse.decisions_file, warehouse.lock_wait_s
+    adopted = adopt_legacy_decisions(warehouse.path, store, wait_s)
+    if adopted:
+        context.log.info(f"moved {adopted} SRE decisions from the warehouse to their own store")
+    decisions = load_decisions(store, wait_s)
+    for as_of in as_of_days(context):
+        try:
+            with warehouse.reader() as con:
+                run = build_recommendations(con, as_of, decisions=decisions)
+        except PlaybookError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        checks = [
+            offenders("evidence_for_every_recommendation", without_evidence(run.table)),
+            offenders("unique_ids", duplicate_ids(run.table)),
+        ]
+        if blocking_failures(checks):
+            yield from refuse(checks, f"recommendations as of {as_of:%Y-%m-%d}")
+        with warehouse.writer(f"recommendations as of {as_of:%Y-%m-%d}") as con:
+            rows = wh.replace_as_of(con, RECOMMENDATIONS_TABLE, as_of, run.table)
+            wh.replace_as_of(con, OUTCOMES_TABLE, as_of, run.outcomes)
     open_rows = run.table.filter(pl.col("status") == "open")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "as_of": str(as_of),
+            "days_computed": len(context.partition_keys),
             "open": open_rows.height,
             "saving_usd_month": float(open_rows["impact_usd_month"].clip(lower_bound=0).sum()),
             "top": top_table(run.table),
@@ -106,17 +116,5 @@ def recommendations(
                 html.escape(markdown_table(run.outcomes.select(OUTCOME_PREVIEW), 20))
             ),
         },
-        check_results=[
-            _check("evidence_for_every_recommendation", without_evidence(run.table)),
-            _check("unique_ids", duplicate_ids(run.table)),
-        ],
-    )
-
-
-def _check(name: str, offending: list[str]) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=not offending,
-        description="passed" if not offending else f"{len(offending)}: {', '.join(offending[:5])}",
-        metadata={"offending": len(offending)},
+        check_results=checks,
     )

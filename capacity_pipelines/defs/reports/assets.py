@@ -10,12 +10,11 @@ from capacity_pipelines import reporting
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.charts import markdown_image
 from capacity_pipelines.common.formatting import markdown_table
-from capacity_pipelines.defs.partitions import daily_partitions
-from capacity_pipelines.defs.reports.partitions import weekly_partitions
+from capacity_pipelines.defs.partitions import weekly_partitions
 from capacity_pipelines.defs.resources import (
-    MetricSourceResource,
     ReportsResource,
     WarehouseResource,
+    configured_catalog,
 )
 from capacity_pipelines.ingest.coverage import table_coverage, write_data_quality_report
 from capacity_pipelines.reporting.render import summary_markdown
@@ -23,24 +22,25 @@ from capacity_pipelines.reporting.webhook import deliver_report, report_link
 from capacity_pipelines.reporting.weeks import ReportWeek
 from capacity_pipelines.tokens.report import engine_spend_forecast
 
+CATALOG = configured_catalog()  # the catalog the extraction assets were built from
+
 
 @dg.asset(
     description="Coverage and freshness of every warehouse table, published as Markdown and "
-    "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted.",
+    "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted. "
+    "Not partitioned: it always describes the latest snapshot.",
     group_name="reports",
     kinds={"duckdb", "markdown"},
     owners=["team:capacity"],
-    partitions_def=daily_partitions(),
-    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["warehouse_snapshot"],
 )
 def data_quality_report(
-    warehouse: WarehouseResource, metrics: MetricSourceResource, reports: ReportsResource
+    warehouse: WarehouseResource, reports: ReportsResource
 ) -> dg.MaterializeResult:
-    with wh.connect(warehouse.snapshot_path, read_only=True) as con:
-        coverage = table_coverage(con, metrics.catalog())
+    with wh.reader(warehouse.snapshot_path) as con:
+        coverage = table_coverage(con, CATALOG)
     written = write_data_quality_report(
-        coverage, Path(reports.reports_dir) / "latest", source=str(warehouse.snapshot_path)
+        coverage, reports.latest_dir, source=str(warehouse.snapshot_path)
     )
     return dg.MaterializeResult(
         metadata={
@@ -63,21 +63,13 @@ class WeeklyReportConfig(dg.Config):
     "forecast charts, bottleneck outlook, rightsizing, LLM cost by agent and model with "
     "forecast, top recommendations and data quality. One self-contained HTML file (works "
     "offline) plus Markdown, JSON and CSV in reports/<ISO week>/ and reports/latest/; the "
-    "summary goes to $CAPACITY_REPORT_WEBHOOK_URL when set.",
+    "summary goes to the reports resource's webhook ($CAPACITY_REPORT_WEBHOOK_URL) when set.",
     group_name="reports",
     kinds={"duckdb", "html"},
     owners=["team:capacity"],
     partitions_def=weekly_partitions(),
-    # The snapshot waits for every warehouse writer; the others are listed for the lineage.
-    deps=[
-        "warehouse_snapshot",
-        "load_forecasts",
-        "forecast_backtests",
-        "container_rightsizing",
-        "llm_token_cost",
-        "bottleneck_outlook",
-        "recommendations",
-    ],
+    # The snapshot waits for every warehouse writer (definitions.py), so it is the one input.
+    deps=["warehouse_snapshot"],
     # Due every Monday: stale once a week and a day have gone by without a new report.
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6)
@@ -100,16 +92,15 @@ def weekly_capacity_report(
     config: WeeklyReportConfig,
     warehouse: WarehouseResource,
     reports: ReportsResource,
-    metrics: MetricSourceResource,
 ) -> dg.MaterializeResult:
     week = ReportWeek.from_partition_key(context.partition_key)
     forecaster = engine_spend_forecast if config.spend_forecaster == "engine" else None
-    with wh.connect(warehouse.snapshot_path, read_only=True) as con:
+    with wh.reader(warehouse.snapshot_path) as con:
         report = reporting.gather_report(
             con,
             week,
             source=str(warehouse.snapshot_path),
-            catalog=metrics.catalog(),
+            catalog=CATALOG,
             **({"forecaster": forecaster} if forecaster else {}),
         )
     published = reporting.publish_report(report, Path(reports.reports_dir))
@@ -121,7 +112,8 @@ def weekly_capacity_report(
         delivered, delivery_note = deliver_report(
             report.summary["headline"],
             summary.bullets,
-            report_link(week.label, str(published.html)),
+            report_link(week.label, str(published.html), reports.public_base_url),
+            webhook_url=reports.webhook_url,
         )
     if not delivered:
         context.log.warning(delivery_note)

@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from capacity_pipelines.defs.reports.partitions import weekly_partitions
+from capacity_pipelines.defs.partitions import weekly_partitions
 from capacity_pipelines.reporting.weeks import ReportWeek
 
 REPORT_CRON_ENV = "CAPACITY_REPORT_CRON"

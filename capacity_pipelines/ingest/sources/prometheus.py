@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import polars as pl
@@ -53,6 +52,10 @@ class SeriesLimitError(SourceError):
     """A query matched more series than the configured cap; retrying cannot help."""
 
 
+class PrometheusConfigError(SourceError):
+    """The connection settings themselves are wrong (a malformed URL); retrying cannot help."""
+
+
 @dataclass(frozen=True)
 class PrometheusSettings:
     """Connection settings; secrets come only from the environment and are never logged."""
@@ -71,35 +74,16 @@ class PrometheusSettings:
     verify_tls: bool = True
 
     @classmethod
-    def from_env(cls, url: str | None = None, **overrides) -> PrometheusSettings:
-        """Read `CAPACITY_PROMETHEUS_*` variables (URL, TOKEN, USER/PASSWORD, CA_BUNDLE, ...).
+    def create(cls, url: str, chunk_hours: float | None = None, **settings) -> PrometheusSettings:
+        """Validated settings: a well-formed http(s) URL without credentials, a positive chunk.
 
-        `CAPACITY_MAX_SERIES_PER_QUERY` sets the cardinality cap (default `DEFAULT_MAX_SERIES`).
+        A URL that cannot be parsed is refused here, in seconds, with its credentials masked:
+        retrying could never make it work.
         """
-        env = os.environ
-        url = url or env.get("CAPACITY_PROMETHEUS_URL")
-        if not url:
-            raise SourceError(
-                "no Prometheus URL: pass --prometheus-url or set CAPACITY_PROMETHEUS_URL"
-            )
-        user, password = (
-            env.get("CAPACITY_PROMETHEUS_USER"),
-            env.get("CAPACITY_PROMETHEUS_PASSWORD"),
-        )
-        settings = dict(
-            url=url.rstrip("/"),
-            timeout_s=float(env.get("CAPACITY_PROMETHEUS_TIMEOUT", 30)),
-            retries=int(env.get("CAPACITY_PROMETHEUS_RETRIES", 4)),
-            concurrency=int(env.get("CAPACITY_PROMETHEUS_CONCURRENCY", 4)),
-            chunk_s=_chunk_seconds(env.get("CAPACITY_PROMETHEUS_CHUNK_HOURS")),
-            max_series=int(env.get("CAPACITY_MAX_SERIES_PER_QUERY", DEFAULT_MAX_SERIES)),
-            bearer_token=env.get("CAPACITY_PROMETHEUS_TOKEN") or None,
-            basic_auth=(user, password) if user and password else None,
-            ca_bundle=env.get("CAPACITY_PROMETHEUS_CA_BUNDLE") or None,
-            verify_tls=env.get("CAPACITY_PROMETHEUS_INSECURE_SKIP_VERIFY", "") not in ("1", "true"),
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        clean = _checked_url(url)
+        if chunk_hours is not None:
+            settings["chunk_s"] = _chunk_seconds(chunk_hours)
+        return cls(url=clean, **settings)
 
     def points_per_request(self, step_s: float) -> int:
         """Steps per `query_range` call: `chunk_s` of them, never over `max_points`."""
@@ -114,28 +98,64 @@ class PrometheusSettings:
         return f"PrometheusSettings(url={self.public_url!r}, timeout_s={self.timeout_s})"
 
 
-def _chunk_seconds(hours: str | None) -> float:
-    """`CAPACITY_PROMETHEUS_CHUNK_HOURS` in seconds; a value that is not a positive number is
-    refused here rather than turning every request into a single point."""
-    if hours is None or not hours.strip():
-        return DEFAULT_CHUNK_S
+def _chunk_seconds(hours: float | str) -> float:
+    """Chunk hours in seconds; a value that is not a positive number is refused here rather
+    than turning every request into a single point."""
     try:
         value = float(hours)
-    except ValueError:
+    except (TypeError, ValueError):
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise SourceError(
-            f"CAPACITY_PROMETHEUS_CHUNK_HOURS must be a positive number, not {hours!r}"
+        raise PrometheusConfigError(
+            f"the chunk length (CAPACITY_PROMETHEUS_CHUNK_HOURS / chunk_hours) must be a "
+            f"positive number of hours, not {hours!r}"
         )
     return value * 3600
 
 
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(URL without user info, user, password), split without parsing the URL first.
+
+    A password may hold characters a URL parser reads as delimiters (`#`, `/`, `?`), which
+    would otherwise land in an error message or a log. Everything between `://` and the last
+    `@` is the user info; percent-escapes in it are decoded.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url, None, None
+    userinfo, _, host = rest.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{host}", unquote(user) or None, unquote(password) or None
+
+
+def _checked_url(url: str) -> str:
+    """The URL, credentials removed, trailing `/` dropped; PrometheusConfigError if malformed."""
+    clean = split_credentials(url.strip())[0].rstrip("/")
+    if not clean:
+        raise PrometheusConfigError(
+            "no Prometheus URL: pass --prometheus-url or set CAPACITY_PROMETHEUS_URL"
+        )
+    try:
+        parts = urlsplit(clean)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok, parts = False, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise PrometheusConfigError(
+            f"{redact_url(url)}: not a usable Prometheus URL (expected http(s)://host[:port]"
+            "[/path]; characters such as # / ? @ in a password must be percent-encoded, or "
+            "pass the password in CAPACITY_PROMETHEUS_PASSWORD)"
+        )
+    return clean
+
+
 def redact_url(url: str) -> str:
-    """`url` with the user info (basic-auth credentials) replaced by `***`."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    """`url` with the user info (basic-auth credentials) replaced by `***`, found without
+    parsing the URL (see `split_credentials`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def _retry(settings: PrometheusSettings) -> Retry:

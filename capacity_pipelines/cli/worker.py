@@ -1,0 +1,204 @@
+"""The run worker: executes one Dagster run of a job for the `capacity` command, printing progress.
+
+`capacity demo|extract|run` (the supervisor, `runs.py`) starts this module in a process of its
+own with a JSON spec: which job, which partitions, which assets, which settings. The worker
+creates the run in the Dagster instance (so it shows in the UI like a scheduled run), executes
+the same job definition the schedule launches, and prints one line per finished step.
+
+It dies with its supervisor: on Linux the kernel sends it SIGTERM when the supervisor exits for
+any reason (a SIGKILL included), and Dagster turns that into a clean interruption of the run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from capacity_pipelines.common.formatting import printable
+
+DAILY_JOB = "daily_capacity_pipeline"
+WEEKLY_JOB = "weekly_capacity_report_job"
+PR_SET_PDEATHSIG = 1
+
+
+def _definitions() -> dg.Definitions:
+    from capacity_pipelines.definitions import defs
+
+    return defs()
+
+
+def daily_capacity_pipeline() -> dg.JobDefinition:
+    """The daily job, as step processes reconstruct it."""
+    return _definitions().resolve_job_def(DAILY_JOB)
+
+
+def weekly_capacity_report_job() -> dg.JobDefinition:
+    """The weekly report job, as step processes reconstruct it."""
+    return _definitions().resolve_job_def(WEEKLY_JOB)
+
+
+JOBS = {DAILY_JOB: daily_capacity_pipeline, WEEKLY_JOB: weekly_capacity_report_job}
+
+
+@dataclass
+class RunSpec:
+    """What the supervisor asks for: one run of one job."""
+
+    run_id: str
+    job: str
+    tags: dict[str, str]
+    title: str = ""  # printed before the run's progress lines
+    assets: list[str] | None = None
+    resources: dict = field(default_factory=dict)  # resource key -> config (run config form)
+    executor: dict = field(default_factory=dict)  # run config `execution` section
+
+
+def specs_to_json(specs: list[RunSpec]) -> str:
+    """The worker's argument: the runs to execute, in order."""
+    return json.dumps([s.__dict__ for s in specs])
+
+
+def specs_from_json(text: str) -> list[RunSpec]:
+    return [RunSpec(**item) for item in json.loads(text)]
+
+
+@dataclass
+class Progress:
+    """Prints one line per finished step: `[3/14] load_forecasts ok (1,008 rows, 6.4 s)`."""
+
+    total: int
+    done: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, list[str]] = field(default_factory=dict)
+
+    def step_name(self, event: dg.DagsterEvent) -> str:
+        return (event.step_key or "").removesuffix("_op")
+
+    def record(self, event: dg.DagsterEvent) -> None:
+        kind = event.event_type_value
+        if kind == "ASSET_MATERIALIZATION":
+            materialization = event.step_materialization_data.materialization
+            count = materialization.metadata.get("dagster/row_count")
+            if count is not None:
+                name = materialization.asset_key.to_user_string()
+                self.rows[name] = max(self.rows.get(name, 0), int(count.value))
+        elif kind == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
+                severity = "failed" if blocking else "warn"
+                text = evaluation.description or ""
+                self.checks.setdefault(evaluation.asset_key.to_user_string(), []).append(
+                    f"{severity}: {evaluation.check_name}: {printable(text)[:160]}"
+                )
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
+            self.done += 1
+            name = self.step_name(event)
+            seconds = getattr(event.event_specific_data, "duration_ms", None)
+            took = f"{seconds / 1000:.1f} s" if seconds is not None else ""
+            if kind == "STEP_SUCCESS":
+                count = self.rows.get(name)
+                detail = f"{count:,} rows, {took}" if count else took
+                status = f"ok ({detail})"
+            elif kind == "STEP_SKIPPED":
+                status = "skipped (an upstream step failed)"
+            else:
+                status = f"failed: {_failure_message(event)}"
+            print(f"[{self.done}/{self.total}] {name} {status}", flush=True)
+            for line in self.checks.pop(name, []):
+                print(f"      check {line}", flush=True)
+
+
+def _failure_message(event: dg.DagsterEvent) -> str:
+    """The innermost cause of a step failure, one line (Dagster wraps the asset's exception)."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return "see the run in the Dagster UI"
+    return printable(error.message.strip().split(": ", 1)[-1].splitlines()[0])
+
+
+def process_start_ticks(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the supervisor exits (Linux); elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        return
+    if os.getppid() == 1:  # the supervisor died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def execute(spec: RunSpec) -> int:
+    """Create and execute the run; 0 when it succeeded, 1 when it failed or was canceled."""
+    from dagster._core.execution.api import execute_run_iterator
+
+    if spec.title:
+        print(spec.title, flush=True)
+    recon = dg.reconstructable(JOBS[spec.job])
+    job_def = recon.get_definition()
+    selection = {dg.AssetKey.from_user_string(a) for a in spec.assets} if spec.assets else None
+    run_config = {
+        "resources": {k: {"config": v} for k, v in spec.resources.items()},
+        # The run's log stays in the Dagster instance; the terminal shows progress lines only.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    if spec.executor:
+        run_config["execution"] = spec.executor
+    with dg.DagsterInstance.get() as instance:
+        run = instance.create_run_for_job(
+            job_def=job_def,
+            run_id=spec.run_id,
+            run_config=run_config,
+            tags=spec.tags
+            | {
+                "capacity/worker_pid": str(os.getpid()),
+                "capacity/worker_started": process_start_ticks(os.getpid()) or "",
+            },
+            asset_selection=frozenset(selection) if selection else None,
+            job_code_origin=recon.get_python_origin(),
+        )
+        steps = job_def.get_subset(asset_selection=selection) if selection else job_def
+        progress = Progress(total=len(steps.nodes_in_topological_order))
+        began = time.monotonic()
+        for event in execute_run_iterator(recon, run, instance):
+            progress.record(event)
+        final = instance.get_run_by_id(run.run_id)
+    status = final.status if final else dg.DagsterRunStatus.FAILURE
+    if status != dg.DagsterRunStatus.SUCCESS:
+        print(f"run {run.run_id} {status.value.lower()} after {time.monotonic() - began:.1f} s")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m capacity_pipelines.cli.worker '<JSON list of RunSpec>'`: the runs in order,
+    in one process (the definitions load once); stops at the first run that does not succeed."""
+    _die_with_parent()
+    args = sys.argv[1:] if argv is None else argv
+    for spec in specs_from_json(args[0]):
+        code = execute(spec)
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

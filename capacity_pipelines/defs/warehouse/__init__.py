@@ -1,0 +1,1 @@
+"""The warehouse as a whole: the analysts' snapshot, published after every writer."""
