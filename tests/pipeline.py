@@ -3,7 +3,9 @@
 from pathlib import Path
 
 from capacity_pipelines.defs.resources import (
+    ComputeResource,
     MetricSourceResource,
+    PrometheusResource,
     ReportsResource,
     WarehouseResource,
 )
@@ -19,4 +21,6 @@ def pipeline_resources(root: Path, export_files: list[Path]) -> dict:
             export_files=[str(p) for p in export_files], cache_dir=str(root)
         ),
         "reports": ReportsResource(reports_dir=str(root / "reports")),
+        "prometheus": PrometheusResource(),  # no URL: the export files are the source
+        "compute": ComputeResource(workers=2),
     }

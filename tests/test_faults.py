@@ -29,7 +29,12 @@ import pytest
 from capacity_pipelines import warehouse
 from capacity_pipelines.common.paths import REPO_ROOT
 from capacity_pipelines.defs.ingest.assets import EXTRACTION_RETRY, build_extraction_asset
-from capacity_pipelines.defs.resources import MetricSourceResource, WarehouseResource
+from capacity_pipelines.defs.resources import (
+    MetricSourceResource,
+    PrometheusResource,
+    WarehouseResource,
+    prometheus_from_environment,
+)
 from capacity_pipelines.ingest.catalog import load_catalog, render_promql
 from capacity_pipelines.ingest.extract import extract_table
 from capacity_pipelines.ingest.sources import (
@@ -156,26 +161,23 @@ def test_prometheus_killed_then_restarted_dagster_retry_ends_identical(tmp_path:
         with FlakyProxy(server.url, before_forward=kill_on_second_query) as proxy:
             clean = tmp_path / "clean.duckdb"
             disturbed = tmp_path / "disturbed.duckdb"
-            os.environ["CAPACITY_PROMETHEUS_RETRIES"] = "1"
-            try:
-                with dg.DagsterInstance.ephemeral() as instance:
-                    result = dg.materialize(
-                        [asset],
-                        partition_key=PARTITION,
-                        instance=instance,
-                        raise_on_error=False,
-                        resources={
-                            "warehouse": WarehouseResource(
-                                path=str(disturbed), snapshot_path=str(tmp_path / "s1")
-                            ),
-                            "metrics": MetricSourceResource(prometheus_url=proxy.url),
-                        },
-                    )
-                    retried = [
-                        e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"
-                    ]
-            finally:
-                os.environ.pop("CAPACITY_PROMETHEUS_RETRIES", None)
+            with dg.DagsterInstance.ephemeral() as instance:
+                result = dg.materialize(
+                    [asset],
+                    partition_key=PARTITION,
+                    instance=instance,
+                    raise_on_error=False,
+                    resources={
+                        "warehouse": WarehouseResource(
+                            path=str(disturbed), snapshot_path=str(tmp_path / "s1")
+                        ),
+                        "prometheus": PrometheusResource(url=proxy.url, retries=1),
+                        "metrics": MetricSourceResource(),
+                    },
+                )
+                retried = [
+                    e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"
+                ]
         assert restarted.is_set()
         assert result.success, "the retried run should finish once Prometheus is back"
         # The first attempt failed on the dead server and was retried. The policy's jitter can
@@ -496,7 +498,9 @@ def test_secrets_never_reach_logs_metadata_or_errors(fleet, tmp_path: Path, monk
                 "warehouse": WarehouseResource(
                     path=str(tmp_path / "wh.duckdb"), snapshot_path=str(tmp_path / "s")
                 ),
-                "metrics": MetricSourceResource(prometheus_url=proxy.url),
+                # the token from the environment, as an EnvVar read when the run starts
+                "prometheus": prometheus_from_environment(proxy.url),
+                "metrics": MetricSourceResource(),
             },
         )
         records = instance.all_logs(result.run_id)
@@ -563,6 +567,7 @@ def _materialize_usage(root: Path, export: Path, lock_wait_s: float, partition: 
                 "metrics": MetricSourceResource(
                     export_files=[str(export)], cache_dir=str(root / "cache")
                 ),
+                "prometheus": PrometheusResource(),
             },
         )
 
