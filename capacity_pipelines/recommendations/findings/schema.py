@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-HORIZON_DAYS = 7.0  # capacity_runway looks a week ahead (forecasting HORIZON_HOURS = 168)
+from capacity_pipelines.forecasting.fleet import HORIZON_HOURS
+
+HORIZON_DAYS = HORIZON_HOURS / 24  # capacity_runway looks as far ahead as the forecasts (a week)
 
 FINDING_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.Utf8,
