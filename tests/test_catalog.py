@@ -12,6 +12,7 @@ from capacity_pipelines.ingest.catalog import (
     parse_duration,
     render_promql,
 )
+from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE
 
 
 @pytest.mark.parametrize(
@@ -55,6 +56,22 @@ def test_bundled_catalog_has_the_families():
         usage.value_columns
     )
     assert catalog.step_seconds == 300 and catalog.rate_window_seconds == 900
+
+
+def test_extracted_table_names_other_domains_read_are_in_the_catalog():
+    """Findings and the weekly report query these tables by the ingest constants: a catalog
+    that renamed one, or dropped a column they aggregate, would skip findings silently."""
+    catalog = load_catalog()
+    usage = catalog.table(CONTAINER_USAGE_TABLE)
+    aggregated = {
+        "cpu_cores",
+        "memory_working_set_bytes",
+        "cpu_request_cores",
+        "memory_request_bytes",
+    }
+    assert aggregated <= set(usage.value_columns)
+    assert {"namespace", "workload", "pod", "container"} <= set(usage.key)
+    assert {"namespace", "service"} <= set(catalog.table(SERVICE_TRAFFIC_TABLE).key)
 
 
 def test_rendered_promql_for_rate_and_histogram():

@@ -398,6 +398,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     statuses: list[int] = []
     received: list[dict] = []
     delay_s = 0.0
+    retry_after: str | None = None  # sent with every refusal when set (429s always send one)
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -405,8 +406,8 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         time.sleep(type(self).delay_s)
         status = type(self).statuses.pop(0) if type(self).statuses else 200
         self.send_response(status)
-        if status == 429:
-            self.send_header("Retry-After", "0")
+        if status != 200 and (status == 429 or type(self).retry_after is not None):
+            self.send_header("Retry-After", type(self).retry_after or "0")
         self.end_headers()
         self.wfile.write(b"ok" if status == 200 else b"no")
 
@@ -416,7 +417,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def hook():
-    _Hook.statuses, _Hook.received, _Hook.delay_s = [], [], 0.0
+    _Hook.statuses, _Hook.received, _Hook.delay_s, _Hook.retry_after = [], [], 0.0, None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -456,6 +457,22 @@ def test_webhook_failure_never_shows_the_url(hook, caplog, capfd):
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err, str(failure.value), repr(failure.value)):
         assert "s3cr3t" not in text and "127.0.0.1" not in text
+
+
+def test_webhook_waits_as_long_as_retry_after_says(hook):
+    url, handler = hook
+    handler.statuses, handler.retry_after = [503], "1"
+    started = time.monotonic()
+    delivery = deliver_summary({"text": "x"}, url=url, retries=2, backoff_s=0.01)
+    assert (delivery.status, delivery.attempts) == (200, 2)
+    assert time.monotonic() - started >= 0.95  # the server's second, not the 10 ms backoff
+
+
+def test_webhook_falls_back_to_backoff_on_an_unusable_retry_after(hook):
+    url, handler = hook
+    handler.statuses, handler.retry_after = [503, 503], "-1"
+    delivery = deliver_summary({"text": "x"}, url=url, retries=2, backoff_s=0.01)
+    assert (delivery.status, delivery.attempts) == (200, 3)
 
 
 def test_no_webhook_configured_sends_nothing(monkeypatch):

@@ -20,6 +20,11 @@ from capacity_pipelines.warehouse import (
 
 EXTRACTION_LOG = "extraction_log"
 SCHEMA_VERSION = "schema_version"
+# Extracted tables that other domains query by name (recommendations, the weekly report). The
+# catalog declares every extracted table; these two are named here so a reader imports the name
+# instead of retyping it (tests/test_catalog.py checks the catalog still declares them).
+CONTAINER_USAGE_TABLE = "container_usage"
+SERVICE_TRAFFIC_TABLE = "service_traffic"
 
 
 def table_ddl(table: TableSpec) -> str:

@@ -18,7 +18,7 @@ from capacity_pipelines.common.paths import ASSETS_DIR
 
 DEFAULT_PLAYBOOK = ASSETS_DIR / "playbook.yaml"
 DEFAULT_TEAMS = ASSETS_DIR / "teams.yaml"
-# The finding producers findings.py implements; a kind names one of them.
+# The finding producers findings/ implements (one module per source); a kind names one of them.
 SOURCES = (
     "rightsizing_down",
     "rightsizing_up",

@@ -10,11 +10,12 @@ webhooks carry the token.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from capacity_pipelines.common.retry import RetryPolicy, call_with_retries
 
 WEBHOOK_URL_ENV = "CAPACITY_REPORT_WEBHOOK_URL"
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -46,10 +47,20 @@ def slack_payload(headline: str, summary_lines: list[str], link: str) -> dict[st
     }
 
 
+class _Undelivered(Exception):
+    """One attempt failed in a way worth retrying; `why` never contains the URL."""
+
+    def __init__(self, why: str, retry_after_s: float | None = None):
+        super().__init__(why)
+        self.why = why
+        self.retry_after_s = retry_after_s
+
+
 def _retry_after(error: urllib.error.HTTPError) -> float | None:
+    """The server's `Retry-After` in seconds (the delta-seconds form; a date is ignored)."""
     value = error.headers.get("Retry-After") if error.headers else None
     try:
-        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+        return float(value) if value is not None else None
     except ValueError:
         return None
 
@@ -72,9 +83,8 @@ def deliver_summary(
     if not url.startswith(("https://", "http://")):
         raise WebhookError(f"{WEBHOOK_URL_ENV} is not an http(s) URL")
     body = json.dumps(payload).encode()
-    last = "no attempt made"
-    for attempt in range(1, retries + 2):
-        wait = backoff_s * 2 ** (attempt - 1)
+
+    def post(attempt: int) -> Delivery:
         request = urllib.request.Request(
             url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
@@ -82,18 +92,25 @@ def deliver_summary(
             with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
                 return Delivery(status=response.status, attempts=attempt)
         except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code}"
             if error.code not in RETRYABLE_STATUS:
                 raise WebhookError(
-                    f"webhook delivery refused: {last} (not retried; check the webhook)"
+                    f"webhook delivery refused: HTTP {error.code} (not retried; check the webhook)"
                 ) from None
-            wait = _retry_after(error) or wait
+            raise _Undelivered(f"HTTP {error.code}", _retry_after(error)) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
             reason = getattr(error, "reason", error)
-            last = type(reason).__name__ if not isinstance(reason, str) else "connection error"
-        if attempt <= retries:
-            time.sleep(wait)
-    raise WebhookError(f"webhook delivery failed after {retries + 1} attempts: {last}")
+            why = type(reason).__name__ if not isinstance(reason, str) else "connection error"
+            raise _Undelivered(why) from None
+
+    policy = RetryPolicy(retries=retries, base_delay_s=backoff_s, max_delay_s=MAX_RETRY_AFTER_S)
+    try:
+        return call_with_retries(
+            post, policy, retry_on=(_Undelivered,), delay_hint=lambda e: e.retry_after_s
+        )
+    except _Undelivered as last:
+        raise WebhookError(
+            f"webhook delivery failed after {policy.attempts} attempts: {last.why}"
+        ) from None
 
 
 def report_link(week_label: str, html_path: str, base_url: str = "") -> str:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from capacity_pipelines.common.retry import RetryPolicy, call_with_retries
 from capacity_pipelines.ingest.catalog import ColumnQuery, TableSpec, format_duration, render_promql
 from capacity_pipelines.ingest.sources.base import MetricSource, SeriesPoints, SourceError
 
@@ -42,6 +41,8 @@ DEFAULT_MAX_SERIES = 20_000
 # backfill of weeks in one request times out on a large fleet, while day-long requests stay
 # small and cost no more per day (request-size table in benchmarks/results/scale.md).
 DEFAULT_CHUNK_S = 86_400.0
+# No pause between two tries is longer than urllib3's default backoff cap, whatever the retries.
+MAX_RETRY_DELAY_S = 120.0
 _SERIES_MARKER = b'"metric":'  # opens every series object of a query_range answer
 _READ_BYTES = 1 << 20
 
@@ -84,6 +85,17 @@ class PrometheusSettings:
         if chunk_hours is not None:
             settings["chunk_s"] = _chunk_seconds(chunk_hours)
         return cls(url=clean, **settings)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How often and how patiently to ask: the session's transport retries and the
+        source's own retries of bad answers follow the same numbers."""
+        return RetryPolicy(
+            retries=self.retries,
+            base_delay_s=self.backoff_s,
+            jitter_s=self.backoff_s,
+            max_delay_s=MAX_RETRY_DELAY_S,
+        )
 
     def points_per_request(self, step_s: float) -> int:
         """Steps per `query_range` call: `chunk_s` of them, never over `max_points`."""
@@ -160,13 +172,13 @@ def redact_url(url: str) -> str:
 
 def _retry(settings: PrometheusSettings) -> Retry:
     """Retries for timeouts, refused connections, 429 and 5xx, honouring `Retry-After`."""
+    policy = settings.retry_policy
     return Retry(
-        total=settings.retries,
-        connect=settings.retries,
-        read=settings.retries,
-        status=settings.retries,
-        backoff_factor=settings.backoff_s,
-        backoff_jitter=settings.backoff_s,
+        total=policy.retries,
+        connect=policy.retries,
+        read=policy.retries,
+        status=policy.retries,
+        **policy.urllib3_backoff(),
         status_forcelist=RETRYABLE_STATUS,
         allowed_methods=None,  # query_range is read-only: retry GET and POST alike
         respect_retry_after_header=True,
@@ -312,54 +324,51 @@ class PrometheusSource(MetricSource):
             "end": round(end.timestamp()),
             "step": format_duration(step_s),
         }
-        for attempt in range(self.settings.retries + 1):
-            try:
-                with self.session.get(
-                    f"{self.settings.url}/api/v1/query_range",
-                    params=params,
-                    timeout=self.settings.timeout_s,
-                    stream=True,
-                ) as response:
-                    if response.status_code != 200:
-                        raise SourceError(
-                            f"{where} refused: HTTP {response.status_code}: {_error_text(response)}"
-                        )
-                    body = _read_answer(response, self.settings.max_series, promql)
-                result = _result(body)
-                del body
-            except SeriesLimitError as exc:
-                raise SeriesLimitError(f"{exc} ({where})") from None
-            except _BadAnswer as exc:
-                if attempt == self.settings.retries:
+
+        def ask(_attempt: int) -> list[dict]:
+            with self.session.get(
+                f"{self.settings.url}/api/v1/query_range",
+                params=params,
+                timeout=self.settings.timeout_s,
+                stream=True,
+            ) as response:
+                if response.status_code != 200:
                     raise SourceError(
-                        f"{where} answered badly {attempt + 1} times "
-                        f"({self.settings.retries} retries): {exc}"
-                    ) from None
-                # Same backoff as the transport retries: base * 2^attempt, plus jitter.
-                pause = self.settings.backoff_s * (2**attempt)
-                time.sleep(pause + random.uniform(0, self.settings.backoff_s))
-                continue
-            except requests.RequestException as exc:
-                hint = (
-                    " (a heavy query: lower CAPACITY_PROMETHEUS_CHUNK_HOURS or raise "
-                    "CAPACITY_PROMETHEUS_TIMEOUT)"
-                    if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
-                    else ""
-                )
-                raise SourceError(
-                    f"{where} unreachable after {self.settings.retries} retries{hint}: "
-                    f"{type(exc).__name__}: {str(exc)[:300]}"
-                ) from None
-            if len(result) > self.settings.max_series // 2:
-                logger.warning(
-                    "%s returned %d series, over half the cap of %d "
-                    "(CAPACITY_MAX_SERIES_PER_QUERY): check the labels for a cardinality explosion",
-                    where,
-                    len(result),
-                    self.settings.max_series,
-                )
-            return result
-        raise AssertionError("unreachable: the loop returns or raises")
+                        f"{where} refused: HTTP {response.status_code}: {_error_text(response)}"
+                    )
+                body = _read_answer(response, self.settings.max_series, promql)
+            return _result(body)
+
+        policy = self.settings.retry_policy
+        try:
+            # Transport failures were already retried by the session; bad bodies are ours.
+            result = call_with_retries(ask, policy, retry_on=(_BadAnswer,))
+        except SeriesLimitError as exc:
+            raise SeriesLimitError(f"{exc} ({where})") from None
+        except _BadAnswer as exc:
+            raise SourceError(
+                f"{where} answered badly {policy.attempts} times ({policy.retries} retries): {exc}"
+            ) from None
+        except requests.RequestException as exc:
+            hint = (
+                " (a heavy query: lower CAPACITY_PROMETHEUS_CHUNK_HOURS or raise "
+                "CAPACITY_PROMETHEUS_TIMEOUT)"
+                if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
+                else ""
+            )
+            raise SourceError(
+                f"{where} unreachable after {policy.retries} retries{hint}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+        if len(result) > self.settings.max_series // 2:
+            logger.warning(
+                "%s returned %d series, over half the cap of %d "
+                "(CAPACITY_MAX_SERIES_PER_QUERY): check the labels for a cardinality explosion",
+                where,
+                len(result),
+                self.settings.max_series,
+            )
+        return result
 
     def fetch_columns(
         self,

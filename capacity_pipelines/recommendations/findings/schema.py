@@ -1,0 +1,66 @@
+"""The one shape every finding producer emits, and the small helpers they share to fill it.
+
+Kept apart from the producers so that scoring, the benchmark and each producer depend on the
+shape alone, not on one another: a new source of findings is a new module that imports this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from capacity_pipelines.forecasting.fleet import HORIZON_HOURS
+
+HORIZON_DAYS = HORIZON_HOURS / 24  # capacity_runway looks as far ahead as the forecasts (a week)
+
+FINDING_SCHEMA: dict[str, pl.DataType] = {
+    "kind": pl.Utf8,
+    "target": pl.Utf8,
+    "namespace": pl.Utf8,
+    "service": pl.Utf8,
+    "action": pl.Utf8,
+    "evidence": pl.Utf8,
+    "evidence_value": pl.Float64,
+    "source_table": pl.Utf8,
+    "impact_usd_month": pl.Float64,
+    "slo_risk_avoided": pl.Float64,
+    "runway_days_gained": pl.Float64,
+    "confidence": pl.Float64,
+    "history_days": pl.Float64,
+    "forecast_uncertainty": pl.Float64,
+    "headroom_after": pl.Float64,
+    "workloads": pl.Int64,
+}
+
+
+@dataclass
+class Findings:
+    """Every finding of one as-of day, and notes on what could not be looked at."""
+
+    frame: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def empty_findings() -> pl.DataFrame:
+    """No findings, typed: concatenates with any producer's output."""
+    return pl.DataFrame(schema=FINDING_SCHEMA)
+
+
+def finding_frame(rows: list[dict]) -> pl.DataFrame:
+    """Producer rows -> the finding schema; a finding names one workload unless it says more."""
+    defaults = {"workloads": 1}
+    full = [{c: row.get(c, defaults.get(c)) for c in FINDING_SCHEMA} for row in rows]
+    return pl.DataFrame(full, schema=FINDING_SCHEMA) if full else empty_findings()
+
+
+def one_line(text: str | None, limit: int = 220) -> str:
+    """Evidence on one line of at most `limit` characters (an ellipsis says it was cut)."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def finite(value: float | None) -> bool:
+    """A number a ratio can be taken of: not missing, not NaN."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
