@@ -37,7 +37,31 @@ def test_assets_checks_jobs_and_schedules_are_listed(definitions):
         node = graph.get(dg.AssetKey(table))
         assert node.group_name == "ingest"
         assert node.description
-        assert node.pools == {"warehouse"}
+
+
+def test_no_asset_holds_a_pool_for_its_compute(definitions):
+    """Writers serialise on the warehouse's lock around the write only; a pool held for the
+    whole body would serialise minutes of forecasting (and a killed run kept its slot)."""
+    graph = definitions.resolve_asset_graph()
+    held = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
+    assert not {k: p for k, p in held.items() if p}
+
+
+AS_OF = {"load_forecasts", "forecast_backtests", "container_rightsizing", "bottleneck_outlook",
+         "recommendations"}  # fmt: skip
+LATEST = {"warehouse_snapshot", "data_quality_report", "token_cost_report"}
+
+
+def test_partitions_follow_what_each_answer_is(definitions):
+    """Per-day data and as-of answers are daily; "latest" publications are not partitioned."""
+    graph = definitions.resolve_asset_graph()
+    partitions = {
+        k.to_user_string(): graph.get(k).partitions_def for k in graph.get_all_asset_keys()
+    }
+    daily = {k for k, p in partitions.items() if isinstance(p, dg.DailyPartitionsDefinition)}
+    assert set(INGEST) | AS_OF | {"llm_token_cost"} == daily
+    assert all(partitions[k] is None for k in LATEST)
+    assert isinstance(partitions["weekly_capacity_report"], dg.WeeklyPartitionsDefinition)
 
 
 def test_daily_job_refreshes_everything_the_weekly_report_reads(definitions):
@@ -45,25 +69,21 @@ def test_daily_job_refreshes_everything_the_weekly_report_reads(definitions):
     graph = definitions.resolve_asset_graph()
     job = definitions.resolve_job_def("daily_capacity_pipeline")
     in_job = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    daily = {
-        k.to_user_string()
-        for k in graph.get_all_asset_keys()
-        if isinstance(graph.get(k).partitions_def, dg.DailyPartitionsDefinition)
-    }
-    assert {"container_usage", "load_forecasts", "recommendations", "warehouse_snapshot"} <= daily
-    assert in_job == daily
+    everything = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert in_job == everything - {"weekly_capacity_report"}
+    snapshot = graph.get(dg.AssetKey("warehouse_snapshot"))
+    assert {k.to_user_string() for k in snapshot.parent_keys} >= AS_OF
     report = graph.get(dg.AssetKey("weekly_capacity_report"))
-    assert {k.to_user_string() for k in report.parent_keys} <= in_job
+    assert {k.to_user_string() for k in report.parent_keys} == {"warehouse_snapshot"}
 
 
-def test_daily_job_runs_one_partition_end_to_end(definitions, tmp_path: Path):
-    """The scheduled run as the daemon launches it: one job, one partition, every asset."""
-    from capacity_pipelines.defs.ingest.schedules import daily_pipeline_job
+def _daily_job_run(definitions, tmp_path: Path, **execute) -> dg.ExecuteInProcessResult:
+    from capacity_pipelines.defs.schedules import daily_pipeline_job
 
     export = tmp_path / "fleet.om"
     start = datetime(2026, 9, 28, tzinfo=UTC)
     write_container_fleet(
-        export, containers=3, start_s=int(start.timestamp()), days=2, interval_s=300
+        export, containers=3, start_s=int(start.timestamp()), days=4, interval_s=300
     )
     local = dg.Definitions(
         assets=list(definitions.assets),
@@ -73,13 +93,19 @@ def test_daily_job_runs_one_partition_end_to_end(definitions, tmp_path: Path):
     )
     with dg.DagsterInstance.ephemeral() as instance:
         result = local.resolve_job_def("daily_capacity_pipeline").execute_in_process(
-            partition_key="2026-09-29", instance=instance, raise_on_error=False
+            instance=instance, raise_on_error=False, **execute
         )
     assert result.success, [
         e.step_failure_data.error.message
         for e in result.all_events
         if e.event_type_value == "STEP_FAILURE"
     ]
+    return result
+
+
+def test_daily_job_runs_one_partition_end_to_end(definitions, tmp_path: Path):
+    """The scheduled run as the daemon launches it: one job, one partition, every asset."""
+    result = _daily_job_run(definitions, tmp_path, partition_key="2026-09-29")
     done = {
         e.asset_key.to_user_string()
         for e in result.all_events
@@ -89,6 +115,55 @@ def test_daily_job_runs_one_partition_end_to_end(definitions, tmp_path: Path):
     assert "weekly_capacity_report" not in done
     con = duckdb.connect(str(tmp_path / "snap.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM container_rightsizing").fetchone()[0] > 0
+
+
+def test_a_ranged_run_computes_every_as_of_day_it_marks(definitions, tmp_path: Path):
+    """A green partition means that day's answer exists: a run over three days writes three
+    as-of days of every answer and marks exactly those three keys."""
+    keys = ["2026-09-29", "2026-09-30", "2026-10-01"]
+    result = _daily_job_run(
+        definitions,
+        tmp_path,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+    )
+    marked: dict[str, set] = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            marked.setdefault(event.asset_key.to_user_string(), set()).add(event.partition)
+    for asset in AS_OF:
+        assert marked[asset] == set(keys), asset
+    assert marked["warehouse_snapshot"] == {None}
+    for asset in AS_OF:  # early days may have nothing to forecast or recommend, but were run
+        mats = result.asset_materializations_for_node(asset)
+        [last] = [m for m in mats if m.partition == keys[-1]]
+        assert last.metadata["days_computed"].value == 3
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    days = con.execute("SELECT DISTINCT as_of::DATE::VARCHAR FROM container_rightsizing ORDER BY 1")
+    assert [d for (d,) in days.fetchall()] == ["2026-09-30", "2026-10-01", "2026-10-02"]
+
+
+def test_every_asset_that_writes_the_warehouse_is_upstream_of_the_snapshot(
+    definitions, tmp_path: Path, monkeypatch
+):
+    """Found by watching the writes of a real run, not by trusting the tags."""
+    from capacity_pipelines import warehouse
+
+    writers: set[str] = set()
+    original = warehouse.writer
+
+    def watched(*args, **kwargs):
+        writers.add(dg.AssetExecutionContext.get().asset_key.to_user_string())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(warehouse, "writer", watched)
+    _daily_job_run(definitions, tmp_path, partition_key="2026-09-29")
+    snapshot = definitions.resolve_asset_graph().get(dg.AssetKey("warehouse_snapshot"))
+    upstream = {k.to_user_string() for k in snapshot.parent_keys}
+    assert set(INGEST) | AS_OF <= writers  # the watch saw the writes
+    assert writers <= upstream
 
 
 def test_extraction_has_retries_and_single_run_backfills(definitions):
