@@ -7,10 +7,11 @@ import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
 from capacity_pipelines.rightsizing.checks import risky_cuts
-from capacity_pipelines.rightsizing.outputs import markdown_table, write_exports
+from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports, ranked_markdown
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
 from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABLE
 
@@ -32,7 +33,13 @@ from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABL
             asset="container_rightsizing",
             description="WARN when a recommendation cuts a request by more than half at low "
             "confidence.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "patches_for_every_workload",
+            asset="container_rightsizing",
+            description="WARN when a workload gets no patch: a namespace, workload or container "
+            "label that is not a valid Kubernetes name, or a kind kubectl cannot patch in place.",
+        ),
     ],
 )
 def container_rightsizing(
@@ -49,14 +56,21 @@ def container_rightsizing(
         rows = wh.replace_derived_window(
             con, RIGHTSIZING_TABLE, as_of, as_of + timedelta(microseconds=1), table, "as_of"
         )
-    exports = write_exports(recommendations, Path(reports.reports_dir) / "latest" / "rightsizing")
+    exports = build_exports(recommendations)
+    folder = Path(reports.reports_dir) / "latest" / "rightsizing"
+    publish_exports(exports, folder)
+    refused = exports.patches.refused
     risky = risky_cuts(recommendations)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "monthly_saving_usd": float(recommendations["monthly_saving_usd"].sum() or 0.0),
-            "top": dg.MetadataValue.md(markdown_table(recommendations, top=10)),
-            "exports": dg.MetadataValue.path(str(exports[0].parent) if exports else ""),
+            "top": dg.MetadataValue.md(ranked_markdown(recommendations, top=10)),
+            "exports": dg.MetadataValue.path(str(folder)),
+            "patches": len(exports.patches.patches),
+            "refused_patches": dg.MetadataValue.json(
+                [{"workload": r.workload, "reason": r.reason} for r in refused]
+            ),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -66,7 +80,16 @@ def container_rightsizing(
                 description="no large cut at low confidence"
                 if risky.height == 0
                 else f"{risky.height} large cuts at low confidence: "
-                + ", ".join(risky["container_id"].head(5).to_list()),
-            )
+                + ", ".join(safe_text(c) for c in risky["container_id"].head(5)),
+            ),
+            dg.AssetCheckResult(
+                check_name="patches_for_every_workload",
+                passed=not refused,
+                severity=dg.AssetCheckSeverity.WARN,
+                description="every workload to change has a patch"
+                if not refused
+                else f"{len(refused)} workloads got no patch: "
+                + "; ".join(f"{r.workload}: {r.reason}" for r in refused[:5]),
+            ),
         ],
     )
