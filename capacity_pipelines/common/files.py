@@ -15,11 +15,12 @@ product writes files.
 - `publish_folder(folder, files)`: a folder that is wholly the product's (a weekly report's
   `<ISO week>/`): built beside it and swapped in whole.
 
-Readers see every file complete or absent (written under a staging name, then renamed) and a
-swapped folder old or new, never mixed: the two folders are exchanged in one
-`renameat2(RENAME_EXCHANGE)` where the kernel and filesystem offer it, else by two renames (the
-folder is then briefly absent). A crash leaves the previous publication; its staging leftovers
-carry a recognisable name and the next publish of the same names removes them. Files and folders
+Readers see every file complete or absent and a swapped folder old or new, never mixed: all
+content is written under staging names first and only then renamed into place, folders exchanged
+in one `renameat2(RENAME_EXCHANGE)` where the kernel and filesystem offer it, else by two renames
+(the folder is then briefly absent). A failure or a crash while content is written leaves the
+previous publication as it was; staging leftovers carry a recognisable name and the next publish
+of the same names removes them. Files and folders
 get the modes `open()` and `mkdir()` give them under the user's umask, not the private 0600 /
 0700 of `tempfile`. No path is written or removed outside the folder: names are checked, and a
 link where a folder is expected is refused, never followed.
@@ -300,16 +301,36 @@ def _publish_file(folder: Path, relative: PurePosixPath, content: Content) -> No
         staged.unlink(missing_ok=True)
 
 
-def _publish_whole(
-    folder: Path, relative: PurePosixPath, files: Mapping[PurePosixPath, Content]
+def _stage_and_commit(
+    folder: Path,
+    loose: Mapping[PurePosixPath, Content],
+    whole: Mapping[PurePosixPath, Mapping[PurePosixPath, Content]],
 ) -> None:
-    parent = _make_dirs(folder, relative.parent)
-    staging = _staging_path(parent / relative.name)
+    """Write everything under staging names first, then rename it all into place.
+
+    A writer that fails (or a process killed) while content is being written leaves the
+    previous publication untouched; only the renames at the end, each atomic, can interleave.
+    """
+    folders: list[tuple[Path, Path]] = []
+    files: list[tuple[Path, Path]] = []
     try:
-        _build(staging, files)
-        _swap_in(staging, parent / relative.name)
+        for relative, whole_files in whole.items():
+            target = _make_dirs(folder, relative.parent) / relative.name
+            folders.append((_staging_path(target), target))
+            _build(folders[-1][0], whole_files)
+        for relative, content in loose.items():
+            target = _make_dirs(folder, relative.parent) / relative.name
+            files.append((_new_file(target), target))
+            _write(files[-1][0], content)
+        for staged, target in folders:
+            _swap_in(staged, target)
+        for staged, target in files:
+            os.replace(staged, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for staged, _ in folders:
+            shutil.rmtree(staged, ignore_errors=True)
+        for staged, _ in files:
+            staged.unlink(missing_ok=True)
 
 
 # -- the ownership manifest --------------------------------------------------------------------
@@ -410,16 +431,15 @@ def publish_files(
             "folders": sorted(set(before["folders"]) | set(new_folders)),
         }
         _write_manifest(folder, manifest)
-        by_directory: dict[PurePosixPath, set[str]] = {}
-        for path in [*plan.loose, *plan.whole]:
-            by_directory.setdefault(path.parent, set()).add(path.name)
+        # Leftovers of a crashed publish of any name this owner has or had, and of the manifest.
+        by_directory: dict[PurePosixPath, set[str]] = {PurePosixPath("."): {OWNERSHIP_MANIFEST}}
+        for path in [*manifest[owner]["files"], *manifest[owner]["folders"]]:
+            relative = PurePosixPath(path)
+            by_directory.setdefault(relative.parent, set()).add(relative.name)
         for directory, names in by_directory.items():
             if _real_dirs(folder, directory):
                 _remove_leftovers(folder / directory, names)
-        for relative, whole_files in plan.whole.items():
-            _publish_whole(folder, relative, whole_files)
-        for relative, content in plan.loose.items():
-            _publish_file(folder, relative, content)
+        _stage_and_commit(folder, plan.loose, plan.whole)
         swapped = [PurePosixPath(f) for f in new_folders]
         written = [*plan.loose, *plan.whole]
         _remove_stale(
