@@ -19,7 +19,8 @@ _MARKDOWN_ESCAPES = str.maketrans(
 # OWASP "CSV injection": a cell starting with one of these is a formula to a spreadsheet.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_START = r"^[=+\-@\t\r]"
-_PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"  # "-12.5" is a number, not a formula
+# "-12.5" is a number, not a formula: text that is a plain (ASCII) number stays as it is.
+_PLAIN_NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
 
 def _visible(char: str) -> str:

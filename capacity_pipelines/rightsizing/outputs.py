@@ -206,25 +206,30 @@ def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
     for row in recommendations.filter(worth_applying).iter_rows(named=True):
         if not _resources(row):
             continue
-        key = (row["namespace"], row["workload"], row.get("workload_kind"))
+        key = (row["namespace"], row["workload"], row.get("workload_kind") or DEFAULT_KIND)
         groups.setdefault(key, []).append(row)
     patches: list[WorkloadPatch] = []
     refused: list[RefusedPatch] = []
     files: dict[str, Workload] = {}
     for (namespace, name, kind), rows in sorted(groups.items(), key=lambda g: str(g[0])):
-        shown_as = safe_text(f"{namespace}/{name}" + (f" ({kind})" if kind else ""))
+        kind_known = any(r.get("workload_kind") for r in rows)
+        shown_as = safe_text(f"{namespace}/{name}" + (f" ({kind})" if kind_known else ""))
         problems = list(
             dict.fromkeys(p for r in rows for p in label_problems(namespace, name, r["container"]))
         )
-        if kind is not None and kind not in PATCHABLE_KINDS:
+        if kind not in PATCHABLE_KINDS:
             problems.append(
                 f"kind {shown(kind)} is not one `kubectl patch` changes in place "
                 f"({', '.join(PATCHABLE_KINDS)})"
             )
+        containers = [r["container"] for r in rows]
+        repeated = sorted({c for c in containers if containers.count(c) > 1})
+        if repeated:  # the same workload in several clusters: one patch cannot hold both
+            problems.append(f"container {shown(repeated[0])} is listed more than once")
         if problems:
             refused.append(RefusedPatch(shown_as, safe_text("; ".join(problems))))
             continue
-        workload = Workload(namespace, name, kind or DEFAULT_KIND)
+        workload = Workload(namespace, name, kind)
         file_name = patch_file_name(workload)
         if file_name in files:  # only a hash collision could do this: refuse, never overwrite
             refused.append(
@@ -232,7 +237,7 @@ def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
             )
             continue
         files[file_name] = workload
-        text = _patch_text(workload, kind is not None, rows)
+        text = _patch_text(workload, kind_known, rows)
         patches.append(WorkloadPatch(workload, file_name, text))
     return PatchSet(patches, refused)
 
