@@ -333,9 +333,7 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @PROPERTY
 @given(
     st.lists(
-        st.tuples(
-            st.one_of(VALID_LABEL, LABELS), st.one_of(VALID_LABEL, LABELS), LABELS, KINDS
-        ),
+        st.tuples(st.one_of(VALID_LABEL, LABELS), st.one_of(VALID_LABEL, LABELS), LABELS, KINDS),
         min_size=1,
         max_size=8,
     )

@@ -301,7 +301,7 @@ def test_readers_never_see_a_folder_mixed_or_missing(tmp_path: Path):
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        for i in range(200):
+        for i in range(100):
             publish_files(folder, sets[i % 2], owner="me", whole_folders=["p"])
     finally:
         stop.set()

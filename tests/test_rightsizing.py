@@ -24,7 +24,6 @@ from capacity_pipelines.rightsizing import (
     risky_cuts,
 )
 from capacity_pipelines.rightsizing.outputs import ranked_markdown, workload_patches
-from capacity_pipelines.rightsizing.workloads import Workload
 from capacity_pipelines.rightsizing.policy import LimitsRule
 from capacity_pipelines.rightsizing.quantities import (
     format_cpu,
@@ -34,6 +33,7 @@ from capacity_pipelines.rightsizing.quantities import (
     round_cpu_up,
     round_memory_up,
 )
+from capacity_pipelines.rightsizing.workloads import Workload
 
 MIB = 1024**2
 GIB = 1024**3
