@@ -169,6 +169,8 @@ class _Plan:
         loose: dict[PurePosixPath, Content] = {}
         for name, content in files.items():
             path = _relative(name)
+            if path in whole:
+                raise PublishError(f"cannot publish {path}: it is also a whole folder")
             owner = next((w for w in whole if _is_under(path, w)), None)
             if owner is not None:
                 whole[owner][path.relative_to(owner)] = content
@@ -413,9 +415,10 @@ def publish_files(
     """Publish `files` (relative path -> content) into `folder` for `owner`; returns their paths.
 
     After it returns, `folder` holds exactly this publication's files plus whatever was there
-    that `owner` did not publish. Files are written in the order given (put the one that marks a
-    publication complete last); each of `whole_folders` is built apart and swapped in whole
-    (an empty one when no file goes in it). Publishers of one folder are serialised.
+    that `owner` did not publish. Every file is written under a staging name first; then each of
+    `whole_folders` is swapped in whole (an empty one when no file goes in it) and the other
+    files are renamed into place in the order given (put the one that marks a publication
+    complete last). Publishers of one folder are serialised.
     """
     plan = _Plan.of(files, whole_folders)
     folder = Path(folder)
