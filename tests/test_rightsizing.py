@@ -23,7 +23,7 @@ from capacity_pipelines.rightsizing import (
     recommend_usage,
     risky_cuts,
 )
-from capacity_pipelines.rightsizing.outputs import markdown_table, workload_patches
+from capacity_pipelines.rightsizing.outputs import ranked_markdown, workload_patches
 from capacity_pipelines.rightsizing.policy import LimitsRule
 from capacity_pipelines.rightsizing.quantities import (
     format_cpu,
@@ -33,6 +33,7 @@ from capacity_pipelines.rightsizing.quantities import (
     round_cpu_up,
     round_memory_up,
 )
+from capacity_pipelines.rightsizing.workloads import Workload
 
 MIB = 1024**2
 GIB = 1024**3
@@ -131,7 +132,7 @@ def test_every_container_is_listed_and_the_table_is_ranked(fleet: pl.DataFrame):
     assert tiny["confidence"] == 0.0 and "insufficient data" in tiny["rationale"]
     assert tiny["cpu_request"] == 2.0  # keeps the current spec, listed, not skipped
     assert "no current requests known" in row(fleet, "shop/gappy/app")["rationale"]
-    table = markdown_table(fleet, top=3)
+    table = ranked_markdown(fleet, top=3)
     assert table.count("\n") == 4 and "shop/rising/app" in table
 
 
@@ -404,10 +405,13 @@ def test_patches_hold_only_changed_fields_as_strategic_merge_yaml():
             ),
         }
     )
-    patches = workload_patches(recommend_usage(usage, spec))
+    patch_set = workload_patches(recommend_usage(usage, spec))
+    assert patch_set.refused == []
+    patches = {w.key: p.text for w, p in patch_set.by_workload().items()}
     assert set(patches) == {"shop/api", "shop/db"}
     text = patches["shop/api"]
     assert "kubectl patch deployment api -n shop --type strategic" in text
+    assert patch_set.by_workload()[Workload("shop", "api")].file_name == "shop__api.yaml"
     body = yaml.safe_load(text)
     containers = body["spec"]["template"]["spec"]["containers"]
     assert containers == [
@@ -559,7 +563,7 @@ def test_changes_too_small_to_roll_out_get_no_patch():
     )
     frame = recommend_usage(usage, spec)
     assert frame["kind"].to_list() == ["no_change"]
-    assert workload_patches(frame) == {}
+    assert workload_patches(frame).patches == []
 
 
 def test_oom_kills_are_events_not_the_persistent_status():

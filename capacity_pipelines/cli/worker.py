@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from capacity_pipelines.common.formatting import printable
+from capacity_pipelines.common.formatting import safe_text
 
 DAILY_JOB = "daily_capacity_pipeline"
 WEEKLY_JOB = "weekly_capacity_report_job"
@@ -96,7 +96,7 @@ class Progress:
                 severity = "failed" if blocking else "warn"
                 text = evaluation.description or ""
                 self.checks.setdefault(evaluation.asset_key.to_user_string(), []).append(
-                    f"{severity}: {evaluation.check_name}: {printable(text)[:160]}"
+                    f"{severity}: {evaluation.check_name}: {safe_text(text)[:160]}"
                 )
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
             self.done += 1
@@ -123,7 +123,7 @@ def _failure_message(event: dg.DagsterEvent) -> str:
         error = error.cause
     if error is None:
         return "see the run in the Dagster UI"
-    return printable(error.message.strip().split(": ", 1)[-1].splitlines()[0])
+    return safe_text(error.message.strip().split(": ", 1)[-1].splitlines()[0])
 
 
 def process_start_ticks(pid: int) -> str | None:

@@ -1,25 +1,92 @@
-"""Formatting for people: Markdown tables and human units, shared by metadata and reports."""
+"""Formatting for people: safe label text, Markdown tables, spreadsheet CSV and human units,
+shared by metadata, reports and the CLI.
+
+Label values (namespaces, pods, containers, models, agents) come from whoever can label a pod:
+`safe_text` is the one gate they pass before a terminal or Markdown shows them, and
+`spreadsheet_csv` the one before a spreadsheet opens them.
+"""
 
 from __future__ import annotations
 
 import polars as pl
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Markdown: a backslash first (so the escapes below stay escapes), pipes (table cells), brackets
+# and backticks (links, images, code spans), angle brackets (HTML, autolinks) as entities.
+_MARKDOWN_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]", "<": "&lt;", ">": "&gt;"}
+)
+# OWASP "CSV injection": a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = r"^[=+\-@\t\r]"
+# "-12.5" is a number, not a formula: text that is a plain (ASCII) number stays as it is.
+_PLAIN_NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
-def markdown_table(frame: pl.DataFrame, rows: int = 10) -> str:
-    """A Markdown table of the first `rows` rows (pipes in values escaped)."""
+
+def _visible(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code <= 0xFF
+        else f"\\u{code:04x}"
+        if code <= 0xFFFF
+        else f"\\U{code:08x}"
+    )
+
+
+def safe_text(value: object, *, markdown: bool = False) -> str:
+    """Label text that cannot drive a terminal or break Markdown.
+
+    Every character Python does not consider printable (control characters such as ESC, which
+    starts terminal escape sequences, C1 controls, bidi overrides, line and paragraph separators)
+    is shown as a visible escape: `\\x1b`, `\\u202e`, a newline as `\\n`; nothing can start a
+    new line. With `markdown=True` the text is also inert in Markdown, table cells included:
+    backslashes, pipes, backticks and brackets escaped, angle brackets as entities.
+    """
+    text = "" if value is None else str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _visible(c) for c in text)
+    return text.translate(_MARKDOWN_ESCAPES) if markdown else text
+
+
+def markdown_table(frame: pl.DataFrame, rows: int | None = 10) -> str:
+    """A Markdown table of the first `rows` rows (all with None); every cell through `safe_text`."""
     if frame.height == 0:
         return "(no rows)"
-    head = frame.head(rows)
+    head = frame if rows is None else frame.head(rows)
 
     def cell(value: object) -> str:
         if value is None:
             return ""
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
+        return safe_text(f"{value:.4g}" if isinstance(value, float) else value, markdown=True)
 
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines = ["| " + " | ".join(cell(c) for c in head.columns) + " |", "|" + "---|" * head.width]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.iter_rows()]
     return "\n".join(lines)
+
+
+def spreadsheet_csv(frame: pl.DataFrame) -> bytes:
+    """`frame` as CSV for spreadsheets: string cells (and headers) that a spreadsheet would run as
+    a formula (`=`, `+`, `-`, `@`, tab, carriage return first) get a leading `'`.
+
+    Numeric columns stay numbers, and so does text that is a plain number ("-12.5"); Parquet and
+    JSON exports keep the raw values.
+    """
+    text_columns = [c for c, t in frame.schema.items() if t in (pl.String, pl.Categorical, pl.Enum)]
+    safe = frame.with_columns(
+        pl.when(
+            pl.col(c).cast(pl.String).str.contains(_FORMULA_START)
+            & ~pl.col(c).cast(pl.String).str.contains(_PLAIN_NUMBER)
+        )
+        .then(pl.lit("'") + pl.col(c).cast(pl.String))
+        .otherwise(pl.col(c).cast(pl.String))
+        .alias(c)
+        for c in text_columns
+    )
+    safe = safe.rename({c: f"'{c}" for c in safe.columns if c.startswith(FORMULA_PREFIXES)})
+    return safe.write_csv().encode("utf-8")
 
 
 def usd(amount: float | None) -> str:
@@ -57,10 +124,3 @@ def iec_bytes(value: float | None) -> str:
             return f"{value / size:.1f}".rstrip("0").rstrip(".") + unit
     return f"{value:.0f}"
 
-
-def printable(text: object) -> str:
-    """Text from metric labels made safe for a terminal: control characters (escape sequences,
-    newlines, carriage returns) become visible escapes such as `\\x1b` and `\\n`."""
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
-    )

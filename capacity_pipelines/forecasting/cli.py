@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.files import replaced_on_success
+from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
 from capacity_pipelines.forecasting.frames import HistoryError, validate_history
 
@@ -59,7 +60,7 @@ def run_forecast(args: argparse.Namespace) -> int:
         engine = CapacityForecaster(EngineSettings(workers=args.workers)).fit(history)
         forecast = engine.predict(args.horizon).select(OUTPUT_COLUMNS)
     except HistoryError as error:
-        print(f"capacity forecast: error: {error}", file=sys.stderr)
+        print(f"capacity forecast: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out: Path = args.out
     with replaced_on_success(out) as tmp:

@@ -12,8 +12,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from capacity_pipelines.common.formatting import markdown_table
+from capacity_pipelines.common.files import publish_files
+from capacity_pipelines.common.formatting import markdown_table, safe_text
 from capacity_pipelines.ingest.catalog import Catalog
+
+DATA_QUALITY_OWNER = "data_quality"  # owner name in the folder's ownership manifest
 
 
 def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataFrame:
@@ -51,18 +54,24 @@ def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataF
 def write_data_quality_report(
     coverage: pl.DataFrame, out_dir: Path, source: str, now: datetime | None = None
 ) -> list[Path]:
-    """Write `data_quality.md` and `data_quality.json` into `out_dir`; returns the paths."""
+    """Publish `data_quality.md` and `data_quality.json` into `out_dir`; returns the paths.
+
+    `out_dir` is shared (`reports/latest/`): only these two files are replaced.
+    """
     now = now or datetime.now(UTC)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "data_quality.md"
-    md.write_text(
+    markdown = (
         "# Warehouse data quality\n\n"
-        f"Generated {now:%Y-%m-%d %H:%M} UTC from {source}.\n\n"
+        f"Generated {now:%Y-%m-%d %H:%M} UTC from {safe_text(source, markdown=True)}.\n\n"
         "`mean_coverage` is the mean share of steps each entity has between the table's first "
         "and last point (pods that start late or stop early lower it).\n\n"
         + markdown_table(coverage, rows=100)
         + "\n"
     )
-    js = out_dir / "data_quality.json"
-    js.write_text(json.dumps(coverage.to_dicts(), default=str, indent=2) + "\n")
-    return [md, js]
+    return publish_files(
+        out_dir,
+        {
+            "data_quality.md": markdown,
+            "data_quality.json": json.dumps(coverage.to_dicts(), default=str, indent=2) + "\n",
+        },
+        owner=DATA_QUALITY_OWNER,
+    )

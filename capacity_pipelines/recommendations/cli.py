@@ -22,7 +22,7 @@ import polars as pl
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common import paths
-from capacity_pipelines.common.formatting import usd_per_month
+from capacity_pipelines.common.formatting import safe_text, usd_per_month
 from capacity_pipelines.recommendations.findings import table_columns
 from capacity_pipelines.recommendations.playbook import PlaybookError, load_playbook
 from capacity_pipelines.recommendations.review import (
@@ -165,7 +165,11 @@ def _jsonable(row: dict) -> dict:
 
 
 def format_line(r: dict) -> str:
-    """Three lines for people: what and where, impact / effort / risk / confidence, why."""
+    """Three lines for people: what and where, impact / effort / risk / confidence, why.
+
+    Targets, actions, evidence and review notes carry labels and user text: escaped first.
+    """
+    r = {k: safe_text(v) if isinstance(v, str) else v for k, v in r.items()}
     status = r["review_status"] + (f" ({r['review_note']})" if r.get("review_note") else "")
     if r.get("outcome"):
         status += f", checked after the change: {r['outcome']}"
@@ -194,8 +198,8 @@ def run_list(args) -> int:
     as_of = recs["as_of"].max() if recs.height else None
     total_saving = shown["impact_usd_month"].clip(lower_bound=0).sum()
     print(
-        f"{shown.height} of {recs.height} recommendations as of {as_of} (from {source}); "
-        f"savings listed: {usd_per_month(total_saving)}"
+        f"{shown.height} of {recs.height} recommendations as of {as_of} "
+        f"(from {safe_text(source)}); savings listed: {usd_per_month(total_saving)}"
     )
     for row in shown.iter_rows(named=True):
         print(format_line(row))
@@ -218,12 +222,12 @@ def run_show(args) -> int:
     print()
     for column in RECOMMENDATIONS_TABLE.columns:
         value = rec.get(column)
-        text = f"{value:.4g}" if isinstance(value, float) else str(value)
+        text = f"{value:.4g}" if isinstance(value, float) else safe_text(str(value))
         print(f"  {column:<22} {text}")
     print(f"\n  decisions ({history.height}):")
     for d in history.iter_rows(named=True):
-        print(f"    {d['decided_at']:%Y-%m-%d %H:%M} {d['decision']:<8} {d['decided_by']}: "
-              f"{d['reason'] or ''}")  # fmt: skip
+        print(f"    {d['decided_at']:%Y-%m-%d %H:%M} {safe_text(d['decision']):<8} "
+              f"{safe_text(d['decided_by'])}: {safe_text(d['reason'])}")  # fmt: skip
     return 0
 
 
@@ -249,8 +253,8 @@ def run_decide(args) -> int:
         print(json.dumps(_jsonable(row)))
     else:
         print(
-            f"{rec['recommendation_id']} {VERBS[args.decision]} by {row['decided_by']} at "
-            f"{row['decided_at']:%Y-%m-%d %H:%M} UTC: {rec['action']}"
+            f"{rec['recommendation_id']} {VERBS[args.decision]} by {safe_text(row['decided_by'])}"
+            f" at {row['decided_at']:%Y-%m-%d %H:%M} UTC: {safe_text(rec['action'])}"
         )
     return 0
 
@@ -260,7 +264,7 @@ def run_recs(args) -> int:
     try:
         return args.handler(args)
     except (ReviewError, PlaybookError, wh.WarehouseBusyError) as error:
-        print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
+        print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -1,27 +1,29 @@
 """Publish a rendered report to `reports/<ISO week>/` and the stable `reports/latest/`.
 
-A week's folder is built beside it and swapped in whole, so a re-run of a week replaces that
-week's files (none left over from the previous run) and never touches another week; a crash
-leaves the previous folder. `latest/` is shared with the daily reports, so only this report's
-files there are replaced (each all or nothing), and only by the newest week: re-running an old
-week does not move `latest/` back in time.
+A week's folder is wholly the report's: built beside it and swapped in whole
+(`common.files.publish_folder`), so a re-run of a week replaces that week's files (none left over
+from the previous run) and never touches another week; a crash leaves the previous folder.
+`latest/` is shared with the daily reports and whatever people keep there, so only this report's
+files are replaced (`publish_files`; its CSV folder swapped whole, the JSON that records the week
+last), and only by the newest week: re-running an old week does not move `latest/` back in time.
+The CSVs are written for spreadsheets (`spreadsheet_csv`); the JSON keeps the raw values.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from capacity_pipelines.common.files import replaced_on_success
+from capacity_pipelines.common.files import Content, publish_files, publish_folder
+from capacity_pipelines.common.formatting import spreadsheet_csv
 from capacity_pipelines.reporting.model import WeeklyReport
 from capacity_pipelines.reporting.render import render_html, render_markdown
 
 REPORT_STEM = "capacity_report"
 LATEST = "latest"
 LATEST_CSV = f"{REPORT_STEM}_csv"
+REPORT_OWNER = "weekly_report"  # owner name in latest/'s ownership manifest
 
 
 @dataclass(frozen=True)
@@ -59,28 +61,17 @@ def report_json(report: WeeklyReport) -> str:
     return json.dumps(document, indent=2, default=str) + "\n"
 
 
-def _write_week(report: WeeklyReport, folder: Path) -> None:
-    (folder / "csv").mkdir(parents=True)
-    (folder / f"{REPORT_STEM}.html").write_text(render_html(report), encoding="utf-8")
-    (folder / f"{REPORT_STEM}.md").write_text(render_markdown(report), encoding="utf-8")
-    (folder / f"{REPORT_STEM}.json").write_text(report_json(report), encoding="utf-8")
-    for section in report.sections:
-        for table in section.tables:
-            table.raw.write_csv(folder / "csv" / f"{table.name}.csv")
-
-
-def _swap_in(staged: Path, target: Path) -> None:
-    """Replace folder `target` by `staged`; the old one is removed only after the swap."""
-    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, retired)
-    try:
-        os.replace(staged, target)
-    except BaseException:
-        if retired.exists():
-            os.replace(retired, target)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+def _report_files(report: WeeklyReport) -> dict[str, Content]:
+    """Every file of one report, CSVs under `csv/`, the JSON (which names the week) last."""
+    files: dict[str, Content] = {
+        f"csv/{table.name}.csv": spreadsheet_csv(table.raw)
+        for section in report.sections
+        for table in section.tables
+    }
+    files[f"{REPORT_STEM}.html"] = render_html(report)
+    files[f"{REPORT_STEM}.md"] = render_markdown(report)
+    files[f"{REPORT_STEM}.json"] = report_json(report)
+    return files
 
 
 def _latest_week(latest: Path) -> str | None:
@@ -93,29 +84,19 @@ def _latest_week(latest: Path) -> str | None:
 def publish_report(report: WeeklyReport, reports_dir: Path) -> PublishedReport:
     """Write the week's folder and, for the newest week, the report files in `latest/`."""
     reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
     week_dir = reports_dir / report.week.label
-    staged = reports_dir / f".{report.week.label}.tmp-{os.getpid()}"
-    shutil.rmtree(staged, ignore_errors=True)
-    try:
-        _write_week(report, staged)
-        _swap_in(staged, week_dir)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    files = _report_files(report)
+    publish_folder(week_dir, files)
     latest = reports_dir / LATEST
     current = _latest_week(latest)
     latest_html = None
     # ISO labels ("2026-W43") sort in time order as strings.
     if current is None or current <= report.week.label:
-        latest.mkdir(parents=True, exist_ok=True)
-        staged_csv = latest / f".{LATEST_CSV}.tmp-{os.getpid()}"
-        shutil.rmtree(staged_csv, ignore_errors=True)
-        shutil.copytree(week_dir / "csv", staged_csv)
-        _swap_in(staged_csv, latest / LATEST_CSV)
-        # The JSON goes last: it records which week latest/ holds.
-        for suffix in ("html", "md", "json"):
-            with replaced_on_success(latest / f"{REPORT_STEM}.{suffix}") as tmp:
-                shutil.copyfile(week_dir / f"{REPORT_STEM}.{suffix}", tmp)
+        in_latest = {
+            f"{LATEST_CSV}/{name.removeprefix('csv/')}" if name.startswith("csv/") else name: data
+            for name, data in files.items()
+        }
+        publish_files(latest, in_latest, owner=REPORT_OWNER, whole_folders=[LATEST_CSV])
         latest_html = latest / f"{REPORT_STEM}.html"
     return PublishedReport(
         week_dir=week_dir,

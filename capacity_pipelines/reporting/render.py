@@ -2,8 +2,9 @@
 
 The HTML needs nothing but itself: CSS inlined from `assets/report/report.css`, charts as
 base64 PNG or inline SVG, no script and no external URL, so it opens offline and from a mail
-attachment. Every value that came from the warehouse passes through `html.escape` here (label
-values are user data: a `<script>` in a pod label must show as text).
+attachment. Every value that came from the warehouse passes through `html.escape` in the HTML
+and `common.formatting.safe_text` in the Markdown (label values are user data: a `<script>` or
+an escape sequence in a pod label must show as text).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import base64
 from html import escape
 from string import Template
 
-import polars as pl
-
+from capacity_pipelines.common.formatting import markdown_table, safe_text
 from capacity_pipelines.common.paths import ASSETS_DIR
 from capacity_pipelines.reporting.model import ReportTable, Section, WeeklyReport
 
@@ -92,21 +92,8 @@ def render_html(report: WeeklyReport) -> str:
 
 
 def _md_text(value: object) -> str:
-    """Text for Markdown that a renderer could otherwise read as HTML (labels are user data)."""
-    return escape("" if value is None else str(value), quote=False)
-
-
-def _md_cell(value: object) -> str:
-    return _md_text(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(frame: pl.DataFrame) -> str:
-    if frame.height == 0:
-        return "(no rows)"
-    lines = ["| " + " | ".join(_md_cell(c) for c in frame.columns) + " |"]
-    lines.append("|" + "---|" * frame.width)
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+    """Text for Markdown (labels are user data: no markup, no control characters)."""
+    return safe_text(value, markdown=True)
 
 
 def render_markdown(report: WeeklyReport) -> str:
@@ -123,7 +110,7 @@ def render_markdown(report: WeeklyReport) -> str:
             continue
         lines += [f"- {_md_text(b)}" for b in section.bullets]
         for table in section.tables:
-            lines += ["", f"### {table.title}", "", _md_table(table.display.head(MAX_TABLE_ROWS))]
+            lines += ["", f"### {table.title}", "", markdown_table(table.display, MAX_TABLE_ROWS)]
     return "\n".join(lines) + "\n"
 
 

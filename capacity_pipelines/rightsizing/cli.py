@@ -9,29 +9,32 @@ U needs `container_id, ts, cpu_cores, memory_bytes`; optional U columns are used
 bump).
 
 `register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
-Bad input ends with one line on stderr naming the file, the column and the problem, exit code 2,
-and nothing written: R goes to a temporary file renamed only when complete, the exports to a
-temporary folder swapped in likewise.
+Every container must name a valid Kubernetes namespace, workload and container (DNS-1123; from
+those columns or an id of exactly three parts), since the patches carry them to `kubectl`.
+
+Bad input ends with one line on stderr naming the file, the column (or row and label) and the
+problem, exit code 2, and nothing written: R goes to a temporary file renamed only when complete.
+`--exports DIR` replaces only the files the previous export wrote there (listed in
+`DIR/.capacity-owned.json`) and leaves anything else in DIR alone; `patches/` is swapped whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.common.files import replaced_on_success
-from capacity_pipelines.rightsizing.outputs import write_exports
+from capacity_pipelines.common.files import PublishError, replaced_on_success
+from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
-from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage
+from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage, validate_usage
+from capacity_pipelines.rightsizing.workloads import LabelError, check_usage_names
 
 EXIT_BAD_INPUT = 2
 COMMAND = "rightsize"
@@ -71,33 +74,12 @@ def _write_atomically(frame: pl.DataFrame, out: Path) -> None:
         frame.write_parquet(tmp)
 
 
-def _prepare_exports(frame: pl.DataFrame, folder: Path) -> Path:
-    """Write the exports into a temporary sibling folder; the caller swaps it in."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        write_exports(frame, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return staging
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_rightsize(args: argparse.Namespace) -> int:
     """Handler of `capacity rightsize`; returns the process exit code."""
     try:
         usage = _read_parquet(args.usage)
+        # Names first: a bad label is refused before the minutes of forecasting.
+        check_usage_names(validate_usage(usage, str(args.usage)), str(args.usage))
         spec = _read_parquet(args.spec) if args.spec else None
         policy = load_policy(args.policy)
         prices = load_compute_prices(args.prices) if args.prices else load_compute_prices()
@@ -112,23 +94,28 @@ def run_rightsize(args: argparse.Namespace) -> int:
             usage_source=str(args.usage),
             spec_source=str(args.spec),
         )
-    except (InputError, PolicyError, PriceBookError) as error:
-        print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
+        exports = build_exports(frame) if args.exports else None
+    except (InputError, LabelError, PolicyError, PriceBookError) as error:
+        print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    staging = _prepare_exports(frame, args.exports) if args.exports else None
-    try:
-        _write_atomically(frame, args.out)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if staging is not None:
-        _swap_in(staging, args.exports)
+    _write_atomically(frame, args.out)
+    if exports is not None:
+        try:
+            publish_exports(exports, args.exports)
+        except PublishError as error:
+            print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        for refused in exports.patches.refused:
+            note = f"capacity {COMMAND}: no patch for {refused.workload}: {refused.reason}"
+            print(note, file=sys.stderr)
     kinds = frame["kind"].value_counts().sort("kind")
     summary = ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
     saving = frame["monthly_saving_usd"].drop_nulls().sum()
     print(
-        f"wrote {frame.height} recommendations to {args.out} ({summary}); net ${saving:,.2f}/month"
+        safe_text(
+            f"wrote {frame.height} recommendations to {args.out} ({summary}); "
+            f"net ${saving:,.2f}/month"
+        )
     )
     return 0
 

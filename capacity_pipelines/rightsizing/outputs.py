@@ -4,18 +4,35 @@ Patches are strategic-merge patches (`kubectl patch --type strategic`), one YAML
 holding only the fields that change: containers merge by `name`, so a patch that names one
 container and one resource leaves everything else in the pod template alone. A CPU limit that
 the policy removes is written as `cpu: null`, which a strategic merge patch deletes.
+
+Labels are untrusted: a patch is made only for workloads whose names Kubernetes would accept
+(`workloads.py`), its body comes from the YAML emitter and its comments from escaped text, the
+CSV is safe to open in a spreadsheet and the Markdown table escapes every cell.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import yaml
 
+from capacity_pipelines.common.files import Content, publish_files
+from capacity_pipelines.common.formatting import markdown_table, safe_text, spreadsheet_csv
 from capacity_pipelines.rightsizing.quantities import format_cpu, format_memory
+from capacity_pipelines.rightsizing.workloads import (
+    DEFAULT_KIND,
+    PATCHABLE_KINDS,
+    Workload,
+    label_problems,
+    patch_file_name,
+    shown,
+)
+
+EXPORTS_OWNER = "rightsizing"  # owner name in the folder's ownership manifest
+PATCHES_FOLDER = "patches"
 
 TABLE_COLUMNS = (
     "rank",
@@ -67,23 +84,23 @@ def ranked_table(recommendations: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def markdown_table(recommendations: pl.DataFrame, top: int | None = None) -> str:
-    """The ranked table as Markdown (for asset metadata and reports)."""
+def ranked_markdown(recommendations: pl.DataFrame, top: int | None = None) -> str:
+    """The ranked table as Markdown (the export, asset metadata); labels escaped."""
     table = ranked_table(recommendations if top is None else recommendations.head(top))
-    lines = [
-        "| # | container | kind | current (CPU / mem) | recommended | confidence | $/month saved "
-        "| why |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in table.iter_rows(named=True):
-        saving = row["monthly_saving_usd"]
-        lines.append(
-            f"| {row['rank']} | `{row['container_id']}` | {row['kind']} | {row['current']} "
-            f"| {row['recommended']} | {row['confidence']:.2f} "
-            f"| {'-' if saving is None else f'{saving:,.2f}'} "
-            f"| {row['rationale'].replace('|', '/')} |"
-        )
-    return "\n".join(lines)
+    display = table.select(
+        pl.col("rank").alias("#"),
+        pl.col("container_id").alias("container"),
+        "kind",
+        pl.col("current").alias("current (CPU / mem)"),
+        "recommended",
+        pl.col("confidence").map_elements(lambda v: f"{v:.2f}", return_dtype=pl.String),
+        pl.col("monthly_saving_usd")
+        .map_elements(lambda v: f"{v:,.2f}", return_dtype=pl.String)
+        .fill_null("-")
+        .alias("$/month saved"),
+        pl.col("rationale").alias("why"),
+    )
+    return markdown_table(display, rows=None)
 
 
 def _resources(row: dict) -> dict:
@@ -111,72 +128,141 @@ def _resources(row: dict) -> dict:
     return changes
 
 
-def workload_patches(recommendations: pl.DataFrame) -> dict[str, str]:
-    """`namespace/workload` -> strategic-merge patch YAML of its changed container resources.
+@dataclass(frozen=True)
+class WorkloadPatch:
+    """One workload's strategic-merge patch and the file name it is exported under."""
+
+    workload: Workload
+    file_name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RefusedPatch:
+    """A workload that would have had a patch but cannot get one, and why."""
+
+    workload: str  # its labels, escaped for display
+    reason: str
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    """The patches of a recommendation frame and the workloads refused one."""
+
+    patches: list[WorkloadPatch]
+    refused: list[RefusedPatch]
+
+    def by_workload(self) -> dict[Workload, WorkloadPatch]:
+        """Patches keyed by workload."""
+        return {p.workload: p for p in self.patches}
+
+
+def _saving_note(saving: float | None) -> str:
+    if saving is None:
+        return "saving not priced"
+    return f"${saving:,.2f}/month saved" if saving >= 0 else f"costs ${-saving:,.2f}/month more"
+
+
+def _patch_text(workload: Workload, kind_known: bool, rows: list[dict]) -> str:
+    """Comment lines (each one line of escaped text) and the body from the YAML emitter."""
+    command = (
+        f"kubectl patch {PATCHABLE_KINDS[workload.kind]} {workload.name} -n {workload.namespace}"
+        " --type strategic --patch-file <this file>"
+    )
+    comments = [f"capacity rightsize: {workload.kind} {workload.namespace}/{workload.name}"]
+    if not kind_known:
+        comments.append(
+            f"workload kind unknown (no workload_kind in the recommendations): "
+            f"assumed {DEFAULT_KIND}; check it before applying"
+        )
+    comments.append(f"apply after review: {command}")
+    containers = []
+    for row in sorted(rows, key=lambda r: r["container"]):
+        containers.append({"name": row["container"], "resources": _resources(row)})
+        comments.append(
+            f"{row['container']}: confidence {row['confidence']:.2f}, "
+            f"{_saving_note(row['monthly_saving_usd'])}; {row['rationale']}"
+        )
+    body = {"spec": {"template": {"spec": {"containers": containers}}}}
+    # safe_text leaves no line break of any kind (YAML also breaks lines at NEL, LS and PS),
+    # so no label can end a comment and start a line of YAML.
+    return "".join(f"# {safe_text(c)}\n" for c in comments) + yaml.safe_dump(
+        body, sort_keys=False, default_flow_style=False, allow_unicode=False
+    )
+
+
+def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
+    """One strategic-merge patch of the changed container resources per workload.
 
     Containers without enough data, changes too small to be worth a rollout (`no_change`: less
     than 5 % of the cost, nothing sized up) and workloads with nothing to change get no patch.
+    A workload whose namespace, name or any patched container is not a valid Kubernetes name, or
+    whose kind `kubectl patch` cannot change in place, is refused (listed in `refused`), never
+    written. The kind comes from `workload_kind` (a missing column or null: Deployment, and the
+    patch says so).
     """
-    patches: dict[str, list[dict]] = {}
-    comments: dict[str, list[str]] = {}
+    groups: dict[tuple, list[dict]] = {}
     worth_applying = (pl.col("status") == "ok") & (pl.col("kind") != "no_change")
     for row in recommendations.filter(worth_applying).iter_rows(named=True):
-        resources = _resources(row)
-        if not resources:
+        if not _resources(row):
             continue
-        key = f"{row['namespace']}/{row['workload']}" if row["namespace"] else row["workload"]
-        patches.setdefault(key, []).append({"name": row["container"], "resources": resources})
-        saving = row["monthly_saving_usd"]
-        comments.setdefault(key, []).append(
-            f"# {row['container']}: confidence {row['confidence']:.2f}, "
-            + (
-                "saving not priced"
-                if saving is None
-                else f"${saving:,.2f}/month saved"
-                if saving >= 0
-                else f"costs ${-saving:,.2f}/month more"
+        key = (row["namespace"], row["workload"], row.get("workload_kind") or DEFAULT_KIND)
+        groups.setdefault(key, []).append(row)
+    patches: list[WorkloadPatch] = []
+    refused: list[RefusedPatch] = []
+    files: dict[str, Workload] = {}
+    for (namespace, name, kind), rows in sorted(groups.items(), key=lambda g: str(g[0])):
+        kind_known = any(r.get("workload_kind") for r in rows)
+        shown_as = safe_text(f"{namespace}/{name}" + (f" ({kind})" if kind_known else ""))
+        problems = list(
+            dict.fromkeys(p for r in rows for p in label_problems(namespace, name, r["container"]))
+        )
+        if kind not in PATCHABLE_KINDS:
+            problems.append(
+                f"kind {shown(kind)} is not one `kubectl patch` changes in place "
+                f"({', '.join(PATCHABLE_KINDS)})"
             )
-            + f"; {row['rationale']}"
-        )
-    out = {}
-    for key, containers in sorted(patches.items()):
-        namespace, _, workload = key.rpartition("/")
-        command = (
-            f"kubectl patch deployment {workload}"
-            + (f" -n {namespace}" if namespace else "")
-            + " --type strategic --patch-file <this file>"
-        )
-        body = {"spec": {"template": {"spec": {"containers": containers}}}}
-        header = [f"# capacity rightsize: {key}", f"# apply after review: {command}"]
-        out[key] = (
-            "\n".join([*header, *comments[key]])
-            + "\n"
-            + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
-        )
-    return out
+        containers = [r["container"] for r in rows]
+        repeated = sorted({c for c in containers if containers.count(c) > 1})
+        if repeated:  # the same workload in several clusters: one patch cannot hold both
+            problems.append(f"container {shown(repeated[0])} is listed more than once")
+        if problems:
+            refused.append(RefusedPatch(shown_as, safe_text("; ".join(problems))))
+            continue
+        workload = Workload(namespace, name, kind)
+        file_name = patch_file_name(workload)
+        if file_name in files:  # only a hash collision could do this: refuse, never overwrite
+            refused.append(
+                RefusedPatch(shown_as, f"file {file_name} already holds {files[file_name].key}")
+            )
+            continue
+        files[file_name] = workload
+        text = _patch_text(workload, kind_known, rows)
+        patches.append(WorkloadPatch(workload, file_name, text))
+    return PatchSet(patches, refused)
 
 
-def _file_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "__", key).strip("_") + ".yaml"
+@dataclass(frozen=True)
+class RightsizingExports:
+    """Everything `--exports` and `reports/latest/rightsizing/` hold, built before any write."""
+
+    files: dict[str, Content]
+    patches: PatchSet
 
 
-def write_exports(recommendations: pl.DataFrame, folder: Path) -> list[Path]:
-    """CSV, JSON, the Markdown table and one patch per workload under `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    csv = folder / "rightsizing.csv"
-    recommendations.write_csv(csv)
-    written.append(csv)
-    as_json = folder / "rightsizing.json"
-    as_json.write_text(json.dumps(recommendations.to_dicts(), indent=2, default=str) + "\n")
-    written.append(as_json)
-    table = folder / "rightsizing.md"
-    table.write_text(markdown_table(recommendations) + "\n")
-    written.append(table)
-    patches = folder / "patches"
-    patches.mkdir(exist_ok=True)
-    for key, text in workload_patches(recommendations).items():
-        path = patches / _file_name(key)
-        path.write_text(text)
-        written.append(path)
-    return written
+def build_exports(recommendations: pl.DataFrame) -> RightsizingExports:
+    """CSV (for spreadsheets), JSON (raw values), the Markdown table, one patch per workload."""
+    patches = workload_patches(recommendations)
+    files: dict[str, Content] = {
+        f"{PATCHES_FOLDER}/{patch.file_name}": patch.text for patch in patches.patches
+    }
+    files["rightsizing.csv"] = spreadsheet_csv(recommendations)
+    files["rightsizing.json"] = json.dumps(recommendations.to_dicts(), indent=2, default=str) + "\n"
+    files["rightsizing.md"] = ranked_markdown(recommendations) + "\n"
+    return RightsizingExports(files, patches)
+
+
+def publish_exports(exports: RightsizingExports, folder: Path) -> list[Path]:
+    """Publish into `folder`: this run's files replace the previous run's (a workload that
+    dropped out loses its patch; `patches/` is swapped in whole); anything else stays."""
+    return publish_files(folder, exports.files, owner=EXPORTS_OWNER, whole_folders=[PATCHES_FOLDER])

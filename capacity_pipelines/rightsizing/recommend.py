@@ -24,6 +24,7 @@ from capacity_pipelines.rightsizing.strategies import (
     ForecastAwareStrategy,
     epoch_seconds,
 )
+from capacity_pipelines.rightsizing.workloads import split_container_id
 
 USAGE_REQUIRED = {
     "container_id": "string",
@@ -142,11 +143,9 @@ def validate_spec(spec: pl.DataFrame, source: str = "spec") -> pl.DataFrame:
 
 
 def _split_id(container_id: str) -> tuple[str | None, str | None, str]:
-    """`namespace/workload/container` (or `cluster/namespace/workload/container`) -> parts."""
-    parts = container_id.split("/")
-    if len(parts) >= 3:
-        return parts[-3], parts[-2], parts[-1]
-    return None, None, container_id
+    """`namespace/workload/container` -> parts; any other id is one container of its own."""
+    parts = split_container_id(container_id)
+    return parts if parts is not None else (None, None, container_id)
 
 
 def _normalised_usage(usage: pl.DataFrame) -> pl.DataFrame:
@@ -291,6 +290,7 @@ def recommend_from_warehouse(
         frame.sort("ts")
         .group_by("container_id")
         .agg(
+            *[pl.col(c).cast(pl.String).first() for c in ("namespace", "workload", "container")],
             pl.col("cpu_request_cores").drop_nulls().last().alias("cpu_request"),
             pl.col("cpu_limit_cores").drop_nulls().last().alias("cpu_limit"),
             pl.col("memory_request_bytes").drop_nulls().last().alias("memory_request"),
@@ -332,14 +332,13 @@ def recommend_from_warehouse(
     known = {h.container_id for h in histories}
     # containers whose every sample was a gap are still listed, as insufficient data
     for row in latest.filter(~pl.col("container_id").is_in(list(known))).iter_rows(named=True):
-        namespace, workload, container = _split_id(row["container_id"])
         empty = np.empty(0)
         histories.append(
             ContainerHistory(
                 row["container_id"],
-                namespace,
-                workload,
-                container,
+                row["namespace"],
+                row["workload"],
+                row["container"],
                 empty,
                 empty,
                 empty,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.forecasting import CapacityForecaster, EngineSettings, HistoryError
 from capacity_pipelines.rightsizing.history import SECONDS_PER_DAY, ContainerHistory
 from capacity_pipelines.rightsizing.policy import LimitsRule
@@ -233,13 +234,18 @@ class ForecastAwareStrategy:
         try:
             return self._forecast_batch(histories)
         except HistoryError as error:
-            logger.warning("rightsizing batch forecast refused (%s); retrying per container", error)
+            logger.warning(
+                "rightsizing batch forecast refused (%s); retrying per container", safe_text(error)
+            )
         out: dict[str, ForecastView] = {}
         for history in histories:
             try:
                 out.update(self._forecast_batch([history]))
             except HistoryError as error:
-                logger.warning("no forecast for %s: %s", history.container_id, error)
+                # ids and messages carry labels: escaped before they reach a terminal
+                logger.warning(
+                    "no forecast for %s: %s", safe_text(history.container_id), safe_text(error)
+                )
         return out
 
     def _forecast_batch(self, histories: Sequence[ContainerHistory]) -> dict[str, ForecastView]:

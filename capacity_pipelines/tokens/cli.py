@@ -5,7 +5,9 @@ U is a Parquet, CSV or JSONL usage file or per-request trace (Azure LLM 2023, Mo
 `register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
 C is every usage row plus `cost_usd`, its components and `price_id`. Bad input ends with one line
 on stderr naming the file, the column and the problem, exit code 2, and nothing written: C goes
-to a temporary file renamed only when complete, the report to a temporary folder likewise.
+to a temporary file renamed only when complete. `--report-dir DIR` replaces only the files the
+previous report wrote there (listed in `DIR/.capacity-owned.json`), each complete or absent, and
+leaves anything else in DIR alone (the usage file, a user's notes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from capacity_pipelines.common.files import replaced_on_success
+from capacity_pipelines.common.files import PublishError, replaced_on_success
+from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import (
@@ -118,7 +121,7 @@ def run_token_cost(args: argparse.Namespace) -> int:
                 ),
             )
     except (UsageContractError, PriceBookError) as error:
-        print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
+        print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     out: Path = args.out
@@ -127,8 +130,8 @@ def run_token_cost(args: argparse.Namespace) -> int:
             costed.write_parquet(tmp)
             if report is not None:
                 write_report(report, args.report_dir)
-    except OSError as error:
-        print(f"capacity {COMMAND}: error: cannot write {out}: {error}", file=sys.stderr)
+    except (OSError, PublishError) as error:
+        print(safe_text(f"capacity {COMMAND}: error: cannot write {out}: {error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     total = costed["cost_usd"].sum()
     unpriced = int(costed["unpriced"].sum())

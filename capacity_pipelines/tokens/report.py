@@ -15,9 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,8 @@ from typing import Any
 
 import polars as pl
 
+from capacity_pipelines.common.files import Content, publish_files
+from capacity_pipelines.common.formatting import spreadsheet_csv
 from capacity_pipelines.tokens.costing import unpriced_summary
 from capacity_pipelines.tokens.prices import PriceBook
 from capacity_pipelines.tokens.savings import SavingsAssumptions, savings_opportunities
@@ -431,26 +430,19 @@ def build_report(
     return report
 
 
-def write_report(report: TokenCostReport, directory: Path) -> None:
-    """Write each table as CSV and the summary as JSON, all or nothing.
+TOKEN_REPORT_OWNER = "token_cost"  # owner name in the folder's ownership manifest
 
-    Files go to a temporary sibling folder that replaces `directory` only when complete.
+
+def write_report(report: TokenCostReport, directory: Path) -> list[Path]:
+    """Publish each table as CSV (safe to open in a spreadsheet) and the summary as JSON.
+
+    Only the files the previous token-cost report wrote in `directory` are replaced or removed
+    (the input usage file or a user's notes there stay); each file is complete or absent.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        for name, frame in report.tables.items():
-            if frame.width:
-                frame.write_csv(tmp / f"{name}.csv")
-        (tmp / "summary.json").write_text(json.dumps(report.summary, indent=2, default=str))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    files: dict[str, Content] = {
+        f"{name}.csv": spreadsheet_csv(frame)
+        for name, frame in report.tables.items()
+        if frame.width
+    }
+    files["summary.json"] = json.dumps(report.summary, indent=2, default=str)
+    return publish_files(Path(directory), files, owner=TOKEN_REPORT_OWNER)

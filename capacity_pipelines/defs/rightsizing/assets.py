@@ -6,12 +6,13 @@ import dagster as dg
 import polars as pl
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.defs.checks import WARN, check
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import ComputeResource, ReportsResource, WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
 from capacity_pipelines.rightsizing.checks import risky_cuts
-from capacity_pipelines.rightsizing.outputs import markdown_table, write_exports
+from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports, ranked_markdown
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
 from capacity_pipelines.rightsizing.strategies import ForecastAwareSettings, ForecastAwareStrategy
 from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABLE
@@ -35,7 +36,13 @@ from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABL
             asset="container_rightsizing",
             description="WARN when a recommendation cuts a request by more than half at low "
             "confidence.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "patches_for_every_workload",
+            asset="container_rightsizing",
+            description="WARN when a workload gets no patch: a namespace, workload or container "
+            "label that is not a valid Kubernetes name, or a kind kubectl cannot patch in place.",
+        ),
     ],
 )
 def container_rightsizing(
@@ -56,7 +63,10 @@ def container_rightsizing(
         table = recommendations.with_columns(pl.lit(as_of.replace(tzinfo=None)).alias("as_of"))
         with warehouse.writer(f"container_rightsizing as of {as_of:%Y-%m-%d}") as con:
             rows = wh.replace_as_of(con, RIGHTSIZING_TABLE, as_of, table)
-    exports = write_exports(recommendations, reports.latest_dir / "rightsizing")
+    exports = build_exports(recommendations)
+    folder = reports.latest_dir / "rightsizing"
+    publish_exports(exports, folder)
+    refused = exports.patches.refused
     risky = risky_cuts(recommendations)
     return dg.MaterializeResult(
         metadata={
@@ -64,8 +74,12 @@ def container_rightsizing(
             "as_of": str(as_of),
             "days_computed": len(context.partition_keys),
             "monthly_saving_usd": float(recommendations["monthly_saving_usd"].sum() or 0.0),
-            "top": dg.MetadataValue.md(markdown_table(recommendations, top=10)),
-            "exports": dg.MetadataValue.path(str(exports[0].parent) if exports else ""),
+            "top": dg.MetadataValue.md(ranked_markdown(recommendations, top=10)),
+            "exports": dg.MetadataValue.path(str(folder)),
+            "patches": len(exports.patches.patches),
+            "refused_patches": dg.MetadataValue.json(
+                [{"workload": r.workload, "reason": r.reason} for r in refused]
+            ),
         },
         check_results=[
             check(
@@ -74,8 +88,17 @@ def container_rightsizing(
                 "no large cut at low confidence"
                 if risky.height == 0
                 else f"{risky.height} large cuts at low confidence: "
-                + ", ".join(risky["container_id"].head(5).to_list()),
+                + ", ".join(safe_text(c) for c in risky["container_id"].head(5)),
                 WARN,
-            )
+            ),
+            check(
+                "patches_for_every_workload",
+                not refused,
+                "every workload to change has a patch"
+                if not refused
+                else f"{len(refused)} workloads got no patch: "
+                + "; ".join(f"{r.workload}: {r.reason}" for r in refused[:5]),
+                WARN,
+            ),
         ],
     )
