@@ -10,7 +10,7 @@ real Prometheus must give the same rows.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -158,6 +158,28 @@ def test_malformed_owners_entry_is_named(tmp_path: Path, owners, rollup, message
     with pytest.raises(CatalogError) as err:
         load_catalog(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_a_pod_gone_just_before_the_window_keeps_its_owner(tmp_path: Path):
+    """rate() still answers for a while after a pod's last sample: those rows of the next
+    window must find the owner, whose series ended with the pod (here a window starting at
+    00:05, which the hourly owner points alone would only see from 00:00)."""
+    last = int(START.timestamp()) - 300  # the pod's last sample: 23:55 the day before
+    labels = 'namespace="ops",pod="node-agent-x7k2p",container="agent"'
+    owner = 'namespace="ops",pod="node-agent-x7k2p",owner_kind="DaemonSet",owner_name="node-agent"'
+    lines = ["# TYPE container_cpu_usage_seconds counter"]
+    lines += [f"container_cpu_usage_seconds_total{{{labels}}} {30 * i} {last - 300 * (5 - i)}"
+              for i in range(6)]  # fmt: skip
+    lines += ["# TYPE kube_pod_owner gauge"]
+    lines += [f"kube_pod_owner{{{owner}}} 1 {last - 300 * i}" for i in range(5, -1, -1)]
+    path = tmp_path / "gone.om"
+    path.write_text("\n".join(lines) + "\n# EOF\n")
+    start = START + timedelta(minutes=5)
+    frame = extract_table(FileSource([path]), load_catalog(), "container_usage", start, END).frame
+    assert frame["ts"].to_list() == [datetime(2026, 10, 5, 0, 5)]  # 23:50 and 23:55 in its rate
+    assert frame.select(pl.col("workload", "workload_kind").cast(pl.String)).rows() == [
+        ("node-agent", "DaemonSet")
+    ]
 
 
 # ---- through the Dagster assets, into the warehouse, rightsized -----------------------------

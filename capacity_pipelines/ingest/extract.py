@@ -25,6 +25,9 @@ _SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
 _DEPLOYMENT_POD = re.compile(rf"^(?P<w>.+)-{_SAFE}{{6,10}}-{_SAFE}{{5}}$")
 _STATEFULSET_POD = re.compile(r"^(?P<w>.+)-\d+$")
 _SHORT_SUFFIX_POD = re.compile(rf"^(?P<w>.+)-{_SAFE}{{5}}$")
+# Resolution of the owner series (kube_pod_owner, ...): ownership only changes when pods come and
+# go, so a day (plus the rate window before it) is 25 points instead of 291.
+OWNER_STEP_S = 3600.0
 
 
 def pod_to_workload(pod: str) -> str:
@@ -201,14 +204,19 @@ def extract_table(
     step = catalog.step_seconds
     grid = evaluation_grid(start, end, step)
     window = catalog.rate_window_seconds
+    answers = source.fetch_columns(table, list(table.columns), grid, step, window)
     owners = None
     if table.owners is not None:
-        # One rate window earlier too: a pod's last rate() points come after its last sample.
-        owner_grid = evaluation_grid(start - timedelta(seconds=window), end, step)
-        owners = fetch_owners(
-            source, table.owners, owner_grid, step, window, catalog.default_cluster
+        # Each point is the max over the owner step before it: together they see every owner
+        # sample in [start - rate window, end] (a pod's last rate() points follow its last
+        # sample, so its owner is looked for that much earlier).
+        owner_step = max(OWNER_STEP_S, window, step)
+        owner_grid = evaluation_grid(
+            start - timedelta(seconds=window), end + timedelta(seconds=owner_step), owner_step
         )
-    answers = source.fetch_columns(table, list(table.columns), grid, step, window)
+        owners = fetch_owners(
+            source, table.owners, owner_grid, owner_step, window, catalog.default_cluster
+        )
     wide = _assemble(table, answers, grid, step, catalog.default_cluster, owners)
     return ExtractedTable(
         table=table,

@@ -9,7 +9,6 @@ DESIGN.md), `recommend_from_warehouse` takes frames shaped like the warehouse's
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +44,7 @@ USAGE_OPTIONAL_STRING = ("workload", "namespace", "container", "pod")
 WORKLOAD_KIND = "workload_kind"
 # Kubernetes kinds are CamelCase identifiers; "deployment" or "statefulsets" is a resource
 # name, not a kind, and would make a wrong `kubectl patch` target.
-_KIND = re.compile(r"[A-Z][A-Za-z0-9]*")
+KUBERNETES_KIND = r"^[A-Z][A-Za-z0-9]*$"
 SPEC_COLUMNS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 # Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
 RANK_GROUPS = {"risk": 0, "save": 1, "unpriced": 2, "no_change": 3, "insufficient_data": 4}
@@ -78,7 +77,7 @@ def _check_workload_kind(frame: pl.DataFrame, source: str) -> None:
         return
     _check_string(frame, WORKLOAD_KIND, source, nullable=True)
     kinds = frame[WORKLOAD_KIND].cast(pl.String).drop_nulls()
-    bad = kinds.filter(~kinds.str.contains(f"^{_KIND.pattern}$"))
+    bad = kinds.filter(~kinds.str.contains(KUBERNETES_KIND))
     if bad.len():
         raise InputError(
             f"{source}: column '{WORKLOAD_KIND}' has {bad.len()} values that are not a "
@@ -226,8 +225,8 @@ def _normalised_usage(usage: pl.DataFrame) -> pl.DataFrame:
 def _with_spec_kinds(
     normalised: pl.DataFrame, spec: pl.DataFrame | None, usage_source: str, spec_source: str
 ) -> pl.DataFrame:
-    """Fill `workload_kind` from S where U has none; a container both name differently is
-    refused (which file is right cannot be told)."""
+    """Fill `workload_kind` from S where U has none; a container to which U and S give
+    different kinds is refused (which file is right cannot be told)."""
     if spec is None or WORKLOAD_KIND not in spec.columns:
         return normalised
     kinds = spec.select(
@@ -252,8 +251,6 @@ def _with_spec_kinds(
 
 def _latest_kind(group: pl.DataFrame) -> str | None:
     """The workload's kind at its latest sample that has one (None: never known)."""
-    if WORKLOAD_KIND not in group.columns:
-        return None
     kinds = group[WORKLOAD_KIND].drop_nulls()
     return kinds[-1] if kinds.len() else None
 
