@@ -1013,6 +1013,44 @@ class FleetBuilder:
                 decimals=3,
             ))
 
+    # ---- ownership -----------------------------------------------------------------------
+
+    def build_owners(self, pods: dict[str, list[Pod]]) -> None:
+        """kube-state-metrics ownership, which names each pod's workload and its kind.
+
+        `kube_pod_owner` per pod while it exists: Deployment pods are owned by their ReplicaSet
+        (the pod name without its 5-character suffix), StatefulSet pods by the StatefulSet.
+        `kube_replicaset_owner` per ReplicaSet from its first pod on, to the end: a Deployment
+        keeps old ReplicaSets scaled to zero (revisionHistoryLimit), so coder's first one still
+        reports after the rollout. No random draw: every other series stays as it was.
+        """
+        for wl in WORKLOADS:
+            replicaset_start: dict[str, int] = {}
+            for pod in pods[wl.name]:
+                if wl.kind == "Deployment":
+                    owner_kind, owner_name = "ReplicaSet", pod.name.rsplit("-", 1)[0]
+                    first = replicaset_start.get(owner_name, pod.start)
+                    replicaset_start[owner_name] = min(first, pod.start)
+                else:
+                    owner_kind, owner_name = wl.kind, wl.name
+                self.series.append(Series(
+                    "kube_pod_owner", "kube_pod_owner",
+                    {"cluster": CLUSTER, "namespace": wl.namespace, "pod": pod.name,
+                     "owner_kind": owner_kind, "owner_name": owner_name,
+                     "owner_is_controller": "true"},
+                    np.where(self.alive(pod), 1.0, np.nan),
+                ))
+            for replicaset, start in replicaset_start.items():
+                exists = np.full(N_STEPS, np.nan)
+                exists[start:] = 1.0
+                self.series.append(Series(
+                    "kube_replicaset_owner", "kube_replicaset_owner",
+                    {"cluster": CLUSTER, "namespace": wl.namespace, "replicaset": replicaset,
+                     "owner_kind": "Deployment", "owner_name": wl.name,
+                     "owner_is_controller": "true"},
+                    exists,
+                ))
+
     def build(self) -> Fleet:
         """Generate every series and episode of the fleet."""
         rps = self.service_rps()
@@ -1020,6 +1058,7 @@ class FleetBuilder:
         self.build_containers(rps, pods)
         self.build_services(rps)
         self.build_llm_usage(rps)
+        self.build_owners(pods)
         episodes = sorted(self.episodes, key=lambda e: (e.start_step, e.kind, e.pod or ""))
         return Fleet(self.series, episodes, self.pods)
 
@@ -1053,6 +1092,9 @@ FAMILY_TYPES = {
     "kube_pod_container_status_last_terminated_reason": (
         "gauge", "Reason of the container's last termination."),
     "kube_deployment_status_replicas": ("gauge", "Replicas of the Deployment."),
+    "kube_pod_owner": ("gauge", "Information about the Pod's owner (kube-state-metrics)."),
+    "kube_replicaset_owner": (
+        "gauge", "Information about the ReplicaSet's owner (kube-state-metrics)."),
     "http_server_requests": ("counter", "HTTP server requests by status code."),
     "http_server_request_duration_seconds": ("histogram", "HTTP server request duration."),
     "http_server_active_requests": ("gauge", "HTTP server requests in flight."),

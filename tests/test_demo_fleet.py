@@ -157,7 +157,7 @@ def test_shipped_files_exist_and_stay_small() -> None:
 
 
 def test_parses_with_expected_series_count(fleet: ParsedFleet) -> None:
-    assert 250 <= len(fleet.series) <= 400
+    assert 250 <= len(fleet.series) <= 420
     for s in fleet.series:
         assert s.labels["cluster"] == "demo"
         assert not np.isnan(s.values).any(), s.name
@@ -207,6 +207,9 @@ def _catalog_selectors() -> list[tuple[str, str, list[str], dict[str, list[str]]
             for key in ("selector", "denominator"):
                 if key in column:
                     out.append((table_name, column[key], required, aliases))
+        for role, selector in (table.get("owners") or {}).items():
+            labels = ["cluster", "namespace", role, "owner_kind", "owner_name"]
+            out.append((table_name, selector, labels, {}))
     return out
 
 
@@ -247,6 +250,33 @@ def test_pod_names_follow_kubernetes_naming(fleet: ParsedFleet) -> None:
         m = re.fullmatch(r"(.+)-([bcdfghjklmnpqrstvwxz2456789]{9,10})-"
                          r"([bcdfghjklmnpqrstvwxz2456789]{5})", pod)
         assert m and m.group(1) in deployments, pod
+
+
+def test_every_pod_names_its_owner(fleet: ParsedFleet) -> None:
+    """kube_pod_owner for every pod while it runs; Deployment pods through their ReplicaSet,
+    whose kube_replicaset_owner names the Deployment (the rightsizing patch's target)."""
+    deployments = {s.labels["deployment"] for s in fleet.named("kube_deployment_status_replicas")}
+    memory = {s.labels["pod"]: s for s in fleet.named("container_memory_working_set_bytes")
+              if s.labels["container"] != "envoy"}
+    owners = {s.labels["pod"]: s for s in fleet.named("kube_pod_owner")}
+    assert owners.keys() == memory.keys()
+    replicasets = {s.labels["replicaset"]: s for s in fleet.named("kube_replicaset_owner")}
+    workload_kinds = {}
+    for pod, owner in owners.items():
+        assert np.array_equal(owner.ts, memory[pod].ts) and (owner.values == 1).all()
+        assert owner.labels["owner_is_controller"] == "true"
+        if owner.labels["owner_kind"] == "ReplicaSet":
+            replicaset = replicasets[owner.labels["owner_name"]]
+            assert pod.rsplit("-", 1)[0] == replicaset.labels["replicaset"]
+            assert replicaset.ts[0] <= owner.ts[0] and replicaset.ts[-1] == PERIOD_END - INTERVAL
+            kind, workload = replicaset.labels["owner_kind"], replicaset.labels["owner_name"]
+            assert workload in deployments
+        else:
+            kind, workload = owner.labels["owner_kind"], owner.labels["owner_name"]
+        workload_kinds[workload] = kind
+    assert workload_kinds["postgres"] == workload_kinds["vector-store"] == "StatefulSet"
+    assert {w for w, k in workload_kinds.items() if k == "Deployment"} == deployments
+    assert set(workload_kinds.values()) == {"Deployment", "StatefulSet"}  # no DaemonSet
 
 
 # ---- counters ----------------------------------------------------------------------------

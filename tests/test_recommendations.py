@@ -60,7 +60,8 @@ def rightsizing_rows(as_of: datetime, planner_saving: float = 120.0) -> pl.DataF
     base = {c: None for c in RIGHTSIZING_TABLE.columns}
     planner = base | {
         "rank": 2, "container_id": "demo/agents/planner/planner", "namespace": "agents",
-        "workload": "planner", "container": "planner", "status": "ok", "kind": "save",
+        "workload": "planner", "workload_kind": "Deployment", "container": "planner",
+        "status": "ok", "kind": "save",
         "current_cpu_request": 1.0, "cpu_request": 0.25, "current_memory_request": 2.0 * GIB,
         "memory_request": 0.5 * GIB, "confidence": 0.9, "monthly_saving_usd": planner_saving,
         "forecast_used": True, "hpa": False, "oom_kills": 0,
@@ -68,7 +69,8 @@ def rightsizing_rows(as_of: datetime, planner_saving: float = 120.0) -> pl.DataF
     }  # fmt: skip
     summarizer = base | {
         "rank": 1, "container_id": "demo/agents/summarizer/summarizer", "namespace": "agents",
-        "workload": "summarizer", "container": "summarizer", "status": "ok", "kind": "risk",
+        "workload": "summarizer", "workload_kind": "Deployment", "container": "summarizer",
+        "status": "ok", "kind": "risk",
         "current_cpu_request": 0.25, "cpu_request": 0.25, "current_memory_request": 0.5 * GIB,
         "memory_request": 2.0 * GIB, "confidence": 0.85, "monthly_saving_usd": -6.0,
         "forecast_used": True, "hpa": False, "oom_kills": 2,

@@ -105,6 +105,7 @@ def _rightsizing(saving: float) -> list[dict]:
             "container_id": f"demo/agents/{EVIL}/app",
             "namespace": "agents",
             "workload": EVIL,
+            "workload_kind": "Deployment",
             "container": "app",
             "status": "ok",
             "kind": "save",

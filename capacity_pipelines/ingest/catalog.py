@@ -25,6 +25,25 @@ OPS = {
     "histogram_quantile",
 }
 AGGREGATIONS = {"sum", "max", "min", "avg"}
+WORKLOAD_KIND = "workload_kind"
+# kube-state-metrics' label names on its ownership series (fixed by the exporter, not the
+# catalog); `owner_is_controller` picks the controller when a pod lists several owners.
+POD_OWNER_LABELS = (
+    "cluster",
+    "namespace",
+    "pod",
+    "owner_kind",
+    "owner_name",
+    "owner_is_controller",
+)
+REPLICASET_OWNER_LABELS = (
+    "cluster",
+    "namespace",
+    "replicaset",
+    "owner_kind",
+    "owner_name",
+    "owner_is_controller",
+)
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SELECTOR = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$", re.S)
@@ -125,6 +144,18 @@ class ColumnQuery:
 
 
 @dataclass(frozen=True)
+class OwnerQueries:
+    """kube-state-metrics ownership series that name a table's workloads and their kind.
+
+    Each is a one-column table of its own (the series' labels are what matters, the value is
+    always 1), so both sources answer it the way they answer any catalog column.
+    """
+
+    pods: TableSpec  # kube_pod_owner by cluster, namespace, pod, owner_kind, owner_name, ...
+    replicasets: TableSpec  # kube_replicaset_owner by cluster, namespace, replicaset, ...
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One warehouse table: a metric family with typed columns and its entity key."""
 
@@ -135,14 +166,20 @@ class TableSpec:
     columns: tuple[ColumnQuery, ...]
     rename: dict[str, str] = field(default_factory=dict)
     rollup: str | None = None
+    owners: OwnerQueries | None = None
 
     @property
     def value_columns(self) -> list[str]:
         return [c.column for c in self.columns]
 
     @property
+    def label_columns(self) -> list[str]:
+        """Text columns that describe the entity without being part of its key (NULL allowed)."""
+        return [WORKLOAD_KIND] if self.owners is not None else []
+
+    @property
     def all_columns(self) -> list[str]:
-        return [*self.key, "ts", *self.value_columns]
+        return [*self.key, *self.label_columns, "ts", *self.value_columns]
 
 
 @dataclass(frozen=True)
@@ -207,6 +244,53 @@ def _column_query(
     )
 
 
+def _owner_table(
+    table: str, role: str, selector: str, labels: tuple[str, ...], where: str
+) -> TableSpec:
+    try:
+        parsed = Selector.parse(selector)
+    except CatalogError as exc:
+        raise CatalogError(f"{where}: {table}.owners.{role}: {exc}") from None
+    query = ColumnQuery(column="owned", op="max_over_time", selector=parsed, agg="max")
+    return TableSpec(
+        name=f"{table}.owners.{role}",
+        description=f"{role} ownership series of {table}",
+        source_labels=labels,
+        key=labels,
+        columns=(query,),
+    )
+
+
+def _owner_queries(
+    table: str,
+    spec: dict[str, Any],
+    source_labels: tuple[str, ...],
+    key: tuple[str, ...],
+    where: str,
+) -> OwnerQueries | None:
+    """The `owners:` entry of a table: which series name each pod's workload and its kind."""
+    owners = spec.get("owners")
+    if owners is None:
+        return None
+    if not isinstance(owners, dict) or set(owners) != {"pod", "replicaset"}:
+        raise CatalogError(
+            f"{where}: {table}.owners: expected a mapping with 'pod' and 'replicaset' selectors"
+        )
+    if spec.get("rollup") != "pod_to_workload" or "pod" not in source_labels:
+        raise CatalogError(
+            f"{where}: {table}.owners: needs `rollup: pod_to_workload` over a `pod` label "
+            "(the pod-name rollup is the fallback for pods without owner series)"
+        )
+    if "workload" not in key:
+        raise CatalogError(f"{where}: {table}.owners: the key must hold `workload`")
+    return OwnerQueries(
+        pods=_owner_table(table, "pod", str(owners["pod"]), POD_OWNER_LABELS, where),
+        replicasets=_owner_table(
+            table, "replicaset", str(owners["replicaset"]), REPLICASET_OWNER_LABELS, where
+        ),
+    )
+
+
 def load_catalog(path: str | Path | None = None, llm_mapping: str | None = None) -> Catalog:
     """Read and validate a catalog (default: the bundled one).
 
@@ -243,14 +327,17 @@ def load_catalog(path: str | Path | None = None, llm_mapping: str | None = None)
             _column_query(name, col, col_spec or {}, aliases, str(path))
             for col, col_spec in column_specs.items()
         )
+        source_labels = tuple(spec["source_labels"])
+        key = tuple(spec.get("key") or spec["source_labels"])
         tables[name] = TableSpec(
             name=name,
             description=str(spec.get("description", "")).strip(),
-            source_labels=tuple(spec["source_labels"]),
-            key=tuple(spec.get("key") or spec["source_labels"]),
+            source_labels=source_labels,
+            key=key,
             columns=columns,
             rename=dict(spec.get("rename") or {}),
             rollup=spec.get("rollup"),
+            owners=_owner_queries(name, spec, source_labels, key, str(path)),
         )
     return Catalog(
         path=path,

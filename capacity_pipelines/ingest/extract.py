@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from capacity_pipelines.ingest.catalog import Catalog, TableSpec
+from capacity_pipelines.ingest.owners import fetch_owners
 from capacity_pipelines.ingest.sources.base import MetricSource, SeriesPoints
 
 # Kubernetes pod names: Deployment `<name>-<pod-template-hash>-<5>`, StatefulSet `<name>-<n>`,
@@ -24,10 +25,17 @@ _SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
 _DEPLOYMENT_POD = re.compile(rf"^(?P<w>.+)-{_SAFE}{{6,10}}-{_SAFE}{{5}}$")
 _STATEFULSET_POD = re.compile(r"^(?P<w>.+)-\d+$")
 _SHORT_SUFFIX_POD = re.compile(rf"^(?P<w>.+)-{_SAFE}{{5}}$")
+# Resolution of the owner series (kube_pod_owner, ...): ownership only changes when pods come and
+# go, so a day (plus the rate window before it) is 25 points instead of 291.
+OWNER_STEP_S = 3600.0
 
 
 def pod_to_workload(pod: str) -> str:
-    """The workload a pod belongs to, from its generated name (KRR groups pods the same way)."""
+    """The workload a pod belongs to, from its generated name (KRR groups pods the same way).
+
+    The fallback for pods without kube-state-metrics owner series (`ingest/owners.py`): a name
+    tells the workload well enough to group pods, never its kind.
+    """
     for pattern in (_DEPLOYMENT_POD, _STATEFULSET_POD, _SHORT_SUFFIX_POD):
         match = pattern.match(pod)
         if match:
@@ -73,8 +81,14 @@ def series_count(frame: pl.DataFrame, key: Sequence[str]) -> int:
     return frame.select(pl.col(k).to_physical() for k in key).n_unique()
 
 
-def _normalise(table: TableSpec, labels: pl.DataFrame, default_cluster: str) -> pl.DataFrame:
-    """Per series: fill the default cluster, rename labels, roll pods up to their workload."""
+def _normalise(
+    table: TableSpec, labels: pl.DataFrame, default_cluster: str, owners: pl.DataFrame | None
+) -> pl.DataFrame:
+    """Per series: fill the default cluster, rename labels, roll pods up to their workload.
+
+    With `owners` (resolved owner series, see `ingest/owners.py`) a pod found there takes its
+    workload and kind from them; the others keep the pod-name workload and a NULL kind.
+    """
     if "cluster" in labels.columns:
         labels = labels.with_columns(
             pl.when(pl.col("cluster") == "")
@@ -88,6 +102,13 @@ def _normalise(table: TableSpec, labels: pl.DataFrame, default_cluster: str) -> 
         labels = labels.with_columns(
             pl.col("pod").map_elements(pod_to_workload, return_dtype=pl.Utf8).alias("workload")
         )
+    if owners is not None:
+        on = ["cluster", "namespace", "pod"]
+        labels = (
+            labels.join(owners, on=on, how="left", maintain_order="left")
+            .with_columns(pl.coalesce("owner_workload", "workload").alias("workload"))
+            .drop("owner_workload")
+        )
     return labels
 
 
@@ -97,6 +118,7 @@ def _assemble(
     grid: np.ndarray,
     step_s: float,
     default_cluster: str,
+    owners: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Put every column's points side by side, one row per entity and step.
 
@@ -106,12 +128,14 @@ def _assemble(
     Two series that normalise to the same entity add up (as PromQL `sum by` would).
     """
     key = list(table.key)
-    labels = {c: _normalise(table, a.labels, default_cluster) for c, a in answers.items()}
-    known = [frame.select(key) for frame in labels.values() if frame.height]
+    # Entity attributes (the workload kind) are functions of the key: carried per entity.
+    attributes = table.label_columns
+    labels = {c: _normalise(table, a.labels, default_cluster, owners) for c, a in answers.items()}
+    known = [frame.select(*key, *attributes) for frame in labels.values() if frame.height]
     if not known:
         return pl.DataFrame(
             schema={
-                **{k: pl.Utf8 for k in key},
+                **{k: pl.Utf8 for k in [*key, *attributes]},
                 "ts": pl.Datetime("us"),
                 **{c: pl.Float64 for c in table.value_columns},
             }
@@ -158,7 +182,9 @@ def _assemble(
     # Keys as categoricals: gathering a code per row is cheap, and DuckDB ingests the
     # dictionary-encoded columns faster than repeated strings.
     row_entity = pl.Series(union // steps)
-    rows = pl.DataFrame({k: entities[k].cast(pl.Categorical).gather(row_entity) for k in key})
+    rows = pl.DataFrame(
+        {k: entities[k].cast(pl.Categorical).gather(row_entity) for k in [*key, *attributes]}
+    )
     ts_ms = np.rint(grid[union % steps] * 1000).astype(np.int64)
     return rows.with_columns(
         pl.from_epoch(pl.Series("ts", ts_ms), time_unit="ms").cast(pl.Datetime("us")),
@@ -171,15 +197,27 @@ def extract_table(
 ) -> ExtractedTable:
     """All columns of one catalog table over `[start, end)`, joined on entity and time.
 
-    Rows where every value is missing are dropped (a gap stays a gap, never a zero).
+    Rows where every value is missing are dropped (a gap stays a gap, never a zero). A table
+    with `owners` also asks the source for the ownership series, to name workloads and kinds.
     """
     table = catalog.table(table_name)
     step = catalog.step_seconds
     grid = evaluation_grid(start, end, step)
-    answers = source.fetch_columns(
-        table, list(table.columns), grid, step, catalog.rate_window_seconds
-    )
-    wide = _assemble(table, answers, grid, step, catalog.default_cluster)
+    window = catalog.rate_window_seconds
+    answers = source.fetch_columns(table, list(table.columns), grid, step, window)
+    owners = None
+    if table.owners is not None:
+        # Each point is the max over the owner step before it: together they see every owner
+        # sample in [start - rate window, end] (a pod's last rate() points follow its last
+        # sample, so its owner is looked for that much earlier).
+        owner_step = max(OWNER_STEP_S, window, step)
+        owner_grid = evaluation_grid(
+            start - timedelta(seconds=window), end + timedelta(seconds=owner_step), owner_step
+        )
+        owners = fetch_owners(
+            source, table.owners, owner_grid, owner_step, window, catalog.default_cluster
+        )
+    wide = _assemble(table, answers, grid, step, catalog.default_cluster, owners)
     return ExtractedTable(
         table=table,
         start=start,

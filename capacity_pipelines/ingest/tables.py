@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 
-from capacity_pipelines.ingest.catalog import Catalog, TableSpec
+from capacity_pipelines.ingest.catalog import WORKLOAD_KIND, Catalog, TableSpec
 from capacity_pipelines.ingest.extract import series_count
 from capacity_pipelines.warehouse import (
     delete_then_insert,
@@ -30,6 +30,7 @@ SERVICE_TRAFFIC_TABLE = "service_traffic"
 def table_ddl(table: TableSpec) -> str:
     """CREATE TABLE for one catalog table: entity labels, ts, typed value columns."""
     cols = [f"{quote_identifier(k)} VARCHAR NOT NULL" for k in table.key]
+    cols += [f"{quote_identifier(c)} VARCHAR" for c in table.label_columns]
     cols.append('"ts" TIMESTAMP NOT NULL')
     cols += [f"{quote_identifier(c)} DOUBLE" for c in table.value_columns]
     return (
@@ -52,7 +53,8 @@ _LOG_DOCS = {
 _KEY_DOCS = {
     "cluster": "Kubernetes cluster (the catalog's default when series carry no cluster label).",
     "namespace": "Kubernetes namespace.",
-    "workload": "Workload (Deployment / StatefulSet / DaemonSet) the pod belongs to.",
+    "workload": "Workload (Deployment, StatefulSet, DaemonSet, ...). Per pod: named by "
+    "kube-state-metrics owner series where the pod has them, else derived from the pod name.",
     "pod": "Pod name; pods that no longer exist keep their history.",
     "container": "Container name within the pod.",
     "service": "Service name.",
@@ -60,11 +62,22 @@ _KEY_DOCS = {
     "model": "LLM model as requested (OTel gen_ai.request.model).",
     "agent": "Agent name (OTel gen_ai.agent.name); empty when not reported.",
 }
+_LABEL_DOCS = {
+    WORKLOAD_KIND: "Kind of the workload from kube-state-metrics owner series (kube_pod_owner, "
+    "kube_replicaset_owner): Deployment, StatefulSet, DaemonSet, Job, ReplicaSet (one without "
+    "owner), Pod (a pod without owner, or a static pod) or another controller's kind; NULL "
+    "when the pod has no owner series (its workload then comes from the pod name).",
+}
 
 
 def schema_fingerprint(catalog: Catalog) -> str:
     """Hash of everything `ensure_schema` would write for this catalog."""
-    parts = [SCHEMA_VERSION, repr(sorted(_LOG_DOCS.items())), repr(sorted(_KEY_DOCS.items()))]
+    parts = [
+        SCHEMA_VERSION,
+        repr(sorted(_LOG_DOCS.items())),
+        repr(sorted(_KEY_DOCS.items())),
+        repr(sorted(_LABEL_DOCS.items())),
+    ]
     for table in catalog.tables.values():
         parts.append(table_ddl(table) + table.description)
         parts += [f"{q.column}|{q.description}|{q.unit}" for q in table.columns]
@@ -126,10 +139,15 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
             ).fetchall()
         }
         name = quote_identifier(table.name)
+        # Rows written before a column existed read NULL: unknown, as they were.
+        for column in table.label_columns:
+            if column not in existing:
+                con.execute(f"ALTER TABLE {name} ADD COLUMN {quote_identifier(column)} VARCHAR")
         for column in table.value_columns:
             if column not in existing:
                 con.execute(f"ALTER TABLE {name} ADD COLUMN {quote_identifier(column)} DOUBLE")
         columns = {key: _KEY_DOCS.get(key, f"Entity label {key}.") for key in table.key}
+        columns.update({label: _LABEL_DOCS[label] for label in table.label_columns})
         columns["ts"] = "UTC end of the step the row summarises."
         for query in table.columns:
             columns[query.column] = f"{query.description} Unit: {query.unit}.".strip()

@@ -6,7 +6,9 @@ U needs `container_id, ts, cpu_cores, memory_bytes`; optional U columns are used
 `namespace`, `container` (otherwise parsed from a `namespace/workload/container` id),
 `oom_killed`, `restarts` (with both, an OOM kill is a step with restarts and the flag),
 `cpu_throttled_ratio`, `replicas`, `memory_limit_bytes` (the limit at each sample, for the OOM
-bump).
+bump), `workload_kind`. `workload_kind` (nullable string: Deployment, StatefulSet, DaemonSet, ...,
+null = unknown) may come in U (one kind per container) or S; S fills U's nulls, a disagreement is
+refused. R carries it so patches can name the right object.
 
 `register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
 Every container must name a valid Kubernetes namespace, workload and container (DNS-1123; from
@@ -48,8 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Recommend CPU and memory requests and limits per container from its usage "
         "history (container_id, ts, cpu_cores, memory_bytes), priced with the compute price book.",
     )
-    parser.add_argument("--usage", required=True, type=Path, help="usage Parquet file (U)")
-    parser.add_argument("--spec", type=Path, help="current requests / limits Parquet file (S)")
+    parser.add_argument(
+        "--usage",
+        required=True,
+        type=Path,
+        help="usage Parquet file (U); optional column workload_kind (Deployment, StatefulSet, "
+        "DaemonSet, ...; null = unknown)",
+    )
+    parser.add_argument(
+        "--spec",
+        type=Path,
+        help="current requests / limits Parquet file (S); may carry workload_kind instead of U",
+    )
     parser.add_argument("--out", required=True, type=Path, help="recommendations Parquet (R)")
     parser.add_argument("--exports", type=Path, help="folder for CSV, JSON, table and patches")
     parser.add_argument("--policy", type=Path, help="limits policy YAML (default: no CPU limit)")

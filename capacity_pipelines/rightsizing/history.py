@@ -49,6 +49,7 @@ class ContainerHistory:
     replicas: np.ndarray | None
     current: CurrentSpec
     restarts: np.ndarray | None = None
+    workload_kind: str | None = None  # Deployment, StatefulSet, ...; None = unknown
 
     @property
     def step_s(self) -> float:

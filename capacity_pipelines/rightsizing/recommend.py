@@ -40,6 +40,12 @@ USAGE_OPTIONAL_NUMERIC = (
     "memory_limit_bytes",
 )
 USAGE_OPTIONAL_STRING = ("workload", "namespace", "container", "pod")
+# Kind of the workload's controller (Deployment, StatefulSet, DaemonSet, ...), optional in U or
+# S and nullable: the patch must name the right object, and NULL says "unknown" honestly.
+WORKLOAD_KIND = "workload_kind"
+# Kubernetes kinds are CamelCase identifiers; "deployment" or "statefulsets" is a resource
+# name, not a kind, and would make a wrong `kubectl patch` target.
+KUBERNETES_KIND = r"^[A-Z][A-Za-z0-9]*$"
 SPEC_COLUMNS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 # Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
 RANK_GROUPS = {"risk": 0, "save": 1, "unpriced": 2, "no_change": 3, "insufficient_data": 4}
@@ -54,14 +60,44 @@ class InputError(ValueError):
 # -- validation ------------------------------------------------------------------------------
 
 
-def _check_string(frame: pl.DataFrame, column: str, source: str) -> None:
-    if frame.schema[column] not in (pl.String, pl.Categorical, pl.Enum):
+def _check_string(frame: pl.DataFrame, column: str, source: str, nullable: bool = False) -> None:
+    # An all-null column read from Parquet has no string type to show: accept it when nullable.
+    allowed = (pl.String, pl.Categorical, pl.Enum, *((pl.Null,) if nullable else ()))
+    if frame.schema[column] not in allowed:
         raise InputError(
             f"{source}: column '{column}' must be a string, got {frame.schema[column]}"
         )
     nulls = frame[column].null_count()
-    if nulls:
+    if nulls and not nullable:
         raise InputError(f"{source}: column '{column}' has {nulls} null values")
+
+
+def _check_workload_kind(frame: pl.DataFrame, source: str) -> None:
+    """Nullable Kubernetes kinds, one per container (U may repeat it on every row)."""
+    if WORKLOAD_KIND not in frame.columns:
+        return
+    _check_string(frame, WORKLOAD_KIND, source, nullable=True)
+    kinds = frame[WORKLOAD_KIND].cast(pl.String).drop_nulls()
+    bad = kinds.filter(~kinds.str.contains(KUBERNETES_KIND))
+    if bad.len():
+        raise InputError(
+            f"{source}: column '{WORKLOAD_KIND}' has {bad.len()} values that are not a "
+            f"Kubernetes kind (e.g. {bad[0]!r}; expected e.g. Deployment, StatefulSet, "
+            "DaemonSet, or null when unknown)"
+        )
+    per_container = (
+        frame.select("container_id", pl.col(WORKLOAD_KIND).cast(pl.String))
+        .drop_nulls()
+        .group_by("container_id")
+        .agg(pl.col(WORKLOAD_KIND).unique().sort())
+        .filter(pl.col(WORKLOAD_KIND).list.len() > 1)
+    )
+    if per_container.height:
+        row = per_container.sort("container_id").row(0, named=True)
+        raise InputError(
+            f"{source}: column '{WORKLOAD_KIND}' gives {per_container.height} containers "
+            f"several kinds (e.g. '{row['container_id']}': {', '.join(row[WORKLOAD_KIND])})"
+        )
 
 
 def _check_numeric(frame: pl.DataFrame, column: str, source: str, nullable: bool) -> None:
@@ -110,6 +146,7 @@ def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:
     for column in USAGE_OPTIONAL_STRING:
         if column in usage.columns:
             _check_string(usage, column, source)
+    _check_workload_kind(usage, source)
     key = ["container_id", "pod", "ts"] if "pod" in usage.columns else ["container_id", "ts"]
     duplicated = usage.select(pl.struct(key).is_duplicated()).to_series()
     if duplicated.any():
@@ -136,6 +173,7 @@ def validate_spec(spec: pl.DataFrame, source: str = "spec") -> pl.DataFrame:
     if duplicated.any():
         example = spec.filter(duplicated)["container_id"][0]
         raise InputError(f"{source}: column 'container_id' repeats '{example}'")
+    _check_workload_kind(spec, source)
     return spec
 
 
@@ -167,10 +205,13 @@ def _normalised_usage(usage: pl.DataFrame) -> pl.DataFrame:
     for column in USAGE_OPTIONAL_NUMERIC:
         if column not in frame.columns:
             frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
+    if WORKLOAD_KIND not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(WORKLOAD_KIND))
     return frame.select(
         "container_id",
         "namespace",
         "workload",
+        pl.col(WORKLOAD_KIND).cast(pl.String),
         "container",
         "pod",
         "ts",
@@ -178,6 +219,39 @@ def _normalised_usage(usage: pl.DataFrame) -> pl.DataFrame:
         pl.col("memory_bytes").cast(pl.Float64),
         *[pl.col(c).cast(pl.Float64) for c in USAGE_OPTIONAL_NUMERIC],
     )
+
+
+def _with_spec_kinds(
+    normalised: pl.DataFrame, spec: pl.DataFrame | None, usage_source: str, spec_source: str
+) -> pl.DataFrame:
+    """Fill `workload_kind` from S where U has none; a container to which U and S give
+    different kinds is refused (which file is right cannot be told)."""
+    if spec is None or WORKLOAD_KIND not in spec.columns:
+        return normalised
+    kinds = spec.select(
+        "container_id", pl.col(WORKLOAD_KIND).cast(pl.String).alias("spec_kind")
+    ).drop_nulls()
+    joined = normalised.join(kinds, on="container_id", how="left")
+    clash = joined.filter(
+        pl.col(WORKLOAD_KIND).is_not_null()
+        & pl.col("spec_kind").is_not_null()
+        & (pl.col(WORKLOAD_KIND) != pl.col("spec_kind"))
+    )
+    if clash.height:
+        row = clash.row(0, named=True)
+        raise InputError(
+            f"{spec_source}: column '{WORKLOAD_KIND}' says {row['spec_kind']} for container "
+            f"'{row['container_id']}', {usage_source} says {row[WORKLOAD_KIND]}"
+        )
+    return joined.with_columns(pl.coalesce(WORKLOAD_KIND, "spec_kind").alias(WORKLOAD_KIND)).drop(
+        "spec_kind"
+    )
+
+
+def _latest_kind(group: pl.DataFrame) -> str | None:
+    """The workload's kind at its latest sample that has one (None: never known)."""
+    kinds = group[WORKLOAD_KIND].drop_nulls()
+    return kinds[-1] if kinds.len() else None
 
 
 def _optional(group: pl.DataFrame, column: str) -> np.ndarray | None:
@@ -221,6 +295,7 @@ def build_histories(
                 replicas=replicas,
                 current=current.get(str(container_id), CurrentSpec()),
                 restarts=_optional(group, "restarts"),
+                workload_kind=_latest_kind(group),
             )
         )
     return out
@@ -255,11 +330,16 @@ def recommend_usage(
     usage_source: str = "usage",
     spec_source: str = "spec",
 ) -> pl.DataFrame:
-    """The `capacity rightsize` contract: U (+ optional S) -> ranked recommendation frame."""
+    """The `capacity rightsize` contract: U (+ optional S) -> ranked recommendation frame.
+
+    `workload_kind` (optional, nullable, in U or S) is carried to the result; U's rows of one
+    container must agree, and S's value fills U's gaps but may not contradict it.
+    """
     validate_usage(usage, usage_source)
     if spec is not None:
         validate_spec(spec, spec_source)
-    histories = build_histories(_normalised_usage(usage), _spec_map(spec))
+    normalised = _with_spec_kinds(_normalised_usage(usage), spec, usage_source, spec_source)
+    histories = build_histories(normalised, _spec_map(spec))
     return _recommend(histories, strategy, policy, prices, node_class)
 
 
@@ -276,7 +356,8 @@ def recommend_from_warehouse(
 
     Rows without CPU or memory (gaps in scraping) are dropped, not rejected: the warehouse is
     allowed holes and the confidence accounts for them. The current spec is each container's
-    latest non-null request and limit.
+    latest non-null request and limit, its `workload_kind` the latest non-null kind (NULL when
+    the warehouse never knew it, e.g. rows written before owner series were extracted).
     """
     if container_usage.height == 0:
         return _recommend([], strategy, policy, prices, node_class)
@@ -286,6 +367,8 @@ def recommend_from_warehouse(
             "container_id"
         )
     )
+    if WORKLOAD_KIND not in frame.columns:  # a frame from before the column existed
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(WORKLOAD_KIND))
     latest = (
         frame.sort("ts")
         .group_by("container_id")
@@ -295,6 +378,7 @@ def recommend_from_warehouse(
             pl.col("cpu_limit_cores").drop_nulls().last().alias("cpu_limit"),
             pl.col("memory_request_bytes").drop_nulls().last().alias("memory_request"),
             pl.col("memory_limit_bytes").drop_nulls().last().alias("memory_limit"),
+            pl.col(WORKLOAD_KIND).cast(pl.String).drop_nulls().last(),
         )
     )
     if workload_replicas is not None and workload_replicas.height:
@@ -314,6 +398,7 @@ def recommend_from_warehouse(
         "container_id",
         pl.col("namespace").cast(pl.String),
         pl.col("workload").cast(pl.String),
+        pl.col(WORKLOAD_KIND).cast(pl.String),
         pl.col("container").cast(pl.String),
         pl.col("pod").cast(pl.String),
         "ts",
@@ -349,6 +434,7 @@ def recommend_from_warehouse(
                 None,
                 None,
                 CurrentSpec(*(_none_if_nan(row[c]) for c in SPEC_COLUMNS)),
+                workload_kind=row[WORKLOAD_KIND],
             )
         )
     return _recommend(histories, strategy, policy, prices, node_class)
@@ -361,6 +447,7 @@ RESULT_SCHEMA = {
     "container_id": pl.String,
     "namespace": pl.String,
     "workload": pl.String,
+    WORKLOAD_KIND: pl.String,
     "container": pl.String,
     "status": pl.String,
     "kind": pl.String,
@@ -435,6 +522,7 @@ def _recommend(
             "container_id": history.container_id,
             "namespace": history.namespace,
             "workload": history.workload,
+            WORKLOAD_KIND: history.workload_kind,
             "container": history.container,
             "status": rec.status,
             "cpu_request": rec.cpu_request,

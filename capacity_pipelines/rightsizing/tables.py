@@ -17,6 +17,9 @@ RIGHTSIZING_TABLE = DerivedTable(
         "container_id": "cluster/namespace/workload/container.",
         "namespace": "Kubernetes namespace.",
         "workload": "Workload the container belongs to.",
+        "workload_kind": "Kind of the workload (Deployment, StatefulSet, DaemonSet, Job, ...) "
+        "from kube-state-metrics owner series (container_usage.workload_kind) or the input "
+        "files; NULL when unknown: check the kind before applying a patch.",
         "container": "Container name.",
         "status": "ok, or why no recommendation was made (e.g. insufficient_data).",
         "kind": "What the recommendation does (size down, size up, risk, no change).",

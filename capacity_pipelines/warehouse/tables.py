@@ -99,6 +99,16 @@ class DerivedTable:
         cols = [f"{quote_identifier(c)} {_duckdb_type(schema[c])}" for c in self.columns]
         return f"CREATE TABLE IF NOT EXISTS {quote_identifier(self.name)} (" + ", ".join(cols) + ")"
 
+    def added_columns_ddl(self, schema: dict[str, pl.DataType]) -> list[str]:
+        """ALTERs that give a table written by an older release the columns documented since
+        (its old rows read NULL), so an upgrade does not fail its first insert."""
+        table = quote_identifier(self.name)
+        return [
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_identifier(c)} "
+            f"{_duckdb_type(schema[c])}"
+            for c in self.columns
+        ]
+
     def rows(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` in table order with naive-UTC timestamps; every documented column required."""
         missing = [c for c in self.columns if c not in frame.columns]
@@ -129,6 +139,8 @@ def replace_derived_window(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(table.ddl(rows.schema))
+        for statement in table.added_columns_ddl(rows.schema):
+            con.execute(statement)
         document(con, table.name, table.description, table.columns)
         delete_then_insert(
             con,
