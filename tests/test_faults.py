@@ -372,17 +372,17 @@ def test_cardinality_explosion_is_capped_with_bounded_memory(exploded, monkeypat
 
     def run(cap: int):
         monkeypatch.setenv("CAPACITY_MAX_SERIES_PER_QUERY", str(cap))
-        source = PrometheusSource(PrometheusSettings.from_env(url=exploded.url, retries=0))
-        return extract_table(source, catalog, "container_usage", DAY1, end)
+        source = PrometheusSource(settings_from_env(exploded.url, retries=0))
+        return lambda: extract_table(source, catalog, "container_usage", DAY1, end)
 
     # above the cap: refused while streaming, before the answer is parsed
-    capped_mb, refused = _peak_python_mb(lambda: run(2_000))
+    capped_mb, refused = _peak_python_mb(run(2_000))
     assert isinstance(refused, SeriesLimitError)
     assert "matched more than 2,000 series" in str(refused)
     assert "CAPACITY_MAX_SERIES_PER_QUERY" in str(refused) and "query_range" in str(refused)
     # under a cap raised on purpose: all series arrive, with a warning near the cap
     with caplog.at_level(logging.WARNING, logger="capacity_pipelines.ingest.sources.prometheus"):
-        full_mb, extracted = _peak_python_mb(lambda: run(50_000))
+        full_mb, extracted = _peak_python_mb(run(50_000))
     assert not isinstance(extracted, Exception), extracted
     assert extracted.series_count == EXPLOSION_SERIES
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -398,9 +398,9 @@ def test_default_series_cap_is_documented_and_read_from_the_environment(monkeypa
     from capacity_pipelines.ingest.sources.prometheus import DEFAULT_MAX_SERIES
 
     monkeypatch.delenv("CAPACITY_MAX_SERIES_PER_QUERY", raising=False)
-    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == DEFAULT_MAX_SERIES
+    assert settings_from_env("http://127.0.0.1:9").max_series == DEFAULT_MAX_SERIES
     monkeypatch.setenv("CAPACITY_MAX_SERIES_PER_QUERY", "1234")
-    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").max_series == 1234
+    assert settings_from_env("http://127.0.0.1:9").max_series == 1234
     ops = (REPO_ROOT / "docs" / "operations.md").read_text()
     assert "CAPACITY_MAX_SERIES_PER_QUERY" in ops and f"{DEFAULT_MAX_SERIES:,}" in ops
 
@@ -421,17 +421,24 @@ def test_prometheus_special_values_decode_and_nan_is_a_gap():
 
 def test_request_span_is_a_day_by_default_and_read_from_the_environment(monkeypatch):
     monkeypatch.delenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", raising=False)
-    settings = PrometheusSettings.from_env(url="http://127.0.0.1:9")
+    settings = settings_from_env("http://127.0.0.1:9")
     assert settings.points_per_request(300) == 288  # one day at 5 min
     assert settings.points_per_request(1) == settings.max_points < 11_000  # the points cap wins
     monkeypatch.setenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", "6")
-    assert PrometheusSettings.from_env(url="http://127.0.0.1:9").points_per_request(60) == 360
+    assert settings_from_env("http://127.0.0.1:9").points_per_request(60) == 360
     for bad in ("0", "-1", "soon", "inf", "nan"):
         monkeypatch.setenv("CAPACITY_PROMETHEUS_CHUNK_HOURS", bad)
-        with pytest.raises(SourceError, match="CAPACITY_PROMETHEUS_CHUNK_HOURS must be a positive"):
-            PrometheusSettings.from_env(url="http://127.0.0.1:9")
+        with pytest.raises(SourceError, match="CAPACITY_PROMETHEUS_CHUNK_HOURS.* must be a"):
+            settings_from_env("http://127.0.0.1:9")
     ops = (REPO_ROOT / "docs" / "operations.md").read_text()
     assert "CAPACITY_PROMETHEUS_CHUNK_HOURS" in ops
+
+
+def settings_from_env(url: str, **overrides) -> PrometheusSettings:
+    """The connection settings the documented variables give, as a run resolves them (secrets
+    are EnvVars, read here from the test's environment)."""
+    resource = prometheus_from_environment(url).model_copy(update=overrides)
+    return resource.process_config_and_initialize().settings()
 
 
 # --- hostile labels and secrets ----------------------------------------------------------------
@@ -524,8 +531,8 @@ def test_secrets_never_reach_logs_metadata_or_errors(fleet, tmp_path: Path, monk
     with FlakyProxy(server.url, failures=100, status=503) as proxy:
         url = proxy.url.replace("http://", f"http://capacity:{SECRET_PASSWORD}@")
         for settings in (
-            PrometheusSettings.from_env(url=proxy.url, retries=0),
-            PrometheusSettings.from_env(url=url, retries=0),
+            settings_from_env(proxy.url, retries=0),
+            settings_from_env(url, retries=0),
         ):
             source = PrometheusSource(settings)
             with pytest.raises(SourceError) as err:

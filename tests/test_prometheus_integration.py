@@ -27,6 +27,7 @@ from capacity_pipelines.warehouse import connect
 from tests.flaky_proxy import FlakyProxy
 from tests.prometheus_server import PrometheusServer, backfill
 from tests.synthetic_fleet import write_container_fleet
+from tests.test_faults import settings_from_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("require_prometheus")]
 
@@ -139,7 +140,7 @@ def test_prometheus_killed_mid_extraction_leaves_warehouse_untouched(tmp_path: P
 def test_credentials_never_appear_in_errors(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("CAPACITY_PROMETHEUS_TOKEN", "s3cr3t-token-value")
     monkeypatch.setenv("CAPACITY_PROMETHEUS_RETRIES", "0")
-    settings = PrometheusSettings.from_env(url="http://127.0.0.1:9")  # nothing listens there
+    settings = settings_from_env("http://127.0.0.1:9")  # nothing listens there
     assert "s3cr3t" not in repr(settings)
     source = PrometheusSource(settings)
     catalog = load_catalog()
@@ -167,7 +168,7 @@ def test_429_with_retry_after_is_honoured(small_server, monkeypatch):
     catalog = load_catalog()
     start, end = START, START.replace(hour=12)
     with FlakyProxy(server.url, status=429, failures=2, retry_after="1") as proxy:
-        settings = PrometheusSettings.from_env(url=proxy.url, concurrency=1, backoff_s=0.01)
+        settings = dataclasses.replace(settings_from_env(proxy.url, concurrency=1), backoff_s=0.01)
         frame = extract_table(PrometheusSource(settings), catalog, "workload_replicas", start, end)
         got = extract_table(PrometheusSource(settings), catalog, "container_usage", start, end)
     statuses = [status for _, status, _ in proxy.requests]

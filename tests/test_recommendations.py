@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.recommendations.decisions import append_decision, load_decisions
 from capacity_pipelines.recommendations.engine import build_recommendations
 from capacity_pipelines.recommendations.findings import FINDING_SCHEMA, collect_findings
 from capacity_pipelines.recommendations.identity import (
@@ -28,12 +29,10 @@ from capacity_pipelines.recommendations.playbook import (
     load_playbook,
     load_teams,
 )
-from capacity_pipelines.recommendations.review import record_decision
 from capacity_pipelines.recommendations.scoring import score_findings
 from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
-    ensure_decisions_table,
 )
 from capacity_pipelines.recommendations.validation import (
     WindowMetrics,
@@ -127,24 +126,30 @@ def write_inputs(
         wh.replace_derived_window(con, table, as_of, after, outlook, "as_of")
 
 
+def decisions_store(path: Path) -> Path:
+    """The SRE decisions store beside the warehouse at `path` (the default layout)."""
+    return path.with_name("decisions.duckdb")
+
+
 def run_day(path: Path, as_of: datetime) -> pl.DataFrame:
-    """What the asset does: build and write one day; returns the rows written."""
-    after = as_of + timedelta(microseconds=1)
-    with wh.connect(path) as con:
-        ensure_decisions_table(con)
-        run = build_recommendations(con, as_of)
-        wh.replace_derived_window(con, RECOMMENDATIONS_TABLE, as_of, after, run.table, "as_of")
-        wh.replace_derived_window(con, OUTCOMES_TABLE, as_of, after, run.outcomes, "as_of")
+    """What the asset does: read, build, then write one day; returns the rows written."""
+    decisions = load_decisions(decisions_store(path))
+    with wh.reader(path) as con:
+        run = build_recommendations(con, as_of, decisions=decisions)
+    with wh.writer(path) as con:
+        wh.replace_as_of(con, RECOMMENDATIONS_TABLE, as_of, run.table)
+        wh.replace_as_of(con, OUTCOMES_TABLE, as_of, run.outcomes)
     return run.table
 
 
 def decide(path: Path, rec_id: str, decision: str, when: datetime, by: str = "alice") -> None:
-    with wh.connect(path) as con:
+    with wh.reader(path) as con:
         row = con.execute(
             "SELECT * FROM recommendations WHERE recommendation_id = ? ORDER BY as_of DESC LIMIT 1",
             [rec_id],
         ).pl()
-        record_decision(con, row.row(0, named=True), decision, by, "test", decided_at=when)
+    append_decision(decisions_store(path), row.row(0, named=True), decision, by, "test",
+                    decided_at=when)  # fmt: skip
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -478,15 +483,10 @@ def test_validation_on_warehouse_metrics(tmp_path, after_request, kill, verdict)
     run_day(path, DAY1 - timedelta(days=1))
     planner_id = recommendation_id("rightsize_down", "agents/planner/planner")
     decide(path, planner_id, "accept", DAY1)
-    with wh.connect(path) as con:
-        from capacity_pipelines.recommendations.review import read_decisions
-
-        outcomes = validate_accepted(
-            con, read_decisions(con), DAY1 + timedelta(days=7), load_playbook()
-        )
-        early = validate_accepted(
-            con, read_decisions(con), DAY1 + timedelta(days=1), load_playbook()
-        )
+    decisions = load_decisions(decisions_store(path))
+    with wh.reader(path) as con:
+        outcomes = validate_accepted(con, decisions, DAY1 + timedelta(days=7), load_playbook())
+        early = validate_accepted(con, decisions, DAY1 + timedelta(days=1), load_playbook())
     assert outcomes["verdict"].to_list() == [verdict], outcomes["detail"].to_list()
     assert early["verdict"].to_list() == ["pending"]
 

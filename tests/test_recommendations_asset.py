@@ -32,9 +32,16 @@ def _materialize(root, instance, **kwargs):
     )
 
 
-def _rows(root, sql, args=()):
-    with duckdb.connect(str(root / "wh.duckdb"), read_only=True) as con:
+def _rows(root, sql, args=(), store="wh.duckdb"):
+    with duckdb.connect(str(root / store), read_only=True) as con:
         return con.execute(sql, list(args)).fetchall()
+
+
+def _decisions(root):
+    return _rows(root, DECISIONS_SQL, store="decisions.duckdb")
+
+
+DECISIONS_SQL = "SELECT * FROM recommendation_decisions ORDER BY decided_at"
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,10 @@ def test_rows_checks_and_ranked_table_metadata(home):
     assert checks["unique_ids"].passed
     as_of = _rows(root, "SELECT DISTINCT as_of FROM recommendations")
     assert [str(a) for (a,) in as_of] == ["2026-10-05 00:00:00"]  # the partition's end
-    decisions = _rows(root, "SELECT count(*) FROM recommendation_decisions")
-    assert decisions == [(0,)]  # created empty by the run
+    # a run only reads the decisions: it creates no store and no table in the warehouse
+    assert not (root / "decisions.duckdb").exists()
+    tables = _rows(root, "SELECT table_name FROM duckdb_tables()")
+    assert ("recommendation_decisions",) not in tables
 
 
 def test_decision_survives_rerun_and_backfill(home, capsys):
@@ -71,7 +80,7 @@ def test_decision_survives_rerun_and_backfill(home, capsys):
     args = ["--warehouse", str(root / "wh.duckdb"), "--snapshot", str(root / "snap.duckdb")]
     assert recs_main([*args, "accept", PLANNER, "--by", "alice", "-m", "saves $120"]) == 0
     assert recs_main([*args, "reject", POSTGRES[:8], "--by", "bob", "-m", "DBA owns it"]) == 0
-    before = _rows(root, "SELECT * FROM recommendation_decisions ORDER BY decided_at")
+    before = _decisions(root)
     assert len(before) == 2
 
     rerun = _materialize(root, instance, partition_key="2026-10-04")
@@ -84,7 +93,7 @@ def test_decision_survives_rerun_and_backfill(home, capsys):
         },
     )
     assert rerun.success and backfill.success
-    after = _rows(root, "SELECT * FROM recommendation_decisions ORDER BY decided_at")
+    after = _decisions(root)
     assert after == before  # not one decision lost or rewritten
     status = dict(
         _rows(

@@ -72,7 +72,7 @@ def test_decisions_are_stored_with_who_when_why_and_shown(home, capsys):
     assert recs("comment", PLANNER, "--by", "dave", "-m", "applied in PR 42") == 0
     assert recs("defer", SUMMARIZER, "--by", "erin") == 0
     capsys.readouterr()
-    with duckdb.connect(str(home / "wh.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(home / "decisions.duckdb"), read_only=True) as con:
         rows = con.execute(
             "SELECT recommendation_id, decision, decided_by, reason, evidence_fingerprint "
             "FROM recommendation_decisions ORDER BY decided_at"
@@ -103,18 +103,18 @@ def test_bad_input_is_one_line_and_writes_nothing(home, capsys):
     assert err.count("\n") == 1 and "no recommendation 'rec-nope'" in err
     assert recs("accept", "rec-") == 2
     assert "ambiguous" in capsys.readouterr().err
-    with duckdb.connect(str(home / "wh.duckdb"), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM recommendation_decisions").fetchone() == (0,)
+    assert not (home / "decisions.duckdb").exists()  # nothing was written
 
 
-def test_busy_warehouse_gives_a_clear_message(home, capsys):
+def _hold(path) -> subprocess.Popen:
+    """A process holding DuckDB's write lock on `path` for 30 s (a DuckDB shell, say)."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             textwrap.dedent(f"""
             import duckdb, time
-            con = duckdb.connect({str(home / "wh.duckdb")!r})
+            con = duckdb.connect({str(path)!r})
             print("locked", flush=True)
             time.sleep(30)
         """),
@@ -122,8 +122,33 @@ def test_busy_warehouse_gives_a_clear_message(home, capsys):
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_review_never_waits_for_the_warehouse(home, capsys):
+    """Decisions have their own store and the list comes from the snapshot: a pipeline (here
+    a process holding the warehouse's lock) cannot block a decision."""
+    from capacity_pipelines import warehouse as wh
+
+    wh.publish_snapshot(home / "wh.duckdb", home / "snap.duckdb")
+    holder = _hold(home / "wh.duckdb")
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        began = time.monotonic()
+        assert recs("reject", PLANNER, "--wait", "1") == 0
+        assert time.monotonic() - began < 5
+        assert "rejected by carol" in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [row[1:3] for row in _decisions(home / "wh.duckdb")] == [(PLANNER, "reject")]
+
+
+def test_busy_decisions_store_gives_a_clear_message(home, capsys):
+    assert recs("comment", PLANNER, "-m", "first") == 0  # the store exists
+    capsys.readouterr()
+    holder = _hold(home / "decisions.duckdb")
+    try:
         assert recs("reject", PLANNER, "--wait", "1") == 2
         err = capsys.readouterr().err
         assert "locked by another process" in err and err.count("\n") == 1
@@ -147,7 +172,7 @@ for i in range(10_000):
 
 
 def _decisions(path):
-    with duckdb.connect(str(path), read_only=True) as con:
+    with duckdb.connect(str(path.with_name("decisions.duckdb")), read_only=True) as con:
         return con.execute("SELECT * FROM recommendation_decisions ORDER BY decided_at").fetchall()
 
 
@@ -216,3 +241,41 @@ def test_accepted_recommendation_shows_its_checked_outcome(tmp_path, monkeypatch
     run_day(path, later)
     assert recs("show", PLANNER) == 0
     assert "checked after the change: effective: realised $" in capsys.readouterr().out
+
+
+def test_a_decision_survives_deleting_and_rebuilding_the_warehouse(home, capsys):
+    """The warehouse is rebuildable from Prometheus; the decisions are not, and live apart."""
+    assert recs("accept", PLANNER, "-m", "keep me") == 0
+    (home / "wh.duckdb").unlink()
+    write_inputs(home / "wh.duckdb", DAY1)
+    table = run_day(home / "wh.duckdb", DAY1)
+    assert table.filter(table["recommendation_id"] == PLANNER)["review_status"][0] == "accepted"
+    capsys.readouterr()
+    assert recs("list", "--status", "accepted", "--json") == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["recommendation_id"] == PLANNER
+
+
+def test_decisions_kept_by_an_older_warehouse_move_to_their_store(home, capsys):
+    """Before the store, decisions lived in the warehouse: they are shown, and moved (once)
+    at the next decision, then dropped from the warehouse."""
+    from capacity_pipelines import warehouse as wh
+    from capacity_pipelines.recommendations.review import record_decision
+
+    with wh.writer(home / "wh.duckdb") as con:
+        row = con.execute(
+            "SELECT * FROM recommendations WHERE recommendation_id = ?", [POSTGRES]
+        ).pl()
+        record_decision(con, row.row(0, named=True), "reject", "old-sre", "from before")
+    assert recs("list", "--all", "--json") == 0
+    listed = {json.loads(x)["recommendation_id"]: json.loads(x) for x in
+              capsys.readouterr().out.splitlines()}  # fmt: skip
+    assert listed[POSTGRES]["review_status"] == "rejected"
+    assert recs("accept", PLANNER) == 0
+    assert recs("comment", PLANNER, "-m", "again") == 0  # adoption is not repeated
+    decided = [(r[1], r[2], r[3]) for r in _decisions(home / "wh.duckdb")]
+    assert decided == [(POSTGRES, "reject", "old-sre"), (PLANNER, "accept", "carol"),
+                       (PLANNER, "comment", "carol")]  # fmt: skip
+    with duckdb.connect(str(home / "wh.duckdb"), read_only=True) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "recommendation_decisions" not in tables

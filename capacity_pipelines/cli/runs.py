@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -172,11 +173,13 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     for request in requests:
         env |= request.env or {}
+    failures = Path(tempfile.mkstemp(prefix="capacity-run-", suffix=".txt")[1])
     worker = subprocess.Popen(
-        [sys.executable, "-m", "capacity_pipelines.cli.worker", specs_to_json(specs)],
+        [sys.executable, "-m", "capacity_pipelines.cli.worker", specs_to_json(specs),
+         str(failures)],
         env=env,
         start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the run in order
-    )
+    )  # fmt: skip
     received: list[int] = []
 
     def on_signal(signum, _frame):
@@ -189,12 +192,14 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    why = failures.read_text(encoding="utf-8").strip().splitlines()
+    failures.unlink(missing_ok=True)
     if received:
         raise RunInterrupted(received[0])
     if code != 0:
         raise RunFailed(
-            f"a run failed (exit {code}); its steps and logs are in the Dagster UI "
-            "(`capacity ui`)"
+            (why[0] if why else f"a run failed (exit {code})")
+            + " (the run's steps and logs are in the Dagster UI: `capacity ui`)"
         )
     return run_ids
 

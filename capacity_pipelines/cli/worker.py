@@ -77,6 +77,7 @@ class Progress:
     done: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     checks: dict[str, list[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # "<step> failed: <why>", in order
 
     def step_name(self, event: dg.DagsterEvent) -> str:
         return (event.step_key or "").removesuffix("_op")
@@ -111,6 +112,7 @@ class Progress:
                 status = "skipped (an upstream step failed)"
             else:
                 status = f"failed: {_failure_message(event)}"
+                self.failures.append(f"{name} {status}")
             print(f"[{self.done}/{self.total}] {name} {status}", flush=True)
             for line in self.checks.pop(name, []):
                 print(f"      check {line}", flush=True)
@@ -146,8 +148,11 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def execute(spec: RunSpec) -> int:
-    """Create and execute the run; 0 when it succeeded, 1 when it failed or was canceled."""
+def execute(spec: RunSpec, failures: list[str]) -> int:
+    """Create and execute the run; 0 when it succeeded, 1 when it failed or was canceled.
+
+    Why it failed (the first step failures, one line each) is appended to `failures`.
+    """
     from dagster._core.execution.api import execute_run_iterator
 
     if spec.title:
@@ -182,6 +187,7 @@ def execute(spec: RunSpec) -> int:
             progress.record(event)
         final = instance.get_run_by_id(run.run_id)
     status = final.status if final else dg.DagsterRunStatus.FAILURE
+    failures.extend(progress.failures)
     if status != dg.DagsterRunStatus.SUCCESS:
         print(f"run {run.run_id} {status.value.lower()} after {time.monotonic() - began:.1f} s")
         return 1
@@ -189,15 +195,22 @@ def execute(spec: RunSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m capacity_pipelines.cli.worker '<JSON list of RunSpec>'`: the runs in order,
-    in one process (the definitions load once); stops at the first run that does not succeed."""
+    """`python -m capacity_pipelines.cli.worker '<JSON list of RunSpec>' [FAILURES_FILE]`: the
+    runs in order, in one process (the definitions load once); stops at the first run that does
+    not succeed and writes why to FAILURES_FILE (one line per failed step) for the supervisor."""
     _die_with_parent()
     args = sys.argv[1:] if argv is None else argv
-    for spec in specs_from_json(args[0]):
-        code = execute(spec)
-        if code:
-            return code
-    return 0
+    failures: list[str] = []
+    try:
+        for spec in specs_from_json(args[0]):
+            code = execute(spec, failures)
+            if code:
+                return code
+        return 0
+    finally:
+        if len(args) > 1 and failures:
+            with open(args[1], "w", encoding="utf-8") as out:
+                out.write("\n".join(failures) + "\n")
 
 
 if __name__ == "__main__":

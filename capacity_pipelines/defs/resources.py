@@ -24,6 +24,7 @@ from capacity_pipelines.ingest.sources import FileSource, MetricSource, demo_sou
 from capacity_pipelines.ingest.sources.prometheus import (
     DEFAULT_CHUNK_S,
     DEFAULT_MAX_SERIES,
+    PrometheusConfigError,
     PrometheusSettings,
     PrometheusSource,
     split_credentials,
@@ -191,7 +192,7 @@ def prometheus_from_environment(
             try:
                 settings[field] = kind(text)
             except ValueError:
-                raise ValueError(f"{name} must be a number, not {text!r}") from None
+                raise PrometheusConfigError(f"{name} must be a number, not {text!r}") from None
     return PrometheusResource(**settings)
 
 

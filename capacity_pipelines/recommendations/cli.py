@@ -1,17 +1,18 @@
 """`capacity recs list|show|accept|reject|defer|comment`: the SRE review workflow.
 
-`list` and `show` read the published snapshot (falling back to the warehouse opened read-only),
-so they never take the writer lock. Decisions are user data: they are appended to
-`recommendation_decisions` through `warehouse.connect` (waiting for a running pipeline to let go
-of the lock, with a clear message if it does not), then the analysts' snapshot is republished so
-every reader sees the decision at once.
+The list comes from the published snapshot (falling back to the warehouse opened read-only),
+so reviewing never waits for a running pipeline. Decisions are user data with a store of their
+own (`decisions.duckdb`, `recommendations/decisions.py`): `list` and `show` read the review
+status from it directly, and a decision is appended to it in one small write session, never
+touching the warehouse, so it is recorded at once and seen at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -23,14 +24,14 @@ import polars as pl
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common import paths
 from capacity_pipelines.common.formatting import safe_text, usd_per_month
+from capacity_pipelines.recommendations.decisions import (
+    adopt_legacy_decisions,
+    append_decision,
+    load_decisions,
+)
 from capacity_pipelines.recommendations.findings import table_columns
 from capacity_pipelines.recommendations.playbook import PlaybookError, load_playbook
-from capacity_pipelines.recommendations.review import (
-    ReviewError,
-    apply_review,
-    read_decisions,
-    record_decision,
-)
+from capacity_pipelines.recommendations.review import ReviewError, apply_review, read_decisions
 from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
@@ -50,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--warehouse", type=Path, help="warehouse file (default: CAPACITY_HOME)")
     parser.add_argument("--snapshot", type=Path, help="snapshot file (default: CAPACITY_HOME)")
+    parser.add_argument(
+        "--decisions", type=Path, help="SRE decisions store (default: beside the warehouse)"
+    )
     parser.add_argument("--playbook", type=Path, help="playbook YAML (default: assets/)")
     sub = parser.add_subparsers(dest="recs_command", required=True)
 
@@ -72,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         decide = sub.add_parser(verb, help=f"{verb} a recommendation")
         decide.add_argument("id", help="recommendation id (a unique prefix is enough)")
         decide.add_argument("-m", "--reason", help="why (stored with the decision)")
-        decide.add_argument("--by", help="who decides (default $USER)")
+        decide.add_argument("--by", help="who decides (default: your login name)")
         decide.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a run")
         decide.add_argument("--json", action="store_true")
         decide.set_defaults(func=run_recs, handler=run_decide, decision=verb)
@@ -85,6 +89,27 @@ def _warehouse(args) -> Path:
 
 def _snapshot(args) -> Path:
     return Path(args.snapshot) if args.snapshot else paths.snapshot_path()
+
+
+def _decisions(args) -> Path:
+    if args.decisions:
+        return Path(args.decisions)
+    if args.warehouse:
+        return Path(args.warehouse).with_name("decisions.duckdb")
+    return paths.decisions_path()
+
+
+def _wait(args) -> float:
+    return getattr(args, "wait", 5.0)
+
+
+def _all_decisions(args, con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The store's decisions, plus any still kept by an older warehouse (not yet adopted)."""
+    stored = load_decisions(_decisions(args), wait_s=_wait(args))
+    legacy = read_decisions(con)
+    if legacy.height == 0:
+        return stored
+    return pl.concat([stored, legacy]).unique(maintain_order=True).sort("decided_at")
 
 
 def _latest_rows(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -100,13 +125,13 @@ def read_current(args) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     The latest outcome of each accepted recommendation is joined as `outcome` (NULL if none).
     """
     playbook = load_playbook(args.playbook)
-    for path, read_only in ((_snapshot(args), True), (_warehouse(args), True)):
+    for path in (_snapshot(args), _warehouse(args)):
         if not path.exists():
             continue
-        with wh.connect(path, read_only=read_only, wait_s=5.0) as con:
+        with wh.reader(path, wait_s=_wait(args)) as con:
             if table_columns(con, RECOMMENDATIONS_TABLE.name) is None:
                 continue
-            recs, decisions = _latest_rows(con), read_decisions(con)
+            recs, decisions = _latest_rows(con), _all_decisions(args, con)
             outcomes = _latest_outcomes(con)
         live = apply_review(
             recs.drop("review_status"), decisions, playbook.settings["reopen_change"]
@@ -231,24 +256,25 @@ def run_show(args) -> int:
     return 0
 
 
+def _reviewer(args) -> str:
+    """Who decides: --by, else the login name ($USER, $LOGNAME, or the password database)."""
+    if args.by:
+        return args.by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        raise ReviewError("cannot tell who you are: pass --by NAME") from None
+
+
 def run_decide(args) -> int:
-    who = args.by or os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    who = _reviewer(args)
+    recs, _, _ = read_current(args)
+    rec = _find(recs, args.id)
     warehouse = _warehouse(args)
-    if not warehouse.exists():
-        raise ReviewError(f"{warehouse}: no warehouse yet; run the pipeline first")
-    with wh.connect(warehouse, wait_s=args.wait) as con:
-        if table_columns(con, RECOMMENDATIONS_TABLE.name) is None:
-            raise ReviewError(f"{warehouse}: no recommendations table yet; run the pipeline first")
-        rec = _find(_latest_rows(con), args.id)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            row = record_decision(con, rec, args.decision, who, args.reason)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    # Readers use the snapshot: republish it so the decision shows everywhere at once.
-    wh.publish_snapshot(warehouse, _snapshot(args))
+    if warehouse.exists():  # an older warehouse's decisions move to the store first
+        with contextlib.suppress(wh.WarehouseBusyError):  # or with the next run
+            adopt_legacy_decisions(warehouse, _decisions(args), args.wait)
+    row = append_decision(_decisions(args), rec, args.decision, who, args.reason, args.wait)
     if args.json:
         print(json.dumps(_jsonable(row)))
     else:
@@ -263,7 +289,7 @@ def run_recs(args) -> int:
     """Dispatch with one-line errors and exit code 2 for bad input."""
     try:
         return args.handler(args)
-    except (ReviewError, PlaybookError, wh.WarehouseBusyError) as error:
+    except (ReviewError, PlaybookError, wh.WarehouseBusyError, wh.WarehouseCorruptError) as error:
         print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

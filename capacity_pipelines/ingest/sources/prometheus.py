@@ -119,8 +119,8 @@ def _chunk_seconds(hours: float | str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise PrometheusConfigError(
-            f"the chunk length (CAPACITY_PROMETHEUS_CHUNK_HOURS / chunk_hours) must be a "
-            f"positive number of hours, not {hours!r}"
+            f"CAPACITY_PROMETHEUS_CHUNK_HOURS (the resource's chunk_hours) must be a positive "
+            f"number of hours, not {hours!r}"
         )
     return value * 3600
 
