@@ -50,8 +50,16 @@ class RawSamples:
         return [key for key, lab in self.labels.items() if lab["__name__"] == metric]
 
 
+# The three escapes of the OpenMetrics label value grammar (`\\`, `\"`, `\n`). Read in one
+# left-to-right pass: chained replace() calls would turn an escaped backslash followed by `n`
+# (the label value `C:\new`) into a newline.
+_ESCAPE_SEQUENCE = re.compile(r"\\(.)", flags=re.DOTALL)
+_UNESCAPED = {"n": "\n", "\\": "\\", '"': '"'}
+
+
 def _unescape(value: str) -> str:
-    return value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+    """Inverse of `_escape`; an unknown escape such as `\\t` is kept as written."""
+    return _ESCAPE_SEQUENCE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(0)), value)
 
 
 def _escape(value: str) -> str:
