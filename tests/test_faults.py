@@ -48,7 +48,8 @@ from tests.synthetic_fleet import write_container_fleet
 DAY1 = datetime(2026, 9, 28, tzinfo=UTC)  # the partitions' first day (defs/partitions.py)
 DAY2 = DAY1 + timedelta(days=1)
 PARTITION = DAY1.strftime("%Y-%m-%d")
-CAPACITY = REPO_ROOT / ".venv" / "bin" / "capacity"
+# The interpreter running the tests, whatever its venv is called: never a path into the clone.
+CAPACITY = [sys.executable, "-m", "capacity_pipelines.cli"]
 needs_prometheus = pytest.mark.usefixtures("require_prometheus")
 
 # Label values an attacker (or an unlucky naming scheme) could put in a pod or container label.
@@ -811,7 +812,7 @@ def _capacity(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CAPACITY_HOME": str(tmp_path / "home")}
     env.pop("CAPACITY_PROMETHEUS_URL", None)
     return subprocess.run(
-        [str(CAPACITY), *args], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
+        [*CAPACITY, *args], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
     )
 
 
