@@ -824,11 +824,11 @@ COMMANDS = {
 
 BAD_FILES = [
     # (command, frame, message) - the cases tests/test_*_cli.py do not cover already
-    ("forecast", _spike(_history(), "value", 1e300), "column 'value' has 1 values beyond ±1e+18"),
+    ("forecast", _spike(_history(), "value", 1e300), "column value: 1 row(s) are beyond ±1e+18"),
     ("forecast", _history().head(0).drop("value"), "no rows"),
     ("rightsize", _spike(_container_usage(), "memory_bytes", 1e300),
-     "column 'memory_bytes' has 1 values beyond 1e+18"),
-    ("rightsize", _container_usage().drop("ts"), "column 'ts' (timestamp) is missing"),
+     "column memory_bytes: 1 row(s) are beyond 1e+18"),
+    ("rightsize", _container_usage().drop("ts"), "column ts: missing (a timestamp"),
     ("token-cost", _token_usage().head(0), "no rows"),
     ("token-cost", _spike(_token_usage(), "input_tokens", math.inf),
      "input_tokens: 1 row(s) are infinite"),

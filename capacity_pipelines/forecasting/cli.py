@@ -56,7 +56,8 @@ def run_forecast(args: argparse.Namespace) -> int:
         if args.horizon < 1:
             raise HistoryError(f"--horizon must be >= 1, got {args.horizon}")
         history = _read_history(args.history)
-        engine = CapacityForecaster(EngineSettings(workers=args.workers)).fit(history)
+        engine = CapacityForecaster(EngineSettings(workers=args.workers)).fit(
+            history, source=str(args.history))
         forecast = engine.predict(args.horizon).select(OUTPUT_COLUMNS)
     except HistoryError as error:
         print(f"capacity forecast: error: {error}", file=sys.stderr)

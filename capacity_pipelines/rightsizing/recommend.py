@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.forecasting.frames import MAX_PLAUSIBLE_VALUE
+from capacity_pipelines.common.contracts import Column, ContractError, check_frame
 from capacity_pipelines.rightsizing.history import ContainerHistory, CurrentSpec
 from capacity_pipelines.rightsizing.policy import LimitsPolicy
 from capacity_pipelines.rightsizing.prices import ComputePriceBook, load_compute_prices
@@ -25,12 +25,6 @@ from capacity_pipelines.rightsizing.strategies import (
     epoch_seconds,
 )
 
-USAGE_REQUIRED = {
-    "container_id": "string",
-    "ts": "timestamp",
-    "cpu_cores": "numeric",
-    "memory_bytes": "numeric",
-}
 USAGE_OPTIONAL_NUMERIC = (
     "oom_killed",
     "restarts",
@@ -40,102 +34,48 @@ USAGE_OPTIONAL_NUMERIC = (
 )
 USAGE_OPTIONAL_STRING = ("workload", "namespace", "container", "pod")
 SPEC_COLUMNS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+# DESIGN.md `capacity rightsize`: U is `container_id`, `ts`, `cpu_cores` (mean cores used in the
+# interval), `memory_bytes` (working set), plus the optional columns above; S holds the current
+# requests and limits, null where a container sets none.
+USAGE_CONTRACT = (
+    Column("container_id", "string"),
+    Column("ts", "timestamp"),
+    Column("cpu_cores", "number"),
+    Column("memory_bytes", "number"),
+    *(Column(c, "number", required=False, nullable=True) for c in USAGE_OPTIONAL_NUMERIC),
+    *(Column(c, "string", required=False) for c in USAGE_OPTIONAL_STRING),
+)
+SPEC_CONTRACT = (
+    Column("container_id", "string"),
+    *(Column(c, "number", nullable=True) for c in SPEC_COLUMNS),
+)
 # Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
 RANK_GROUPS = {"risk": 0, "save": 1, "unpriced": 2, "no_change": 3, "insufficient_data": 4}
 # A change smaller than this share of the current request is not worth a rollout.
 NO_CHANGE_SHARE = 0.05
 
 
-class InputError(ValueError):
+class InputError(ContractError):
     """Input that cannot be rightsized; the message names the source, the column and the problem."""
 
 
 # -- validation ------------------------------------------------------------------------------
 
 
-def _check_string(frame: pl.DataFrame, column: str, source: str) -> None:
-    if frame.schema[column] not in (pl.String, pl.Categorical, pl.Enum):
-        raise InputError(
-            f"{source}: column '{column}' must be a string, got {frame.schema[column]}"
-        )
-    nulls = frame[column].null_count()
-    if nulls:
-        raise InputError(f"{source}: column '{column}' has {nulls} null values")
-
-
-def _check_numeric(frame: pl.DataFrame, column: str, source: str, nullable: bool) -> None:
-    dtype = frame.schema[column]
-    if not dtype.is_numeric() and dtype != pl.Null:
-        raise InputError(f"{source}: column '{column}' must be numeric, got {dtype}")
-    values = frame[column].cast(pl.Float64)
-    nulls = values.null_count()
-    if nulls and not nullable:
-        raise InputError(f"{source}: column '{column}' has {nulls} null values")
-    bad = values.drop_nulls()
-    non_finite = int((~bad.is_finite()).sum())
-    if non_finite:
-        raise InputError(f"{source}: column '{column}' has {non_finite} NaN/inf values")
-    negative = int((bad < 0).sum())
-    if negative:
-        raise InputError(f"{source}: column '{column}' has {negative} negative values")
-    huge = int((bad > MAX_PLAUSIBLE_VALUE).sum())
-    if huge:
-        raise InputError(
-            f"{source}: column '{column}' has {huge} values beyond {MAX_PLAUSIBLE_VALUE:.0e} "
-            "(a unit or export error?)"
-        )
-
-
 def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:
-    """Check the U contract (DESIGN.md); raise `InputError` with a one-line message."""
-    if usage.height == 0:
-        raise InputError(f"{source}: no rows")
-    for column, kind in USAGE_REQUIRED.items():
-        if column not in usage.columns:
-            raise InputError(
-                f"{source}: column '{column}' ({kind}) is missing"
-                f" (found: {', '.join(usage.columns)})"
-            )
-    _check_string(usage, "container_id", source)
-    if not isinstance(usage.schema["ts"], pl.Datetime):
-        raise InputError(f"{source}: column 'ts' must be a timestamp, got {usage.schema['ts']}")
-    if usage["ts"].null_count():
-        raise InputError(f"{source}: column 'ts' has {usage['ts'].null_count()} null values")
-    for column in ("cpu_cores", "memory_bytes"):
-        _check_numeric(usage, column, source, nullable=False)
-    for column in USAGE_OPTIONAL_NUMERIC:
-        if column in usage.columns:
-            _check_numeric(usage, column, source, nullable=True)
-    for column in USAGE_OPTIONAL_STRING:
-        if column in usage.columns:
-            _check_string(usage, column, source)
-    key = ["container_id", "pod", "ts"] if "pod" in usage.columns else ["container_id", "ts"]
-    duplicated = usage.select(pl.struct(key).is_duplicated()).to_series()
-    if duplicated.any():
-        row = usage.filter(duplicated).row(0, named=True)
-        raise InputError(
-            f"{source}: column 'ts' has {int(duplicated.sum())} duplicate ({', '.join(key)}) rows"
-            f" (e.g. container '{row['container_id']}' at {row['ts']})"
-        )
-    return usage
+    """Check the U contract (DESIGN.md); return it with `ts` in UTC.
+
+    Raises `InputError` with one line, `<source>: column <name>: <problem>`. Samples of several
+    pods of one container are told apart by `pod`, so duplicates are checked per pod then.
+    """
+    key = ("container_id", "pod", "ts") if "pod" in usage.columns else ("container_id", "ts")
+    return check_frame(usage, source, USAGE_CONTRACT, unique_key=key, error=InputError)
 
 
 def validate_spec(spec: pl.DataFrame, source: str = "spec") -> pl.DataFrame:
     """Check the S contract: one row per container, nullable non-negative cores / bytes."""
-    if spec.height == 0:
-        raise InputError(f"{source}: no rows")
-    if "container_id" not in spec.columns:
-        raise InputError(f"{source}: column 'container_id' is missing")
-    _check_string(spec, "container_id", source)
-    for column in SPEC_COLUMNS:
-        if column not in spec.columns:
-            raise InputError(f"{source}: column '{column}' is missing (nullable, but required)")
-        _check_numeric(spec, column, source, nullable=True)
-    duplicated = spec["container_id"].is_duplicated()
-    if duplicated.any():
-        example = spec.filter(duplicated)["container_id"][0]
-        raise InputError(f"{source}: column 'container_id' repeats '{example}'")
-    return spec
+    return check_frame(spec, source, SPEC_CONTRACT, unique_key=("container_id",),
+                       error=InputError)  # fmt: skip
 
 
 # -- normalisation ---------------------------------------------------------------------------
@@ -257,9 +197,9 @@ def recommend_usage(
     spec_source: str = "spec",
 ) -> pl.DataFrame:
     """The `capacity rightsize` contract: U (+ optional S) -> ranked recommendation frame."""
-    validate_usage(usage, usage_source)
+    usage = validate_usage(usage, usage_source)
     if spec is not None:
-        validate_spec(spec, spec_source)
+        spec = validate_spec(spec, spec_source)
     histories = build_histories(_normalised_usage(usage), _spec_map(spec))
     return _recommend(histories, strategy, policy, prices, node_class)
 
