@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from capacity_pipelines.common.files import replaced_on_success
+from capacity_pipelines.common.files import replaced_on_success, swap_in_folder
 from capacity_pipelines.reporting.model import WeeklyReport
 from capacity_pipelines.reporting.render import render_html, render_markdown
 
@@ -69,20 +69,6 @@ def _write_week(report: WeeklyReport, folder: Path) -> None:
             table.raw.write_csv(folder / "csv" / f"{table.name}.csv")
 
 
-def _swap_in(staged: Path, target: Path) -> None:
-    """Replace folder `target` by `staged`; the old one is removed only after the swap."""
-    retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, retired)
-    try:
-        os.replace(staged, target)
-    except BaseException:
-        if retired.exists():
-            os.replace(retired, target)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def _latest_week(latest: Path) -> str | None:
     try:
         return json.loads((latest / f"{REPORT_STEM}.json").read_text())["week"]
@@ -99,7 +85,7 @@ def publish_report(report: WeeklyReport, reports_dir: Path) -> PublishedReport:
     shutil.rmtree(staged, ignore_errors=True)
     try:
         _write_week(report, staged)
-        _swap_in(staged, week_dir)
+        swap_in_folder(staged, week_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     latest = reports_dir / LATEST
@@ -111,7 +97,7 @@ def publish_report(report: WeeklyReport, reports_dir: Path) -> PublishedReport:
         staged_csv = latest / f".{LATEST_CSV}.tmp-{os.getpid()}"
         shutil.rmtree(staged_csv, ignore_errors=True)
         shutil.copytree(week_dir / "csv", staged_csv)
-        _swap_in(staged_csv, latest / LATEST_CSV)
+        swap_in_folder(staged_csv, latest / LATEST_CSV)
         # The JSON goes last: it records which week latest/ holds.
         for suffix in ("html", "md", "json"):
             with replaced_on_success(latest / f"{REPORT_STEM}.{suffix}") as tmp:

@@ -11,23 +11,35 @@ bump).
 `register(subparsers)` adds the subcommand to the project CLI; `main(argv)` runs it alone.
 Bad input ends with one line on stderr naming the file, the column and the problem, exit code 2,
 and nothing written: R goes to a temporary file renamed only when complete, the exports to a
-temporary folder swapped in likewise.
+temporary folder swapped in likewise. An output that would overwrite an input (any spelling or
+link of it), an `--exports` folder that holds an input or R (it is replaced whole), a folder
+where a file is expected or the reverse, and a parent that cannot be written are refused the
+same way before any work. Missing parent folders are created.
+
+R has no timestamps; the usage `ts` is read as UTC when it has no zone and converted otherwise,
+so the same instants give the same recommendation whatever zone the export used.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.common.files import replaced_on_success
+from capacity_pipelines.common.contracts import ContractError
+from capacity_pipelines.common.files import (
+    PathError,
+    check_input_file,
+    check_output_file,
+    check_output_folder,
+    replaced_folder_on_success,
+    replaced_on_success,
+)
 from capacity_pipelines.rightsizing.outputs import write_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
@@ -57,8 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_input_file(path)
     try:
         return pl.read_parquet(path)
     except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
@@ -66,37 +77,18 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputError(f"{path}: not a readable Parquet file ({first_line})") from error
 
 
-def _write_atomically(frame: pl.DataFrame, out: Path) -> None:
-    with replaced_on_success(out) as tmp:
-        frame.write_parquet(tmp)
-
-
-def _prepare_exports(frame: pl.DataFrame, folder: Path) -> Path:
-    """Write the exports into a temporary sibling folder; the caller swaps it in."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        write_exports(frame, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return staging
-
-
-def _swap_in(staging: Path, folder: Path) -> None:
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse outputs that would overwrite an input or cannot be written, before any work."""
+    inputs = [args.usage, args.spec, args.policy, args.prices]
+    check_output_file(args.out, inputs)
+    if args.exports:
+        check_output_folder(args.exports, inputs, outputs=[args.out])
 
 
 def run_rightsize(args: argparse.Namespace) -> int:
     """Handler of `capacity rightsize`; returns the process exit code."""
     try:
+        _check_paths(args)
         usage = _read_parquet(args.usage)
         spec = _read_parquet(args.spec) if args.spec else None
         policy = load_policy(args.policy)
@@ -112,18 +104,15 @@ def run_rightsize(args: argparse.Namespace) -> int:
             usage_source=str(args.usage),
             spec_source=str(args.spec),
         )
-    except (InputError, PolicyError, PriceBookError) as error:
+        with ExitStack() as stack:
+            # The exports are swapped in after R is renamed: both or neither, but for a crash
+            # between the two renames.
+            if args.exports:
+                write_exports(frame, stack.enter_context(replaced_folder_on_success(args.exports)))
+            frame.write_parquet(stack.enter_context(replaced_on_success(args.out)))
+    except (ContractError, PathError, PolicyError, PriceBookError) as error:
         print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    staging = _prepare_exports(frame, args.exports) if args.exports else None
-    try:
-        _write_atomically(frame, args.out)
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if staging is not None:
-        _swap_in(staging, args.exports)
     kinds = frame["kind"].value_counts().sort("kind")
     summary = ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
     saving = frame["monthly_saving_usd"].drop_nulls().sum()

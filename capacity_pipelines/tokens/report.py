@@ -15,9 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from capacity_pipelines.common.files import replaced_folder_on_success
 from capacity_pipelines.tokens.costing import unpriced_summary
 from capacity_pipelines.tokens.prices import PriceBook
 from capacity_pipelines.tokens.savings import SavingsAssumptions, savings_opportunities
@@ -431,26 +429,18 @@ def build_report(
     return report
 
 
+def write_report_files(report: TokenCostReport, folder: Path) -> None:
+    """Write each table as CSV and the summary as JSON into the existing `folder`."""
+    for name, frame in report.tables.items():
+        if frame.width:
+            frame.write_csv(folder / f"{name}.csv")
+    (folder / "summary.json").write_text(json.dumps(report.summary, indent=2, default=str))
+
+
 def write_report(report: TokenCostReport, directory: Path) -> None:
-    """Write each table as CSV and the summary as JSON, all or nothing.
+    """Write the report into `directory`, all or nothing.
 
     Files go to a temporary sibling folder that replaces `directory` only when complete.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        for name, frame in report.tables.items():
-            if frame.width:
-                frame.write_csv(tmp / f"{name}.csv")
-        (tmp / "summary.json").write_text(json.dumps(report.summary, indent=2, default=str))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with replaced_folder_on_success(Path(directory)) as staged:
+        write_report_files(report, staged)
