@@ -10,22 +10,21 @@ pass, and the peak is set by `BATCH_ROWS`, not by the file.
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source
 
 from capacity_pipelines.tokens.costing import cost_usage
 from capacity_pipelines.tokens.prices import PriceBook
 from capacity_pipelines.tokens.traces import usage_batches
 from capacity_pipelines.tokens.usage import UsageContractError, validate_usage
 
-# Rows costed at a time. About 200 bytes per row go through costing, so a batch holds some
-# tens of MB; the reader's own buffers (a few row groups) come on top. Larger batches are not
-# faster: Polars already uses every core inside one batch.
+# Rows costed at a time. Costing holds a few hundred bytes per row, so a batch is some tens of
+# MB; the reader's and the writer's buffers (a few row groups each) come on top. Larger batches
+# are not faster: Polars already uses every core inside one batch.
 BATCH_ROWS = 200_000
 
 
@@ -50,51 +49,50 @@ def cost_usage_file(
 ) -> CostedFile:
     """Cost every row of the usage file `usage` and write them, in file order, to `out`.
 
-    `out` should be a temporary path (see `common.files.replaced_on_success`): a bad row in a
-    later batch raises `UsageContractError` after earlier batches were written. `price_id` is
-    written as a string: each batch's price ids are a different set.
+    The costed batches feed Polars' streaming Parquet writer as a Python source, so the writer
+    compresses on its own threads while the next batch is costed, and pulls a batch only when
+    it has room for it. `out` should be a temporary path (see
+    `common.files.replaced_on_success`): a bad row in a later batch raises `UsageContractError`
+    after earlier batches were written. `price_id` is written as a string: each batch's price
+    ids are a different set.
     """
     source = str(usage)
-    rows, cost, unpriced = 0, 0.0, 0
-    writer: pq.ParquetWriter | None = None
-    # One batch is written (pyarrow, GIL released) while the next is costed (Polars): on two
-    # cores that hides most of the write. At most two batches are alive at a time.
-    with ThreadPoolExecutor(max_workers=1) as background:
-        pending: Future | None = None
-        try:
-            for first_row, batch in usage_batches(
-                usage, provider=provider, model=model, trace_start=trace_start,
-                batch_rows=batch_rows,
-            ):  # fmt: skip
-                costed = cost_usage(validate_usage(batch, source, first_row=first_row), book)
-                table = costed.with_columns(pl.col("price_id").cast(pl.String)).to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(out, table.schema, compression="zstd")
-                elif table.schema != writer.schema:
-                    table = _conform(table, writer.schema, source, first_row)
-                if pending is not None:
-                    pending.result()
-                pending = background.submit(writer.write_table, table)
-                rows += costed.height
-                cost += costed["cost_usd"].sum()
-                unpriced += int(costed["unpriced"].sum())
-            if pending is not None:
-                pending.result()
-        finally:
-            if pending is not None:
-                pending.exception()  # wait: the writer is closed only when no write runs
-            if writer is not None:
-                writer.close()
-    if rows == 0:  # the pipeline may cost an empty day; a file must hold usage
+    batches = usage_batches(
+        usage, provider=provider, model=model, trace_start=trace_start, batch_rows=batch_rows
+    )
+    totals = {"rows": 0, "cost_usd": 0.0, "unpriced_rows": 0}
+
+    def costed(first_row: int, batch: pl.DataFrame) -> pl.DataFrame:
+        rows = cost_usage(validate_usage(batch, source, first_row=first_row), book)
+        totals["rows"] += rows.height
+        totals["cost_usd"] += rows["cost_usd"].sum()
+        totals["unpriced_rows"] += int(rows["unpriced"].sum())
+        return rows.with_columns(pl.col("price_id").cast(pl.String))
+
+    first = next(batches, None)
+    if first is None:
         raise UsageContractError(f"{source}: no rows")
-    return CostedFile(rows=rows, cost_usd=cost, unpriced_rows=unpriced)
+    head = [costed(*first)]  # popped when written, so it is not held to the end
+    schema = head[0].schema
+
+    def costed_batches(*_: object) -> Iterator[pl.DataFrame]:
+        # The writer's projection and filter arguments are unused: it takes every column.
+        yield head.pop()
+        for first_row, batch in batches:
+            rows = costed(first_row, batch)
+            yield rows if rows.schema == schema else _conform(rows, schema, source, first_row)
+
+    register_io_source(costed_batches, schema=schema).sink_parquet(out)
+    if totals["rows"] == 0:  # the pipeline may cost an empty day; a file must hold usage
+        raise UsageContractError(f"{source}: no rows")
+    return CostedFile(**totals)
 
 
-def _conform(table: pa.Table, schema: pa.Schema, source: str, first_row: int) -> pa.Table:
+def _conform(rows: pl.DataFrame, schema: pl.Schema, source: str, first_row: int) -> pl.DataFrame:
     """A later batch in the first batch's types (a column null so far, an int that fits)."""
     try:
-        return table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError) as error:
+        return rows.select(schema.names()).cast(dict(schema))
+    except (pl.exceptions.PolarsError, KeyError) as error:
         first = str(error).splitlines()[0]
         raise UsageContractError(
             f"{source}: rows from {first_row} on change a column's type ({first})"
