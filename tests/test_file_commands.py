@@ -287,6 +287,39 @@ def test_read_only_output_folder_is_one_line(tmp_path: Path, read_only_folder: P
     assert f"{out}: folder {read_only_folder} is not writable" in line
 
 
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs: a write that does not fit fails for real, mid-file."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("command", ["forecast", "token-cost"])
+def test_disk_full_while_writing_is_one_line_naming_the_output(tmp_path, full_disk, command):
+    """Polars reports ENOSPC as its own error, not an OSError: still one line, no traceback."""
+    source = tmp_path / "input.parquet"
+    if command == "forecast":
+        history().write_parquet(source)
+        extra = ["--history", source, "--horizon", "10000", "--workers", "1"]
+    else:
+        synthetic_token_usage(20_000).write_parquet(source)
+        extra = ["--usage", source]
+    out = full_disk / "out.parquet"
+    line = one_error_line(capacity(tmp_path, command, *extra, "--out", out))
+    assert f"{out}: cannot write: " in line and "No space left on device" in line, line
+    assert list(full_disk.iterdir()) == []  # the temporary file is gone too
+
+
 @pytest.mark.parametrize(
     ("command", "folder_flag"), [("token-cost", "--report-dir"), ("rightsize", "--exports")]
 )

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import polars as pl
+
 
 class PathError(ValueError):
     """A path that cannot be read or written as asked; one line naming the path and the problem."""
@@ -75,7 +77,7 @@ def check_output_file(out: Path, inputs: Iterable[Path | None] = ()) -> None:
     if out.is_dir():
         raise PathError(f"{out}: is a folder, expected a file path")
     for source in inputs:
-        if source is not None and (_same_path(out, source) or _is_within(out, source)):
+        if source is not None and _same_path(out, source):
             raise PathError(f"{out}: is the input {source}; writing it would destroy the input")
     _check_parent_writable(out)
 
@@ -107,30 +109,42 @@ def check_output_folder(
     _check_parent_writable(folder)
 
 
-def _writing(path: Path, error: OSError) -> PathError:
-    reason = error.strerror or str(error) or type(error).__name__
+# What a failed write raises: the OS error, or Polars' own error wrapping it ("parquet: ...
+# underlying IO error: No space left on device (os error 28)").
+WRITE_ERRORS = (OSError, pl.exceptions.PolarsError)
+
+
+def _writing(path: Path, error: Exception) -> PathError:
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    reason = text.splitlines()[0] if text else type(error).__name__
     return PathError(f"{path}: cannot write: {reason}")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Report a failed write inside the block as a `PathError` naming `path`."""
+    try:
+        yield
+    except WRITE_ERRORS as error:
+        raise _writing(path, error) from error
 
 
 @contextmanager
 def replaced_on_success(out: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `out`; it replaces `out` only if the block completes.
 
-    On any error the temporary file is removed and `out` keeps its previous content; an
-    `OSError` (no space, a read-only folder) becomes a `PathError` naming `out`.
+    On any error the temporary file is removed and `out` keeps its previous content; a failed
+    write (no space, a read-only folder) becomes a `PathError` naming `out`.
     """
-    try:
+    with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
-    except OSError as error:
-        raise _writing(out, error) from error
     tmp = Path(name)
     try:
-        yield tmp
-        os.replace(tmp, out)
-    except OSError as error:
-        raise _writing(out, error) from error
+        with writing(out):
+            yield tmp
+            os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -154,18 +168,15 @@ def replaced_folder_on_success(folder: Path) -> Iterator[Path]:
     """Yield an empty temporary sibling of `folder`; it replaces `folder` if the block completes.
 
     Nothing of the previous folder survives a successful replacement (no stale file of an older
-    run), and on any error the previous folder is left as it was. An `OSError` becomes a
+    run), and on any error the previous folder is left as it was. A failed write becomes a
     `PathError` naming `folder`.
     """
-    try:
+    with writing(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    except OSError as error:
-        raise _writing(folder, error) from error
     try:
-        yield staged
-        swap_in_folder(staged, folder)
-    except OSError as error:
-        raise _writing(folder, error) from error
+        with writing(folder):
+            yield staged
+            swap_in_folder(staged, folder)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

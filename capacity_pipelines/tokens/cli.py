@@ -34,6 +34,7 @@ from capacity_pipelines.common.files import (
     check_output_folder,
     replaced_folder_on_success,
     replaced_on_success,
+    writing,
 )
 from capacity_pipelines.tokens.batches import BATCH_ROWS, cost_usage_file
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
@@ -168,7 +169,8 @@ def run_token_cost(args: argparse.Namespace) -> int:
                         non_interactive_agents=tuple(args.non_interactive_agent)
                     ),
                 )
-                write_report_files(report, report_dir)
+                with writing(args.report_dir):  # not `--out`, whose context this is in
+                    write_report_files(report, report_dir)
     except (ContractError, PathError, PriceBookError) as error:
         print(f"capacity {COMMAND}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
