@@ -63,7 +63,7 @@ def _type_ok(dtype: pl.DataType, column: Column) -> bool:
         return isinstance(dtype, _STRING_TYPES)
     if column.kind == "timestamp":
         return isinstance(dtype, pl.Datetime) or dtype == pl.Date
-    return dtype.is_numeric() and not dtype.is_decimal()
+    return dtype.is_numeric()
 
 
 def utc_timestamps(name: str, dtype: pl.DataType) -> pl.Expr:

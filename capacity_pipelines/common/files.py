@@ -129,15 +129,36 @@ def writing(path: Path) -> Iterator[None]:
         raise _writing(path, error) from error
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parent folders of `path`; return them, deepest first."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove folders this write created, deepest first, where they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # something else was put there meanwhile: not ours to delete
+            return
+
+
 @contextmanager
 def replaced_on_success(out: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `out`; it replaces `out` only if the block completes.
 
-    On any error the temporary file is removed and `out` keeps its previous content; a failed
-    write (no space, a read-only folder) becomes a `PathError` naming `out`.
+    On any error the temporary file, and any parent folder created for it, are removed and `out`
+    keeps its previous content; a failed write (no space, a read-only folder) becomes a
+    `PathError` naming `out`.
     """
     with writing(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_parents(out)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
     tmp = Path(name)
@@ -145,8 +166,10 @@ def replaced_on_success(out: Path) -> Iterator[Path]:
         with writing(out):
             yield tmp
             os.replace(tmp, out)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_folders(created)
+        raise
 
 
 def swap_in_folder(staged: Path, target: Path) -> None:
@@ -168,15 +191,17 @@ def replaced_folder_on_success(folder: Path) -> Iterator[Path]:
     """Yield an empty temporary sibling of `folder`; it replaces `folder` if the block completes.
 
     Nothing of the previous folder survives a successful replacement (no stale file of an older
-    run), and on any error the previous folder is left as it was. A failed write becomes a
-    `PathError` naming `folder`.
+    run), and on any error the previous folder is left as it was (parent folders created for it
+    are removed). A failed write becomes a `PathError` naming `folder`.
     """
     with writing(folder):
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_parents(folder)
         staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         with writing(folder):
             yield staged
             swap_in_folder(staged, folder)
-    finally:
+    except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
+        _remove_folders(created)
+        raise
