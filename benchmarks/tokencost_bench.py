@@ -12,9 +12,15 @@
    cold-cache warm-up and belongs to neither half. Both directions, plus a one-number baseline
    (global reuse share). The table shipped as `savings.DEFAULT_REUSE_BY_BUCKET` is the one
    calibrated on the first half, so the "first half -> second half" rows are its accuracy.
+3. Memory (`--memory`): peak resident memory of the real `capacity token-cost` command on
+   synthetic usage Parquet files of growing size (`--memory-rows`), as a multiple of the input
+   file's size, with wall and CPU seconds. With `--compare REF` the same files are costed
+   alternately by the code of git commit REF (extracted with `git archive` into a temporary
+   folder, run with the same venv) and by this checkout: the side-by-side measure of batching.
 
 Run (from the repository root):
     nice .venv/bin/python benchmarks/tokencost_bench.py
+    nice .venv/bin/python benchmarks/tokencost_bench.py --memory [--compare REF]
 Uses ../shared/data/mooncake_conversation_first15min.jsonl when present, else the 500-request
 slice in tests/fixtures/tokens.
 """
@@ -25,6 +31,9 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -181,13 +190,87 @@ def bench_caching(
     return results, tables
 
 
+# Runs a command and writes its peak resident memory (KiB) and CPU seconds to argv[1]. The
+# launcher sits between this script and the command because Linux carries a parent's RSS
+# high-water mark into the child's ru_maxrss across fork and exec: measured from this process,
+# which has just generated the input, the command would inherit its peak.
+PEAK_RSS_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measure_token_cost(tree: Path, usage: Path, out: Path) -> dict[str, float]:
+    """Peak RSS (MiB), wall and CPU seconds of `capacity token-cost` run from `tree`."""
+    with tempfile.TemporaryDirectory(prefix="tokencost_peak_") as folder:
+        report = Path(folder) / "peak"
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        command = [sys.executable, "-m", "capacity_pipelines.cli", "token-cost",
+                   "--usage", str(usage), "--out", str(out)]  # fmt: skip
+        began = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS_LAUNCHER, str(report), *command],
+            cwd=tree, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        wall = time.perf_counter() - began
+        if proc.returncode != 0:
+            sys.exit(f"token-cost failed in {tree}: {proc.stderr[-2000:]}")
+        peak_kib, cpu_s = report.read_text().split()
+    return {"peak_mib": int(peak_kib) / 1024, "wall_s": wall, "cpu_s": float(cpu_s)}
+
+
+def bench_memory(sizes: list[int], ref: str | None) -> list[dict[str, object]]:
+    """Each size: this checkout (and REF, alternately) on the same synthetic Parquet file."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tokencost_memory_") as folder:
+        work = Path(folder)
+        trees = {"this checkout": REPO}
+        if ref:
+            trees = {ref: work / "ref", **trees}
+            trees[ref].mkdir()
+            archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True,
+                                     check=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(trees[ref])], input=archive, check=True)
+        for rows in sizes:
+            usage = work / f"usage_{rows}.parquet"
+            synthetic_usage(rows).write_parquet(usage)
+            size_mib = usage.stat().st_size / 2**20
+            for code, tree in trees.items():
+                measured = measure_token_cost(tree, usage, work / "costed.parquet")
+                results.append({"code": code, "rows": rows, "file_mib": size_mib, **measured})
+    return results
+
+
+def print_memory(results: list[dict[str, object]]) -> None:
+    print("\ncapacity token-cost, peak RSS vs input size")
+    print("| code | rows | input Parquet MiB | peak RSS MiB | peak / input | wall s | CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['code']} | {r['rows']:,} | {r['file_mib']:.1f} | {r['peak_mib']:,.0f} |"
+            f" {r['peak_mib'] / r['file_mib']:.1f}x | {r['wall_s']:.1f} | {r['cpu_s']:.1f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trace", type=Path, default=None)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="only the peak-memory section")
+    parser.add_argument("--memory-rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument("--compare", metavar="REF", help="git commit to measure side by side")
     args = parser.parse_args()
+    if args.memory:
+        print(f"polars {pl.__version__}, threads {pl.thread_pool_size()}, cpus {os.cpu_count()},"
+              f" 1-min load avg before {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print_memory(bench_memory(args.memory_rows, args.compare))
+        return
     trace = args.trace or (SHARED_MOONCAKE if SHARED_MOONCAKE.is_file() else FIXTURE_MOONCAKE)
 
     print(f"polars {pl.__version__}, threads {pl.thread_pool_size()}, cpus {os.cpu_count()}")

@@ -53,7 +53,8 @@ from tests.synthetic_fleet import write_container_fleet
 DAY1 = datetime(2026, 9, 28, tzinfo=UTC)  # the partitions' first day (defs/partitions.py)
 DAY2 = DAY1 + timedelta(days=1)
 PARTITION = DAY1.strftime("%Y-%m-%d")
-CAPACITY = REPO_ROOT / ".venv" / "bin" / "capacity"
+# The interpreter running the tests, whatever its venv is called: never a path into the clone.
+CAPACITY = [sys.executable, "-m", "capacity_pipelines.cli"]
 needs_prometheus = pytest.mark.usefixtures("require_prometheus")
 
 # Label values an attacker (or an unlucky naming scheme) could put in a pod or container label.
@@ -828,7 +829,7 @@ def _capacity(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CAPACITY_HOME": str(tmp_path / "home")}
     env.pop("CAPACITY_PROMETHEUS_URL", None)
     return subprocess.run(
-        [str(CAPACITY), *args], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
+        [*CAPACITY, *args], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path
     )
 
 
@@ -840,11 +841,11 @@ COMMANDS = {
 
 BAD_FILES = [
     # (command, frame, message) - the cases tests/test_*_cli.py do not cover already
-    ("forecast", _spike(_history(), "value", 1e300), "column 'value' has 1 values beyond ±1e+18"),
+    ("forecast", _spike(_history(), "value", 1e300), "column value: 1 row(s) are beyond ±1e+18"),
     ("forecast", _history().head(0).drop("value"), "no rows"),
     ("rightsize", _spike(_container_usage(), "memory_bytes", 1e300),
-     "column 'memory_bytes' has 1 values beyond 1e+18"),
-    ("rightsize", _container_usage().drop("ts"), "column 'ts' (timestamp) is missing"),
+     "column memory_bytes: 1 row(s) are beyond 1e+18"),
+    ("rightsize", _container_usage().drop("ts"), "column ts: missing (a timestamp"),
     ("token-cost", _token_usage().head(0), "no rows"),
     ("token-cost", _spike(_token_usage(), "input_tokens", math.inf),
      "input_tokens: 1 row(s) are infinite"),

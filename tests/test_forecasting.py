@@ -241,11 +241,11 @@ def test_daily_data_uses_sarimax_for_the_weekly_season() -> None:
 
 
 @pytest.mark.parametrize("frame, message", [
-    (pl.DataFrame({"series_id": ["a"], "ts": [START]}), "column 'value' is missing"),
-    (pl.DataFrame({"series_id": [1], "ts": [START], "value": [1.0]}), "column 'series_id'"),
-    (pl.DataFrame({"series_id": ["a"], "ts": ["2024-01-01"], "value": [1.0]}), "column 'ts'"),
+    (pl.DataFrame({"series_id": ["a"], "ts": [START]}), "column value: missing"),
+    (pl.DataFrame({"series_id": [1], "ts": [START], "value": [1.0]}), "column series_id:"),
+    (pl.DataFrame({"series_id": ["a"], "ts": ["2024-01-01"], "value": [1.0]}), "column ts:"),
     (pl.DataFrame({"series_id": ["a", "a", "a"], "ts": [START] * 3, "value": [1.0] * 3}),
-     "duplicate timestamps"),
+     "column ts: 3 duplicate"),
     (pl.DataFrame({"series_id": ["a", "a"], "ts": [START, START + timedelta(hours=1)],
                    "value": [1.0, 2.0]}), "at least 3"),
 ])

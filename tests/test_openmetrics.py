@@ -4,9 +4,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capacity_pipelines.ingest.sources.openmetrics import (
     ExportFormatError,
+    _escape,
+    _unescape,
     read_long_table,
     read_openmetrics,
     write_openmetrics,
@@ -65,6 +69,30 @@ def test_round_trip_through_writer(tmp_path: Path):
     again = read_openmetrics(out)
     assert again.labels == raw.labels
     assert again.frame.drop("value").equals(raw.frame.drop("value"))
+
+
+# Text that stresses the escaping: the three escaped characters, `n` right after a backslash,
+# and any other Unicode (surrogates excluded: they cannot be written as UTF-8).
+LABEL_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["\\", '"', "\n", "n", "t", "\\n", '\\"']),
+        st.characters(exclude_categories=("Cs",)),
+    )
+).map("".join)
+
+
+@settings(database=None)  # no example database written into the checkout
+@given(LABEL_TEXT)
+def test_unescape_inverts_escape(value: str):
+    assert _unescape(_escape(value)) == value
+
+
+def test_windows_path_label_survives_a_file_round_trip(tmp_path: Path):
+    # `C:\new` once came back with a newline: `\\n` was read as `\` + `\n`.
+    path = tmp_path / "x.om"
+    path.write_text("# TYPE up gauge\n" + r'up{path="C:\\new"} 1 1000' + "\n# EOF\n")
+    labels = read_openmetrics(path).labels
+    assert [lab["path"] for lab in labels.values()] == ["C:\\new"]
 
 
 def test_long_parquet_with_timestamps(tmp_path: Path):

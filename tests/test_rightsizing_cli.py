@@ -152,15 +152,15 @@ def _broken(kind: str) -> pl.DataFrame:
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("missing column", "column 'memory_bytes' (numeric) is missing"),
-        ("wrong type", "column 'cpu_cores' must be numeric"),
-        ("nan", "column 'cpu_cores' has 1 NaN/inf values"),
-        ("inf", "column 'memory_bytes' has 1 NaN/inf values"),
-        ("negative", "column 'cpu_cores' has 1 negative values"),
+        ("missing column", "column memory_bytes: missing (a number"),
+        ("wrong type", "column cpu_cores: wrong type String, expected a number"),
+        ("nan", "column cpu_cores: 1 row(s) are NaN, first at row 3"),
+        ("inf", "column memory_bytes: 1 row(s) are infinite"),
+        ("negative", "column cpu_cores: 1 row(s) are negative"),
         ("duplicate", "duplicate (container_id, ts) rows"),
         ("empty", "no rows"),
-        ("ts not a timestamp", "column 'ts' must be a timestamp"),
-        ("bad optional", "column 'oom_killed' has"),
+        ("ts not a timestamp", "column ts: wrong type String, expected a timestamp"),
+        ("bad optional", "column oom_killed: 192 row(s) are negative"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2_and_nothing_written(tmp_path: Path, capsys, kind, message):
@@ -177,9 +177,15 @@ def test_bad_usage_is_one_line_exit_2_and_nothing_written(tmp_path: Path, capsys
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (SPEC.drop("memory_limit"), "column 'memory_limit' is missing"),
-        (pl.concat([SPEC, SPEC]), "column 'container_id' repeats 'shop/api/app'"),
-        (SPEC.with_columns(pl.lit(-1.0).alias("cpu_request")), "column 'cpu_request' has 1 neg"),
+        (SPEC.drop("memory_limit"), "column memory_limit: missing"),
+        (
+            pl.concat([SPEC, SPEC]),
+            "container_id: 2 duplicate (container_id) rows, e.g. container_id 'shop/api/app'",
+        ),
+        (
+            SPEC.with_columns(pl.lit(-1.0).alias("cpu_request")),
+            "column cpu_request: 1 row(s) are negative",
+        ),
     ],
 )
 def test_bad_spec_is_refused(tmp_path: Path, capsys, spec: pl.DataFrame, message: str):

@@ -157,9 +157,12 @@ class CapacityForecaster:
         self.backtest_: pl.DataFrame | None = None
         self._calibration: tuple | None = None
 
-    def fit(self, history: pl.DataFrame) -> Self:
-        """Validate the long frame and put each series on its regular grid."""
-        self._series = to_regular(history)
+    def fit(self, history: pl.DataFrame, source: str = "history") -> Self:
+        """Validate the long frame and put each series on its regular grid.
+
+        `source` names the history in error messages (the file, for `capacity forecast`).
+        """
+        self._series = to_regular(history, source)
         return self
 
     def fit_series(self, series: Sequence[RegularSeries]) -> Self:

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from capacity_pipelines.common.contracts import (
+    Column,
+    ContractError,
+    check_frame,
+    column_error,
+)
+
 SECONDS_PER_DAY = 86_400
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 # Above this share of missing grid points a series is noise, not history: refuse it rather than
@@ -23,10 +30,13 @@ MAX_MISSING_SHARE = 0.5
 MIN_SEASONS = 2
 
 HISTORY_COLUMNS = ("series_id", "ts", "value")
-# No CPU count, byte count, token count or dollar figure of a fleet comes near 1e18 (an
-# exabyte); beyond it a value is a unit or export error, and squares of it (variances, SSEs)
-# would overflow float64 in the models. Shared by every file-based command's validation.
-MAX_PLAUSIBLE_VALUE = 1e18
+# DESIGN.md `capacity forecast`: H is `series_id` (str), `ts` (timestamp), `value` (float); a
+# history may go below zero (a balance, a temperature), so negative values are allowed.
+HISTORY_CONTRACT = (
+    Column("series_id", "string"),
+    Column("ts", "timestamp"),
+    Column("value", "number", negative=True),
+)
 # Hampel identifier for isolated spikes (Pearson 2002): a point further than HAMPEL_K robust
 # step sizes from the median of its 2*HAMPEL_HALF_WINDOW+1 neighbours is replaced by
 # that median in the models' input. The textbook k = 3 would also flatten genuine short load
@@ -37,7 +47,7 @@ HAMPEL_K = 8.0
 MAD_TO_SIGMA = 1.4826
 
 
-class HistoryError(ValueError):
+class HistoryError(ContractError):
     """Input history that cannot be forecast; the message names the column and the problem."""
 
 
@@ -99,59 +109,27 @@ def usable_periods(n: int, step_s: int) -> tuple[int, ...]:
 
 def validate_history(history: pl.DataFrame, source: str = "history",
                      allow_missing_values: bool = True) -> pl.DataFrame:
-    """Check columns, types and values; return the frame sorted with `ts` as UTC-naive µs.
+    """Check the history contract; return the frame sorted with `ts` as UTC-naive µs.
 
-    With `allow_missing_values` NaN/null values are dropped (treated as missing points); the CLI
-    sets it to False because a file full of NaN is more likely a broken export than a gap.
-    Raises `HistoryError` with a one-line message naming `source`, the column and the problem.
+    The checks are the shared file contract (`common.contracts`); what is the forecaster's own
+    is what NaN means. With `allow_missing_values` NaN/null/inf values are dropped first
+    (treated as missing points: the warehouse may hold gaps); the CLI sets it to False because a
+    file full of NaN is more likely a broken export than a gap. The zone is dropped after the
+    conversion to UTC because the models' grid arithmetic works on epoch microseconds.
+    Raises `HistoryError` with one line: `<source>: column <name>: <problem>`.
     """
-    if history.height == 0:
-        raise HistoryError(f"{source}: no rows")
-    for column in HISTORY_COLUMNS:
-        if column not in history.columns:
-            raise HistoryError(f"{source}: column '{column}' is missing "
-                               f"(found: {', '.join(history.columns)})")
-    if history.schema["series_id"] not in (pl.String, pl.Categorical, pl.Enum):
-        raise HistoryError(f"{source}: column 'series_id' must be a string, "
-                           f"got {history.schema['series_id']}")
-    ts_type = history.schema["ts"]
-    if not isinstance(ts_type, pl.Datetime):
-        raise HistoryError(f"{source}: column 'ts' must be a timestamp, got {ts_type}")
-    if not history.schema["value"].is_numeric():
-        raise HistoryError(f"{source}: column 'value' must be numeric, "
-                           f"got {history.schema['value']}")
-    frame = history.select(
+    frame = history
+    if allow_missing_values and "value" in frame.columns and frame.schema["value"].is_numeric():
+        frame = frame.filter(pl.col("value").cast(pl.Float64).is_finite())
+        if frame.height == 0 and history.height:
+            raise HistoryError(column_error(source, "value", "no finite values"))
+    frame = check_frame(frame, source, HISTORY_CONTRACT, unique_key=("series_id", "ts"),
+                        error=HistoryError)
+    return frame.select(
         pl.col("series_id").cast(pl.String),
-        pl.col("ts"),
+        pl.col("ts").dt.replace_time_zone(None),
         pl.col("value").cast(pl.Float64),
-    )
-    if ts_type.time_zone is not None:
-        frame = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")
-                                   .dt.replace_time_zone(None))
-    frame = frame.with_columns(pl.col("ts").dt.cast_time_unit("us"))
-    for column in ("series_id", "ts"):
-        nulls = frame[column].null_count()
-        if nulls:
-            raise HistoryError(f"{source}: column '{column}' has {nulls} null values")
-    bad_values = frame.filter(pl.col("value").is_null() | ~pl.col("value").is_finite()).height
-    if bad_values and not allow_missing_values:
-        raise HistoryError(f"{source}: column 'value' has {bad_values} null/NaN/inf values")
-    # Polars orders NaN above every number: only finite values can be "huge".
-    huge = frame.filter(
-        pl.col("value").is_finite() & (pl.col("value").abs() > MAX_PLAUSIBLE_VALUE)
-    ).height
-    if huge:
-        raise HistoryError(f"{source}: column 'value' has {huge} values beyond "
-                           f"±{MAX_PLAUSIBLE_VALUE:.0e} (a unit or export error?)")
-    duplicates = frame.select(pl.struct("series_id", "ts").is_duplicated().sum()).item()
-    if duplicates:
-        example = frame.filter(pl.struct("series_id", "ts").is_duplicated()).row(0)
-        raise HistoryError(f"{source}: column 'ts' has {duplicates} duplicate timestamps "
-                           f"(e.g. series '{example[0]}' at {example[1]})")
-    frame = frame.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
-    if frame.height == 0:
-        raise HistoryError(f"{source}: column 'value' has no finite values")
-    return frame.sort("series_id", "ts")
+    ).sort("series_id", "ts")
 
 
 def infer_step_seconds(ts_us: np.ndarray) -> int:
@@ -179,8 +157,8 @@ def to_regular(history: pl.DataFrame, source: str = "history") -> list[RegularSe
         ts_us = group["ts"].cast(pl.Int64).to_numpy()
         values = group["value"].to_numpy()
         if ts_us.size < 3:
-            raise HistoryError(f"{source}: series '{series_id}' has {ts_us.size} points; "
-                               "at least 3 are needed")
+            raise HistoryError(column_error(
+                source, "ts", f"series '{series_id}' has {ts_us.size} points, at least 3 needed"))
         step_s = infer_step_seconds(ts_us)
         slots = np.rint((ts_us - ts_us[0]) / (step_s * 1_000_000)).astype(np.int64)
         n = int(slots[-1]) + 1
@@ -190,8 +168,9 @@ def to_regular(history: pl.DataFrame, source: str = "history") -> list[RegularSe
         grid[counts > 0] = sums[counts > 0] / counts[counts > 0]
         missing = float(np.isnan(grid).mean())
         if missing > MAX_MISSING_SHARE:
-            raise HistoryError(f"{source}: series '{series_id}' misses {missing:.0%} of its "
-                               f"{step_s}s grid (limit {MAX_MISSING_SHARE:.0%})")
+            raise HistoryError(column_error(
+                source, "ts", f"series '{series_id}' misses {missing:.0%} of its {step_s} s grid "
+                f"(limit {MAX_MISSING_SHARE:.0%})"))
         observed = ~np.isnan(grid)
         idx = np.arange(n)
         filled = despike(np.interp(idx, idx[observed], grid[observed]))

@@ -18,6 +18,12 @@ Bad input ends with one line on stderr naming the file, the column (or row and l
 problem, exit code 2, and nothing written: R goes to a temporary file renamed only when complete.
 `--exports DIR` replaces only the files the previous export wrote there (listed in
 `DIR/.capacity-owned.json`) and leaves anything else in DIR alone; `patches/` is swapped whole.
+An output that would overwrite an input (any spelling or link of it), an export file that is an
+input or R, a folder where a file is expected or the reverse, and a parent that cannot be
+written are refused the same way before any work. Missing parent folders are created.
+
+R has no timestamps; the usage `ts` is read as UTC when it has no zone and converted otherwise,
+so the same instants give the same recommendation whatever zone the export used.
 """
 
 from __future__ import annotations
@@ -30,15 +36,24 @@ from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.common.files import PublishError, replaced_on_success
+from capacity_pipelines.common.contracts import ContractError
+from capacity_pipelines.common.files import (
+    PathError,
+    PublishError,
+    check_input_file,
+    check_output_file,
+    check_output_folder,
+    replaced_on_success,
+)
 from capacity_pipelines.common.formatting import safe_text
-from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports
+from capacity_pipelines.rightsizing.outputs import EXPORT_NAMES, build_exports, publish_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
 from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage, validate_usage
 from capacity_pipelines.rightsizing.workloads import LabelError, check_usage_names
 
 EXIT_BAD_INPUT = 2
+BAD_INPUT = (ContractError, LabelError, PathError, PublishError, PolicyError, PriceBookError)
 COMMAND = "rightsize"
 
 
@@ -72,8 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_input_file(path)
     try:
         return pl.read_parquet(path)
     except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
@@ -81,14 +95,18 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise InputError(f"{path}: not a readable Parquet file ({first_line})") from error
 
 
-def _write_atomically(frame: pl.DataFrame, out: Path) -> None:
-    with replaced_on_success(out) as tmp:
-        frame.write_parquet(tmp)
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse outputs that would overwrite an input or cannot be written, before any work."""
+    inputs = [args.usage, args.spec, args.policy, args.prices]
+    check_output_file(args.out, inputs)
+    if args.exports:
+        check_output_folder(args.exports, inputs, outputs=[args.out], writes=EXPORT_NAMES)
 
 
 def run_rightsize(args: argparse.Namespace) -> int:
     """Handler of `capacity rightsize`; returns the process exit code."""
     try:
+        _check_paths(args)
         usage = _read_parquet(args.usage)
         # Names first: a bad label is refused before the minutes of forecasting.
         check_usage_names(validate_usage(usage, str(args.usage)), str(args.usage))
@@ -107,19 +125,17 @@ def run_rightsize(args: argparse.Namespace) -> int:
             spec_source=str(args.spec),
         )
         exports = build_exports(frame) if args.exports else None
-    except (InputError, LabelError, PolicyError, PriceBookError) as error:
+        with replaced_on_success(args.out) as tmp:
+            frame.write_parquet(tmp)
+        if exports is not None:
+            publish_exports(exports, args.exports)
+    except BAD_INPUT as error:
         print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    _write_atomically(frame, args.out)
     if exports is not None:
-        try:
-            publish_exports(exports, args.exports)
-        except PublishError as error:
-            print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
         for refused in exports.patches.refused:
             note = f"capacity {COMMAND}: no patch for {refused.workload}: {refused.reason}"
-            print(note, file=sys.stderr)
+            print(safe_text(note), file=sys.stderr)
     kinds = frame["kind"].value_counts().sort("kind")
     summary = ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
     saving = frame["monthly_saving_usd"].drop_nulls().sum()

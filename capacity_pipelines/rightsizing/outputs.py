@@ -33,6 +33,8 @@ from capacity_pipelines.rightsizing.workloads import (
 
 EXPORTS_OWNER = "rightsizing"  # owner name in the folder's ownership manifest
 PATCHES_FOLDER = "patches"
+# Everything an export writes in its folder (the rest of the folder is left alone).
+EXPORT_NAMES = ("rightsizing.csv", "rightsizing.json", "rightsizing.md", PATCHES_FOLDER)
 
 TABLE_COLUMNS = (
     "rank",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from capacity_pipelines.forecasting.frames import MAX_PLAUSIBLE_VALUE
+from capacity_pipelines.common.contracts import Column, ContractError, check_frame, column_error
 from capacity_pipelines.rightsizing.history import ContainerHistory, CurrentSpec
 from capacity_pipelines.rightsizing.policy import LimitsPolicy
 from capacity_pipelines.rightsizing.prices import ComputePriceBook, load_compute_prices
@@ -26,12 +26,6 @@ from capacity_pipelines.rightsizing.strategies import (
 )
 from capacity_pipelines.rightsizing.workloads import split_container_id
 
-USAGE_REQUIRED = {
-    "container_id": "string",
-    "ts": "timestamp",
-    "cpu_cores": "numeric",
-    "memory_bytes": "numeric",
-}
 USAGE_OPTIONAL_NUMERIC = (
     "oom_killed",
     "restarts",
@@ -47,44 +41,48 @@ WORKLOAD_KIND = "workload_kind"
 # name, not a kind, and would make a wrong `kubectl patch` target.
 KUBERNETES_KIND = r"^[A-Z][A-Za-z0-9]*$"
 SPEC_COLUMNS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+# DESIGN.md `capacity rightsize`: U is `container_id`, `ts`, `cpu_cores` (mean cores used in the
+# interval), `memory_bytes` (working set), plus the optional columns above; S holds the current
+# requests and limits, null where a container sets none.
+USAGE_CONTRACT = (
+    Column("container_id", "string"),
+    Column("ts", "timestamp"),
+    Column("cpu_cores", "number"),
+    Column("memory_bytes", "number"),
+    *(Column(c, "number", required=False, nullable=True) for c in USAGE_OPTIONAL_NUMERIC),
+    *(Column(c, "string", required=False) for c in USAGE_OPTIONAL_STRING),
+    Column(WORKLOAD_KIND, "string", required=False, nullable=True),
+)
+SPEC_CONTRACT = (
+    Column("container_id", "string"),
+    *(Column(c, "number", nullable=True) for c in SPEC_COLUMNS),
+    Column(WORKLOAD_KIND, "string", required=False, nullable=True),
+)
 # Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
 RANK_GROUPS = {"risk": 0, "save": 1, "unpriced": 2, "no_change": 3, "insufficient_data": 4}
 # A change smaller than this share of the current request is not worth a rollout.
 NO_CHANGE_SHARE = 0.05
 
 
-class InputError(ValueError):
+class InputError(ContractError):
     """Input that cannot be rightsized; the message names the source, the column and the problem."""
 
 
 # -- validation ------------------------------------------------------------------------------
 
 
-def _check_string(frame: pl.DataFrame, column: str, source: str, nullable: bool = False) -> None:
-    # An all-null column read from Parquet has no string type to show: accept it when nullable.
-    allowed = (pl.String, pl.Categorical, pl.Enum, *((pl.Null,) if nullable else ()))
-    if frame.schema[column] not in allowed:
-        raise InputError(
-            f"{source}: column '{column}' must be a string, got {frame.schema[column]}"
-        )
-    nulls = frame[column].null_count()
-    if nulls and not nullable:
-        raise InputError(f"{source}: column '{column}' has {nulls} null values")
-
-
 def _check_workload_kind(frame: pl.DataFrame, source: str) -> None:
     """Nullable Kubernetes kinds, one per container (U may repeat it on every row)."""
     if WORKLOAD_KIND not in frame.columns:
         return
-    _check_string(frame, WORKLOAD_KIND, source, nullable=True)
     kinds = frame[WORKLOAD_KIND].cast(pl.String).drop_nulls()
     bad = kinds.filter(~kinds.str.contains(KUBERNETES_KIND))
     if bad.len():
-        raise InputError(
-            f"{source}: column '{WORKLOAD_KIND}' has {bad.len()} values that are not a "
-            f"Kubernetes kind (e.g. {bad[0]!r}; expected e.g. Deployment, StatefulSet, "
-            "DaemonSet, or null when unknown)"
-        )
+        raise InputError(column_error(
+            source, WORKLOAD_KIND,
+            f"{bad.len()} values are not a Kubernetes kind (e.g. {bad[0]!r}; expected e.g. "
+            "Deployment, StatefulSet, DaemonSet, or null when unknown)",
+        ))  # fmt: skip
     per_container = (
         frame.select("container_id", pl.col(WORKLOAD_KIND).cast(pl.String))
         .drop_nulls()
@@ -94,85 +92,29 @@ def _check_workload_kind(frame: pl.DataFrame, source: str) -> None:
     )
     if per_container.height:
         row = per_container.sort("container_id").row(0, named=True)
-        raise InputError(
-            f"{source}: column '{WORKLOAD_KIND}' gives {per_container.height} containers "
-            f"several kinds (e.g. '{row['container_id']}': {', '.join(row[WORKLOAD_KIND])})"
-        )
-
-
-def _check_numeric(frame: pl.DataFrame, column: str, source: str, nullable: bool) -> None:
-    dtype = frame.schema[column]
-    if not dtype.is_numeric() and dtype != pl.Null:
-        raise InputError(f"{source}: column '{column}' must be numeric, got {dtype}")
-    values = frame[column].cast(pl.Float64)
-    nulls = values.null_count()
-    if nulls and not nullable:
-        raise InputError(f"{source}: column '{column}' has {nulls} null values")
-    bad = values.drop_nulls()
-    non_finite = int((~bad.is_finite()).sum())
-    if non_finite:
-        raise InputError(f"{source}: column '{column}' has {non_finite} NaN/inf values")
-    negative = int((bad < 0).sum())
-    if negative:
-        raise InputError(f"{source}: column '{column}' has {negative} negative values")
-    huge = int((bad > MAX_PLAUSIBLE_VALUE).sum())
-    if huge:
-        raise InputError(
-            f"{source}: column '{column}' has {huge} values beyond {MAX_PLAUSIBLE_VALUE:.0e} "
-            "(a unit or export error?)"
-        )
+        raise InputError(column_error(
+            source, WORKLOAD_KIND,
+            f"gives {per_container.height} containers several kinds (e.g. "
+            f"'{row['container_id']}': {', '.join(row[WORKLOAD_KIND])})",
+        ))  # fmt: skip
 
 
 def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:
-    """Check the U contract (DESIGN.md); raise `InputError` with a one-line message."""
-    if usage.height == 0:
-        raise InputError(f"{source}: no rows")
-    for column, kind in USAGE_REQUIRED.items():
-        if column not in usage.columns:
-            raise InputError(
-                f"{source}: column '{column}' ({kind}) is missing"
-                f" (found: {', '.join(usage.columns)})"
-            )
-    _check_string(usage, "container_id", source)
-    if not isinstance(usage.schema["ts"], pl.Datetime):
-        raise InputError(f"{source}: column 'ts' must be a timestamp, got {usage.schema['ts']}")
-    if usage["ts"].null_count():
-        raise InputError(f"{source}: column 'ts' has {usage['ts'].null_count()} null values")
-    for column in ("cpu_cores", "memory_bytes"):
-        _check_numeric(usage, column, source, nullable=False)
-    for column in USAGE_OPTIONAL_NUMERIC:
-        if column in usage.columns:
-            _check_numeric(usage, column, source, nullable=True)
-    for column in USAGE_OPTIONAL_STRING:
-        if column in usage.columns:
-            _check_string(usage, column, source)
+    """Check the U contract (DESIGN.md); return it with `ts` in UTC.
+
+    Raises `InputError` with one line, `<source>: column <name>: <problem>`. Samples of several
+    pods of one container are told apart by `pod`, so duplicates are checked per pod then.
+    """
+    key = ("container_id", "pod", "ts") if "pod" in usage.columns else ("container_id", "ts")
+    usage = check_frame(usage, source, USAGE_CONTRACT, unique_key=key, error=InputError)
     _check_workload_kind(usage, source)
-    key = ["container_id", "pod", "ts"] if "pod" in usage.columns else ["container_id", "ts"]
-    duplicated = usage.select(pl.struct(key).is_duplicated()).to_series()
-    if duplicated.any():
-        row = usage.filter(duplicated).row(0, named=True)
-        raise InputError(
-            f"{source}: column 'ts' has {int(duplicated.sum())} duplicate ({', '.join(key)}) rows"
-            f" (e.g. container '{row['container_id']}' at {row['ts']})"
-        )
     return usage
 
 
 def validate_spec(spec: pl.DataFrame, source: str = "spec") -> pl.DataFrame:
     """Check the S contract: one row per container, nullable non-negative cores / bytes."""
-    if spec.height == 0:
-        raise InputError(f"{source}: no rows")
-    if "container_id" not in spec.columns:
-        raise InputError(f"{source}: column 'container_id' is missing")
-    _check_string(spec, "container_id", source)
-    for column in SPEC_COLUMNS:
-        if column not in spec.columns:
-            raise InputError(f"{source}: column '{column}' is missing (nullable, but required)")
-        _check_numeric(spec, column, source, nullable=True)
-    duplicated = spec["container_id"].is_duplicated()
-    if duplicated.any():
-        example = spec.filter(duplicated)["container_id"][0]
-        raise InputError(f"{source}: column 'container_id' repeats '{example}'")
+    spec = check_frame(spec, source, SPEC_CONTRACT, unique_key=("container_id",),
+                       error=InputError)  # fmt: skip
     _check_workload_kind(spec, source)
     return spec
 
@@ -335,9 +277,9 @@ def recommend_usage(
     `workload_kind` (optional, nullable, in U or S) is carried to the result; U's rows of one
     container must agree, and S's value fills U's gaps but may not contradict it.
     """
-    validate_usage(usage, usage_source)
+    usage = validate_usage(usage, usage_source)
     if spec is not None:
-        validate_spec(spec, spec_source)
+        spec = validate_spec(spec, spec_source)
     normalised = _with_spec_kinds(_normalised_usage(usage), spec, usage_source, spec_source)
     histories = build_histories(normalised, _spec_map(spec))
     return _recommend(histories, strategy, policy, prices, node_class)

@@ -17,10 +17,14 @@ timestamps are anchored at `trace_start`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from capacity_pipelines.common.contracts import utc_timestamps
+from capacity_pipelines.common.files import check_input_file
 from capacity_pipelines.tokens.usage import UsageContractError
 
 # Contract column -> names seen in trace files and exporters (first present wins).
@@ -70,53 +74,117 @@ EPOCH_MS_ABOVE = 1e11
 EPOCH_US_ABOVE = 1e14
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    """Read a Parquet, CSV or JSONL file; any reader failure becomes one contract error line."""
-    if not path.is_file():
-        raise UsageContractError(f"{path}: file not found")
+def _reader_error(path: Path, error: Exception) -> UsageContractError:
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    kind = path.suffix.lower().lstrip(".")
+    return UsageContractError(f"{path}: not a readable {kind} file ({first})")
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A Parquet, CSV or JSONL file as a lazy frame; an unreadable file is one contract error.
+
+    Lazy, so a caller can read a file of any size in batches (`usage_batches`). CSV and JSONL
+    types are inferred once, from the first 10,000 rows, so every batch has the same schema.
+    """
+    check_input_file(path)
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame = pl.scan_parquet(path)
+    elif suffix == ".csv":
+        frame = pl.scan_csv(path, infer_schema_length=10_000)
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        frame = pl.scan_ndjson(path, infer_schema_length=10_000)
+    else:
+        raise UsageContractError(f"{path}: unsupported file type {suffix!r} (parquet, csv, jsonl)")
     try:
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix == ".csv":
-            return pl.read_csv(path, infer_schema_length=10_000)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return pl.read_ndjson(path, infer_schema_length=10_000)
+        frame.collect_schema()
     except Exception as exc:  # noqa: BLE001 - any reader failure means "not a readable file"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageContractError(f"{path}: not a readable {suffix[1:]} file ({first})") from exc
-    raise UsageContractError(f"{path}: unsupported file type {suffix!r} (parquet, csv, jsonl)")
+        raise _reader_error(path, exc) from exc
+    return frame
 
 
-def _is_mooncake(frame: pl.DataFrame) -> bool:
-    return {"input_length", "output_length"} <= set(frame.columns)
+def read_table(path: Path) -> pl.DataFrame:
+    """Read a Parquet, CSV or JSONL file whole; any reader failure becomes one contract error."""
+    frame = scan_table(path)
+    try:
+        return frame.collect()
+    except Exception as exc:  # noqa: BLE001 - any reader failure means "not a readable file"
+        raise _reader_error(path, exc) from exc
 
 
-def _timestamps(
-    frame: pl.DataFrame, column: str, source: str, relative_ms: bool, anchor: dt.datetime
-) -> pl.Series:
-    """Parse the time column into UTC datetimes (strings, epoch numbers or relative ms)."""
-    ts = frame[column]
-    if relative_ms:
-        if not ts.dtype.is_numeric():
+def _is_mooncake(columns: list[str]) -> bool:
+    return {"input_length", "output_length"} <= set(columns)
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """How a file's time column becomes UTC timestamps, decided once for the whole file.
+
+    One batch of a file cannot tell the unit of numeric epochs (that takes the largest value)
+    or how far to shift an absolute trace so it starts at `trace_start` (that takes its first
+    timestamp), so `time_axis` looks at the whole time column once, lazily, and every batch is
+    converted with the same answer.
+    """
+
+    column: str
+    relative_ms: bool
+    epoch_unit_us: int = 1_000_000
+    anchor: dt.datetime = DEFAULT_TRACE_START
+    shift: dt.timedelta | None = None
+
+    def raw(self, dtype: pl.DataType) -> pl.Expr:
+        """The time column as timestamps, before the shift (zone as the file gives it)."""
+        ts = pl.col(self.column)
+        if self.relative_ms:
+            anchor_us = int(self.anchor.timestamp() * 1_000_000)
+            offsets_us = (ts.cast(pl.Float64) * 1_000 * MOONCAKE_TIME_UNIT_MS).round()
+            return (offsets_us.cast(pl.Int64) + anchor_us).cast(pl.Datetime("us", "UTC"))
+        if dtype == pl.String:
+            return ts.str.strip_chars().str.to_datetime(time_unit="us", strict=True)
+        if dtype.is_numeric():
+            us = ts.cast(pl.Float64) * self.epoch_unit_us
+            return us.cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+        return ts
+
+
+def _epoch_unit_us(biggest: float | None) -> int:
+    """Microseconds per unit of numeric epochs, told by the magnitude of the largest value."""
+    biggest = biggest or 0.0
+    return 1 if biggest > EPOCH_US_ABOVE else 1_000 if biggest > EPOCH_MS_ABOVE else 1_000_000
+
+
+def time_axis(frame: pl.LazyFrame, source: str, trace_start: dt.datetime | None) -> TimeAxis:
+    """Find the time column of `frame` and how to read it (see `TimeAxis`)."""
+    schema = frame.collect_schema()
+    columns = schema.names()
+    column = next((a for a in COLUMN_ALIASES["ts"] if a in columns), None)
+    if column is None:
+        raise UsageContractError(f"{source}: column ts: missing (no timestamp column)")
+    dtype = schema[column]
+    if _is_mooncake(columns) and "ts" not in columns:
+        if not dtype.is_numeric():
             raise UsageContractError(f"{source}: column {column}: expected milliseconds")
-        anchor_us = int(anchor.timestamp() * 1_000_000)
-        offsets_us = (ts.cast(pl.Float64) * 1_000 * MOONCAKE_TIME_UNIT_MS).round().cast(pl.Int64)
-        return (offsets_us + anchor_us).cast(pl.Datetime("us", "UTC")).alias("ts")
-    if ts.dtype == pl.String:
-        try:
-            parsed = ts.str.strip_chars().str.to_datetime(time_unit="us", strict=True)
-        except Exception as exc:  # noqa: BLE001 - polars raises several error types here
-            raise UsageContractError(
-                f"{source}: column {column}: cannot parse timestamps ({str(exc).splitlines()[0]})"
-            ) from exc
-        return parsed.alias("ts")
-    if ts.dtype.is_numeric():
-        x = ts.cast(pl.Float64)
-        biggest = x.abs().max() or 0.0
-        scale = 1 if biggest > EPOCH_US_ABOVE else 1_000 if biggest > EPOCH_MS_ABOVE else 1_000_000
-        return (x * scale).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts")
-    return ts.alias("ts")
+        return TimeAxis(column, True, anchor=trace_start or DEFAULT_TRACE_START)
+    try:
+        unit = 1_000_000
+        if dtype.is_numeric():
+            biggest = frame.select(pl.col(column).cast(pl.Float64).abs().max()).collect().item()
+            unit = _epoch_unit_us(biggest)
+        axis = TimeAxis(column, False, epoch_unit_us=unit)
+        readable = dtype == pl.String or dtype.is_numeric() or dtype in (pl.Datetime, pl.Date)
+        if trace_start is None or not readable:
+            return axis  # a time column of another type is the validator's to report
+        first = frame.select(axis.raw(dtype).min()).collect().item()
+    except pl.exceptions.PolarsError as exc:
+        raise UsageContractError(
+            f"{source}: column {column}: cannot parse timestamps ({str(exc).splitlines()[0]})"
+        ) from exc
+    if not isinstance(first, dt.date):  # no rows: nothing to shift
+        return axis
+    if not isinstance(first, dt.datetime):
+        first = dt.datetime.combine(first, dt.time())
+    first = first.astimezone(dt.UTC) if first.tzinfo else first.replace(tzinfo=dt.UTC)
+    return TimeAxis(column, False, epoch_unit_us=unit, shift=trace_start - first)
 
 
 def to_usage(
@@ -126,14 +194,16 @@ def to_usage(
     provider: str | None = None,
     model: str | None = None,
     trace_start: dt.datetime | None = None,
+    axis: TimeAxis | None = None,
 ) -> pl.DataFrame:
     """Rename trace columns to the usage contract and fill what the trace does not carry.
 
     `provider` / `model` fill the column only when the file has none. `trace_start` anchors
     relative timestamps (Mooncake); for absolute timestamps it shifts the whole trace so its first
-    request is at `trace_start` (to cost a past trace at today's prices).
+    request is at `trace_start` (to cost a past trace at today's prices). `axis` is the file's
+    time axis when `frame` is one batch of a larger file (`usage_batches`).
     """
-    relative = _is_mooncake(frame) and "ts" not in frame.columns
+    axis = axis or time_axis(frame.lazy(), source, trace_start)
     renames: dict[str, str] = {}
     for target, aliases in COLUMN_ALIASES.items():
         if target in frame.columns:
@@ -142,20 +212,17 @@ def to_usage(
             if alias in frame.columns and alias not in renames:
                 renames[alias] = target
                 break
-    time_col = next((a for a in COLUMN_ALIASES["ts"] if a in frame.columns), None)
-    if time_col is None:
-        raise UsageContractError(f"{source}: column ts: missing (no timestamp column)")
-    anchor = trace_start or DEFAULT_TRACE_START
-    ts = _timestamps(frame, time_col, source, relative, anchor)
-    out = frame.drop(time_col).rename({k: v for k, v in renames.items() if k != time_col})
+    try:
+        ts = frame.select(axis.raw(frame.schema[axis.column]).alias("ts")).to_series()
+    except pl.exceptions.PolarsError as exc:
+        raise UsageContractError(
+            f"{source}: column {axis.column}: cannot parse timestamps "
+            f"({str(exc).splitlines()[0]})"
+        ) from exc
+    if axis.shift is not None:
+        ts = ts.to_frame().select(utc_timestamps("ts", ts.dtype)).to_series() + axis.shift
+    out = frame.drop(axis.column).rename({k: v for k, v in renames.items() if k != axis.column})
     out = out.with_columns(ts)
-    if trace_start is not None and not relative and out.height:
-        first = out["ts"].min()
-        if isinstance(first, dt.datetime):
-            if first.tzinfo is None:
-                first = first.replace(tzinfo=dt.UTC)
-                out = out.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-            out = out.with_columns(pl.col("ts") + (trace_start - first))
     for name, value, flag in (("provider", provider, "--provider"), ("model", model, "--model")):
         if name not in out.columns:
             if value is None:
@@ -178,3 +245,33 @@ def read_usage(
     return to_usage(
         read_table(path), str(path), provider=provider, model=model, trace_start=trace_start
     )
+
+
+def usage_batches(
+    path: Path,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    trace_start: dt.datetime | None = None,
+    batch_rows: int,
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """`read_usage` in batches of about `batch_rows` rows: (file row of the first, batch).
+
+    Memory is bounded by the batch, not the file: Polars' streaming engine reads the file
+    piecewise (Parquet row groups, CSV / JSONL chunks). Batches come in file order.
+    """
+    frame = scan_table(path)
+    axis = time_axis(frame, str(path), trace_start)
+    batches = iter(frame.collect_batches(chunk_size=batch_rows))
+    first_row = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - a reader failure mid-file: "not readable"
+            raise _reader_error(path, exc) from exc
+        yield first_row, to_usage(
+            batch, str(path), provider=provider, model=model, trace_start=trace_start, axis=axis
+        )
+        first_row += batch.height

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from capacity_pipelines.forecasting.frames import MAX_PLAUSIBLE_VALUE
+from capacity_pipelines.common.contracts import Column, ContractError, check_frame, check_rows
 
 TS = "ts"
 KEY_COLUMNS = ("provider", "model")
@@ -36,85 +36,53 @@ TOKEN_COLUMNS = REQUIRED_TOKEN_COLUMNS + OPTIONAL_TOKEN_COLUMNS
 SUBSET_TOLERANCE_TOKENS = 0.5
 
 
-class UsageContractError(ValueError):
+class UsageContractError(ContractError):
     """Usage data breaks the contract; the message is one line naming file, column and problem."""
 
 
-def _fail(source: str, column: str, problem: str) -> UsageContractError:
-    return UsageContractError(f"{source}: column {column}: {problem}")
+# DESIGN.md `capacity token-cost`. Provider and model may be null in exported metrics (a label
+# the exporter did not set): such rows are costed as unpriced, not refused. Nulls in the
+# optional token columns mean zero.
+USAGE_CONTRACT = (
+    Column(TS, "timestamp"),
+    *(Column(c, "string", nullable=True) for c in KEY_COLUMNS),
+    *(Column(c, "string", required=False, nullable=True) for c in OPTIONAL_LABEL_COLUMNS),
+    *(Column(c, "number") for c in REQUIRED_TOKEN_COLUMNS),
+    *(Column(c, "number", required=False, nullable=True) for c in OPTIONAL_TOKEN_COLUMNS),
+)
 
 
-def validate_usage(usage: pl.DataFrame, source: str = "usage") -> pl.DataFrame:
+def validate_usage(usage: pl.DataFrame, source: str = "usage", first_row: int = 0) -> pl.DataFrame:
     """Check columns, types and token counts; return the frame with `ts` in UTC.
 
-    Token columns may be integers or floats (Prometheus increases are floats). Nulls in the
-    optional token columns mean zero; nulls in `input_tokens` / `output_tokens` are an error.
+    Token columns may be integers or floats (Prometheus increases are floats). An empty frame
+    passes (the pipeline may cost an empty day; the CLI refuses an empty file itself).
+    `first_row` is the file row of the frame's first row, for callers that read in batches.
     """
-    for col in (TS, *KEY_COLUMNS, *REQUIRED_TOKEN_COLUMNS):
-        if col not in usage.columns:
-            raise _fail(source, col, "missing (required by the usage contract)")
-
-    ts_type = usage.schema[TS]
-    if isinstance(ts_type, pl.Datetime):
-        ts_expr = (
-            pl.col(TS).dt.convert_time_zone("UTC")
-            if ts_type.time_zone
-            else pl.col(TS).dt.replace_time_zone("UTC")
-        )
-    elif ts_type == pl.Date:
-        ts_expr = pl.col(TS).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    else:
-        raise _fail(source, TS, f"wrong type {ts_type}, expected a timestamp")
-
-    for col in (*KEY_COLUMNS, *OPTIONAL_LABEL_COLUMNS):
-        if col in usage.columns and usage.schema[col] not in (pl.String, pl.Categorical, pl.Null):
-            raise _fail(source, col, f"wrong type {usage.schema[col]}, expected a string")
-
-    present_tokens = [c for c in TOKEN_COLUMNS if c in usage.columns]
-    for col in present_tokens:
-        dtype = usage.schema[col]
-        if not (dtype.is_numeric() or dtype == pl.Null) or dtype.is_decimal():
-            raise _fail(source, col, f"wrong type {dtype}, expected a number of tokens")
-
-    checks: dict[str, tuple[str, pl.Expr]] = {}
-    checks["ts:are null"] = (TS, pl.col(TS).is_null())
-    for col in present_tokens:
-        c = pl.col(col)
-        if usage.schema[col].is_float():
-            checks[f"{col}:are NaN"] = (col, c.is_nan())
-            checks[f"{col}:are infinite"] = (col, c.is_infinite())
-        checks[f"{col}:are negative"] = (col, c < 0)
-        checks[f"{col}:are beyond {MAX_PLAUSIBLE_VALUE:.0e} (a unit error?)"] = (
-            col,
-            c.abs() > MAX_PLAUSIBLE_VALUE,
-        )
-        if col in REQUIRED_TOKEN_COLUMNS:
-            checks[f"{col}:are null"] = (col, c.is_null())
+    checked = check_frame(
+        usage, source, USAGE_CONTRACT, require_rows=False, first_row=first_row,
+        error=UsageContractError,
+    )  # fmt: skip
 
     def zero_if_absent(col: str) -> pl.Expr:
         return pl.col(col).fill_null(0) if col in usage.columns else pl.lit(0)
 
-    cached = zero_if_absent("cache_read_input_tokens") + zero_if_absent("cache_write_input_tokens")
+    subsets = []
     if "cache_read_input_tokens" in usage.columns or "cache_write_input_tokens" in usage.columns:
-        checks["cache_read_input_tokens:have cache_read + cache_write > input_tokens"] = (
-            "cache_read_input_tokens",
-            cached > pl.col("input_tokens") + SUBSET_TOLERANCE_TOKENS,
+        cached = zero_if_absent("cache_read_input_tokens") + zero_if_absent(
+            "cache_write_input_tokens"
         )
+        subsets.append((
+            "cache_read_input_tokens",
+            "have cache_read + cache_write > input_tokens",
+            cached > pl.col("input_tokens") + SUBSET_TOLERANCE_TOKENS,
+        ))  # fmt: skip
     if "reasoning_output_tokens" in usage.columns:
-        checks["reasoning_output_tokens:have reasoning > output_tokens"] = (
+        subsets.append((
             "reasoning_output_tokens",
+            "have reasoning > output_tokens",
             pl.col("reasoning_output_tokens").fill_null(0)
             > pl.col("output_tokens") + SUBSET_TOLERANCE_TOKENS,
-        )
-
-    counts = usage.select(
-        [expr.fill_null(False).sum().alias(name) for name, (_, expr) in checks.items()]
-    ).row(0, named=True)
-    for name, bad in counts.items():
-        if bad:
-            column, expr = checks[name]
-            first = usage.select(expr.fill_null(False).arg_max()).item()
-            problem = name.split(":", 1)[1]
-            raise _fail(source, column, f"{bad} row(s) {problem}, first at row {first}")
-
-    return usage.with_columns(ts_expr.cast(pl.Datetime("us", "UTC")).alias(TS))
+        ))  # fmt: skip
+    check_rows(usage, source, subsets, first_row=first_row, error=UsageContractError)
+    return checked

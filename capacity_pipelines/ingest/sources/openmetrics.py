@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from capacity_pipelines.common.contracts import MAX_PLAUSIBLE_VALUE
+
 _SAMPLE = (
     r"^([a-zA-Z_:][a-zA-Z0-9_:]*)"  # metric name
     r'(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?'  # optional label set, quoted values may hold }
@@ -25,9 +27,6 @@ _SAMPLE = (
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 _SPECIAL_VALUES = {"+Inf": "inf", "Inf": "inf", "-Inf": "-inf", "NaN": "nan"}
 _COUNTER_TYPE = re.compile(r"^#\s*TYPE\s+(\S+)\s+counter\s*$")
-# No usage, size or token count comes near 1e18 (an exabyte); beyond it a sample is a unit or
-# export error. NaN stays allowed: it is how Prometheus writes stale markers, read as gaps.
-MAX_PLAUSIBLE_VALUE = 1e18
 
 
 class ExportFormatError(ValueError):
@@ -50,8 +49,16 @@ class RawSamples:
         return [key for key, lab in self.labels.items() if lab["__name__"] == metric]
 
 
+# The three escapes of the OpenMetrics label value grammar (`\\`, `\"`, `\n`). Read in one
+# left-to-right pass: chained replace() calls would turn an escaped backslash followed by `n`
+# (the label value `C:\new`) into a newline.
+_ESCAPE_SEQUENCE = re.compile(r"\\(.)", flags=re.DOTALL)
+_UNESCAPED = {"n": "\n", "\\": "\\", '"': '"'}
+
+
 def _unescape(value: str) -> str:
-    return value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+    """Inverse of `_escape`; an unknown escape such as `\\t` is kept as written."""
+    return _ESCAPE_SEQUENCE.sub(lambda m: _UNESCAPED.get(m.group(1), m.group(0)), value)
 
 
 def _escape(value: str) -> str:
@@ -104,6 +111,7 @@ def _check_samples(frame: pl.DataFrame, path: Path, where) -> None:
     checks = (
         (value.is_infinite(), "value is infinite"),
         (
+            # NaN stays allowed: it is how Prometheus writes stale markers, read as gaps.
             value.is_not_nan() & (value.abs() > MAX_PLAUSIBLE_VALUE),
             f"value beyond {MAX_PLAUSIBLE_VALUE:.0e}",
         ),
