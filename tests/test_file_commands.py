@@ -196,26 +196,27 @@ def test_output_that_is_the_input_is_refused(tmp_path: Path, command: str, spell
 @pytest.mark.parametrize(
     ("command", "folder_flag", "layout", "problem"),
     [
-        ("token-cost", "--report-dir", "output inside", "holds the output"),
-        ("token-cost", "--report-dir", "input inside", "holds the input"),
-        ("token-cost", "--report-dir", "output is the folder", "holds the output"),
-        ("rightsize", "--exports", "output inside", "holds the output"),
-        ("rightsize", "--exports", "input inside", "holds the input"),
+        ("token-cost", "--report-dir", "output named like a report file",
+         "the command writes summary.json there, which is the output"),
+        ("token-cost", "--report-dir", "output is the folder", "lies inside the output"),
+        ("rightsize", "--exports", "output named like an export",
+         "the command writes rightsizing.csv there, which is the output"),
     ],
-)
-def test_output_folder_holding_an_input_or_the_output_is_refused(
+)  # fmt: skip
+def test_output_folder_that_would_overwrite_an_input_or_the_output_is_refused(
     tmp_path: Path, command: str, folder_flag: str, layout: str, problem: str
 ):
-    """The folder is replaced whole: whatever lies in it would be deleted by the swap."""
+    """Only the files the command owns are replaced in the folder: one of them may not be an
+    input or the other output."""
     flag, frame, _, extra = COMMANDS[command]
     folder = tmp_path / "report"
     folder.mkdir()
-    source = (folder if layout == "input inside" else tmp_path) / "input.parquet"
+    source = tmp_path / "input.parquet"
     frame().write_parquet(source)
     out = {
-        "output inside": folder / "out.parquet",
+        "output named like a report file": folder / "summary.json",
+        "output named like an export": folder / "rightsizing.csv",
         "output is the folder": tmp_path / "report.parquet",
-        "input inside": tmp_path / "out.parquet",
     }[layout]
     if layout == "output is the folder":
         folder.rmdir()
@@ -226,6 +227,25 @@ def test_output_folder_holding_an_input_or_the_output_is_refused(
     )
     assert f"{folder}: {problem}" in line
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(("command", "folder_flag"),
+                         [("token-cost", "--report-dir"), ("rightsize", "--exports")])  # fmt: skip
+def test_an_input_and_the_output_may_sit_in_the_export_folder(
+    tmp_path: Path, command: str, folder_flag: str
+):
+    """What the command did not write is never touched: the input and the output file can live
+    in the folder the exports go to."""
+    flag, frame, _, extra = COMMANDS[command]
+    folder = tmp_path / "report"
+    folder.mkdir()
+    source = folder / "input.parquet"
+    frame().write_parquet(source)
+    before = source.read_bytes()
+    out = folder / "out.parquet"
+    done = capacity(tmp_path, command, flag, source, "--out", out, folder_flag, folder, *extra)
+    assert done.returncode == 0, done.stderr
+    assert source.read_bytes() == before and out.is_file()
 
 
 # -- paths that cannot be written ---------------------------------------------------------

@@ -34,12 +34,13 @@ def run(tmp_path_factory):
             tags=tags,
         )
         assert ingest.success
+        # The as-of answers of the last day, as the daily run computes them after a catch-up.
         result = dg.materialize(
             assets,
             selection=["load_forecasts", "forecast_backtests", "container_rightsizing"],
             resources=resources,
             instance=instance,
-            tags=tags,
+            partition_key="2026-10-19",
         )
     return result, root
 

@@ -39,15 +39,58 @@ def test_assets_folder_holds_no_python():
 
 
 def test_business_logic_does_not_import_dagster():
+    """Dagster lives in the glue (`defs/`, `definitions.py`) and in the command that launches
+    runs (`cli/`); every stage of the pipeline is plain Python."""
     package = REPO_ROOT / "capacity_pipelines"
     offenders = [
         str(path.relative_to(REPO_ROOT))
         for path in package.rglob("*.py")
-        if "defs" not in path.relative_to(package).parts
-        and path.name not in ("definitions.py", "cli.py")
+        if path.relative_to(package).parts[0] not in ("defs", "cli", "definitions.py")
         and re.search(r"^\s*(import dagster|from dagster)", path.read_text(), flags=re.M)
     ]
     assert offenders == []
+
+
+# What each stage may import (docs/architecture.md): lower stages never import higher ones.
+STAGE_IMPORTS = {
+    "common": set(),
+    "warehouse": {"common"},
+    "ingest": {"common", "warehouse"},
+    "forecasting": {"common", "warehouse"},
+    "bottlenecks": {"common", "warehouse"},
+    "rightsizing": {"common", "warehouse", "forecasting"},
+    "tokens": {"common", "warehouse", "forecasting"},
+    "recommendations": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
+                        "bottlenecks"},
+    "reporting": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
+                  "bottlenecks", "recommendations"},
+}  # fmt: skip
+
+
+def test_each_stage_imports_only_the_stages_below_it():
+    package = REPO_ROOT / "capacity_pipelines"
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        stage = path.relative_to(package).parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package.name):
+                modules = [node.module] if node.module != package.name else [
+                    f"{package.name}.{a.name}" for a in node.names
+                ]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names if a.name.startswith(package.name + ".")]
+            for module in modules:
+                target = module.split(".")[1]
+                if target != stage:
+                    found.setdefault(stage, set()).add(target)
+    wrong = {
+        stage: sorted(targets - STAGE_IMPORTS[stage])
+        for stage, targets in found.items()
+        if stage in STAGE_IMPORTS and targets - STAGE_IMPORTS[stage]
+    }
+    assert wrong == {}
+    assert set(STAGE_IMPORTS) <= {p.name for p in package.iterdir() if p.is_dir()}
 
 
 def test_every_third_party_import_of_the_package_is_a_declared_dependency():

@@ -23,7 +23,7 @@ import pytest
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import WarehouseResource
+from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
 from capacity_pipelines.forecasting.fleet import (
     BACKTEST_TABLE,
     FORECAST_TABLE,
@@ -476,9 +476,9 @@ def test_webhook_falls_back_to_backoff_on_an_unusable_retry_after(hook):
     assert (delivery.status, delivery.attempts) == (200, 3)
 
 
-def test_no_webhook_configured_sends_nothing(monkeypatch):
-    monkeypatch.delenv("CAPACITY_REPORT_WEBHOOK_URL", raising=False)
-    assert deliver_summary({"text": "x"}) is None
+def test_no_webhook_configured_sends_nothing():
+    assert deliver_summary({"text": "x"}, url=None) is None
+    assert deliver_summary({"text": "x"}, url="") is None
 
 
 # -------------------------------------------------------------------------- Dagster asset
@@ -507,6 +507,10 @@ def test_asset_publishes_the_week_and_reports_a_failed_delivery(snapshot, hook, 
     root = snapshot.parent / "asset"
     resources = pipeline_resources(root, [])
     resources["warehouse"] = WarehouseResource(path=str(snapshot), snapshot_path=str(snapshot))
+    # the webhook is a secret: an EnvVar, read when the run starts (as default_resources does)
+    resources["reports"] = ReportsResource(
+        reports_dir=str(root / "reports"), webhook_url=dg.EnvVar("CAPACITY_REPORT_WEBHOOK_URL")
+    )
     result, logs = _materialize_week(resources, WEEK)
     assert result.success
     [materialization] = result.asset_materializations_for_node("weekly_capacity_report")

@@ -21,7 +21,6 @@ import yaml
 
 from capacity_pipelines.common.paths import DEFAULT_CATALOG
 from capacity_pipelines.definitions import defs as build_defs
-from capacity_pipelines.defs.resources import MetricSourceResource
 from capacity_pipelines.ingest.catalog import CatalogError, load_catalog, render_promql
 from capacity_pipelines.ingest.extract import extract_table
 from capacity_pipelines.ingest.owners import resolve_owners
@@ -189,10 +188,10 @@ def test_a_pod_gone_just_before_the_window_keeps_its_owner(tmp_path: Path):
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("owners")
     resources = pipeline_resources(root, [FIXTURE])
-    resources["metrics"] = MetricSourceResource(
-        export_files=[str(FIXTURE)], cache_dir=str(root), catalog_path=str(hourly_catalog(root))
-    )
-    assets = list(build_defs().assets)
+    # The catalog shapes the asset set, so it is chosen when the definitions load.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CAPACITY_METRIC_CATALOG", str(hourly_catalog(root)))
+        assets = list(build_defs().assets)
     with dg.DagsterInstance.ephemeral() as instance:
         for selection in (["container_usage"], ["container_rightsizing"]):
             result = dg.materialize(
@@ -355,13 +354,13 @@ def test_rightsize_command_carries_workload_kind(
         (
             {"shop/db/postgres": "statefulset"},
             None,
-            "u.parquet: column 'workload_kind' has 24 values that are not a Kubernetes kind "
+            "u.parquet: column workload_kind: 24 values are not a Kubernetes kind "
             "(e.g. 'statefulset'",
         ),
         (
             {"shop/db/postgres": "StatefulSet"},
             {"shop/db/postgres": "Deployment"},
-            "s.parquet: column 'workload_kind' says Deployment for container 'shop/db/postgres'",
+            "s.parquet: column workload_kind: says Deployment for container 'shop/db/postgres'",
         ),
     ],
 )

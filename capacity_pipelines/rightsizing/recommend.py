@@ -181,10 +181,11 @@ def _with_spec_kinds(
     )
     if clash.height:
         row = clash.row(0, named=True)
-        raise InputError(
-            f"{spec_source}: column '{WORKLOAD_KIND}' says {row['spec_kind']} for container "
-            f"'{row['container_id']}', {usage_source} says {row[WORKLOAD_KIND]}"
-        )
+        raise InputError(column_error(
+            spec_source, WORKLOAD_KIND,
+            f"says {row['spec_kind']} for container '{row['container_id']}', {usage_source} "
+            f"says {row[WORKLOAD_KIND]}",
+        ))  # fmt: skip
     return joined.with_columns(pl.coalesce(WORKLOAD_KIND, "spec_kind").alias(WORKLOAD_KIND)).drop(
         "spec_kind"
     )

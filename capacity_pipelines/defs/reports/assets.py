@@ -16,39 +16,12 @@ from capacity_pipelines.defs.resources import (
     WarehouseResource,
     configured_catalog,
 )
+from capacity_pipelines.ingest.catalog import Catalog
 from capacity_pipelines.ingest.coverage import table_coverage, write_data_quality_report
 from capacity_pipelines.reporting.render import summary_markdown
 from capacity_pipelines.reporting.webhook import deliver_report, report_link
 from capacity_pipelines.reporting.weeks import ReportWeek
 from capacity_pipelines.tokens.report import engine_spend_forecast
-
-CATALOG = configured_catalog()  # the catalog the extraction assets were built from
-
-
-@dg.asset(
-    description="Coverage and freshness of every warehouse table, published as Markdown and "
-    "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted. "
-    "Not partitioned: it always describes the latest snapshot.",
-    group_name="reports",
-    kinds={"duckdb", "markdown"},
-    owners=["team:capacity"],
-    deps=["warehouse_snapshot"],
-)
-def data_quality_report(
-    warehouse: WarehouseResource, reports: ReportsResource
-) -> dg.MaterializeResult:
-    with wh.reader(warehouse.snapshot_path) as con:
-        coverage = table_coverage(con, CATALOG)
-    written = write_data_quality_report(
-        coverage, reports.latest_dir, source=str(warehouse.snapshot_path)
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "report": dg.MetadataValue.path(str(written[0])),
-            "coverage": dg.MetadataValue.md(markdown_table(coverage, rows=20)),
-            "min_coverage": float(coverage["mean_coverage"].min()) if coverage.height else 0.0,
-        }
-    )
 
 
 class WeeklyReportConfig(dg.Config):
@@ -58,84 +31,121 @@ class WeeklyReportConfig(dg.Config):
     spend_forecaster: Literal["engine", "linear"] = "engine"
 
 
-@dg.asset(
-    description="The weekly capacity report for planners: executive summary, runway with "
-    "forecast charts, bottleneck outlook, rightsizing, LLM cost by agent and model with "
-    "forecast, top recommendations and data quality. One self-contained HTML file (works "
-    "offline) plus Markdown, JSON and CSV in reports/<ISO week>/ and reports/latest/; the "
-    "summary goes to the reports resource's webhook ($CAPACITY_REPORT_WEBHOOK_URL) when set.",
-    group_name="reports",
-    kinds={"duckdb", "html"},
-    owners=["team:capacity"],
-    partitions_def=weekly_partitions(),
-    # The snapshot waits for every warehouse writer (definitions.py), so it is the one input.
-    deps=["warehouse_snapshot"],
-    # Due every Monday: stale once a week and a day have gone by without a new report.
-    freshness_policy=dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6)
-    ),
-    check_specs=[
-        dg.AssetCheckSpec(
-            "all_sections_available",
-            asset="weekly_capacity_report",
-            description="WARN when a section could not be built (its table missing or empty).",
-        ),
-        dg.AssetCheckSpec(
-            "summary_delivered",
-            asset="weekly_capacity_report",
-            description="WARN when the webhook is configured and delivery failed.",
-        ),
-    ],
-)
-def weekly_capacity_report(
-    context: dg.AssetExecutionContext,
-    config: WeeklyReportConfig,
-    warehouse: WarehouseResource,
-    reports: ReportsResource,
-) -> dg.MaterializeResult:
-    week = ReportWeek.from_partition_key(context.partition_key)
-    forecaster = engine_spend_forecast if config.spend_forecaster == "engine" else None
-    with wh.reader(warehouse.snapshot_path) as con:
-        report = reporting.gather_report(
-            con,
-            week,
-            source=str(warehouse.snapshot_path),
-            catalog=CATALOG,
-            **({"forecaster": forecaster} if forecaster else {}),
+def build_report_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
+    """The report assets, reading coverage with the catalog the extraction assets were built
+    from (fixed when the definitions load)."""
+
+    @dg.asset(
+        description="Coverage and freshness of every warehouse table, published as Markdown and "
+        "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted. "
+        "Not partitioned: it always describes the latest snapshot.",
+        group_name="reports",
+        kinds={"duckdb", "markdown"},
+        owners=["team:capacity"],
+        deps=["warehouse_snapshot"],
+    )
+    def data_quality_report(
+        warehouse: WarehouseResource, reports: ReportsResource
+    ) -> dg.MaterializeResult:
+        with wh.reader(warehouse.snapshot_path) as con:
+            coverage = table_coverage(con, catalog)
+        written = write_data_quality_report(
+            coverage, reports.latest_dir, source=str(warehouse.snapshot_path)
         )
-    published = reporting.publish_report(report, Path(reports.reports_dir))
-    summary = report.sections[0]
-    if published.latest_html is None:
-        # A backfill of an older week must not post last month's numbers to the channel.
-        delivered, delivery_note = True, "not sent: a newer week's report is already the latest"
-    else:
-        delivered, delivery_note = deliver_report(
-            report.summary["headline"],
-            summary.bullets,
-            report_link(week.label, str(published.html), reports.public_base_url),
-            webhook_url=reports.webhook_url,
+        return dg.MaterializeResult(
+            metadata={
+                "report": dg.MetadataValue.path(str(written[0])),
+                "coverage": dg.MetadataValue.md(markdown_table(coverage, rows=20)),
+                "min_coverage": float(coverage["mean_coverage"].min()) if coverage.height else 0.0,
+            }
         )
-    if not delivered:
-        context.log.warning(delivery_note)
-    missing = report.summary["sections_unavailable"]
-    return dg.MaterializeResult(
-        metadata=report_metadata(report, published, delivery_note),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="all_sections_available",
-                passed=not missing,
-                severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(f"{k}: {v}" for k, v in missing.items())
-                or "every section built",
+
+
+    @dg.asset(
+        description="The weekly capacity report for planners: executive summary, runway with "
+        "forecast charts, bottleneck outlook, rightsizing, LLM cost by agent and model with "
+        "forecast, top recommendations and data quality. One self-contained HTML file (works "
+        "offline) plus Markdown, JSON and CSV in reports/<ISO week>/ and reports/latest/; the "
+        "summary goes to the reports resource's webhook ($CAPACITY_REPORT_WEBHOOK_URL) when set.",
+        group_name="reports",
+        kinds={"duckdb", "html"},
+        owners=["team:capacity"],
+        partitions_def=weekly_partitions(),
+        # The snapshot waits for every warehouse writer (definitions.py), so it is the one input.
+        deps=["warehouse_snapshot"],
+        # Due every Monday: stale once a week and a day have gone by without a new report.
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(days=8), warn_window=timedelta(days=7, hours=6)
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "all_sections_available",
+                asset="weekly_capacity_report",
+                description="WARN when a section could not be built (its table missing or empty).",
             ),
-            dg.AssetCheckResult(
-                check_name="summary_delivered",
-                passed=delivered,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=delivery_note,
+            dg.AssetCheckSpec(
+                "summary_delivered",
+                asset="weekly_capacity_report",
+                description="WARN when the webhook is configured and delivery failed.",
             ),
         ],
     )
+    def weekly_capacity_report(
+        context: dg.AssetExecutionContext,
+        config: WeeklyReportConfig,
+        warehouse: WarehouseResource,
+        reports: ReportsResource,
+    ) -> dg.MaterializeResult:
+        week = ReportWeek.from_partition_key(context.partition_key)
+        forecaster = engine_spend_forecast if config.spend_forecaster == "engine" else None
+        with wh.reader(warehouse.snapshot_path) as con:
+            report = reporting.gather_report(
+                con,
+                week,
+                source=str(warehouse.snapshot_path),
+                catalog=catalog,
+                **({"forecaster": forecaster} if forecaster else {}),
+            )
+        published = reporting.publish_report(report, Path(reports.reports_dir))
+        summary = report.sections[0]
+        if published.latest_html is None:
+            # A backfill of an older week must not post last month's numbers to the channel.
+            delivered, delivery_note = True, "not sent: a newer week's report is already the latest"
+        else:
+            delivered, delivery_note = deliver_report(
+                report.summary["headline"],
+                summary.bullets,
+                report_link(week.label, str(published.html), reports.public_base_url),
+                webhook_url=reports.webhook_url,
+            )
+        if not delivered:
+            context.log.warning(delivery_note)
+        missing = report.summary["sections_unavailable"]
+        return dg.MaterializeResult(
+            metadata=report_metadata(report, published, delivery_note),
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="all_sections_available",
+                    passed=not missing,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description="; ".join(f"{k}: {v}" for k, v in missing.items())
+                    or "every section built",
+                ),
+                dg.AssetCheckResult(
+                    check_name="summary_delivered",
+                    passed=delivered,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=delivery_note,
+                ),
+            ],
+        )
+
+    return [data_quality_report, weekly_capacity_report]
+
+
+@dg.definitions
+def report_assets() -> dg.Definitions:
+    return dg.Definitions(assets=build_report_assets(configured_catalog()))
 
 
 def report_metadata(
