@@ -99,11 +99,12 @@ def source_config(prometheus_url: str | None, files: list[str] | None) -> tuple[
         MetricSourceResource,
         prometheus_from_environment,
     )
-    from capacity_pipelines.ingest.sources.prometheus import split_credentials
+    from capacity_pipelines.ingest.sources.prometheus import checked_url, split_credentials
 
     env: dict[str, str] = {}
     url = ""
     if prometheus_url:
+        checked_url(prometheus_url)  # a URL that can never work fails here, in seconds
         url, user, password = split_credentials(prometheus_url)
         if user and password:
             env = {"CAPACITY_PROMETHEUS_USER": user, "CAPACITY_PROMETHEUS_PASSWORD": password}

@@ -11,6 +11,7 @@ from capacity_pipelines.defs.checks import WARN, check
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import ComputeResource, ReportsResource, WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
+from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE, WORKLOAD_REPLICAS_TABLE
 from capacity_pipelines.rightsizing.checks import risky_cuts
 from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports, ranked_markdown
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
@@ -29,7 +30,7 @@ from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABL
     tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["container_usage", "workload_replicas"],
+    deps=[CONTAINER_USAGE_TABLE, WORKLOAD_REPLICAS_TABLE],
     check_specs=[
         dg.AssetCheckSpec(
             "no_risky_cuts",
@@ -57,8 +58,8 @@ def container_rightsizing(
     for as_of in as_of_days(context):
         start = as_of - timedelta(days=HISTORY_DAYS)
         with warehouse.reader() as con:
-            usage = wh.read_window(con, "container_usage", start, as_of)
-            replicas = wh.read_window(con, "workload_replicas", start, as_of)
+            usage = wh.read_window(con, CONTAINER_USAGE_TABLE, start, as_of)
+            replicas = wh.read_window(con, WORKLOAD_REPLICAS_TABLE, start, as_of)
         recommendations = recommend_from_warehouse(usage, replicas, strategy=strategy)
         table = recommendations.with_columns(pl.lit(as_of.replace(tzinfo=None)).alias("as_of"))
         with warehouse.writer(f"container_rightsizing as of {as_of:%Y-%m-%d}") as con:
