@@ -37,15 +37,14 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.contracts import ContractError
-from capacity_pipelines.common.files import (
+from capacity_pipelines.common.files import PublishError, replaced_on_success
+from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.common.path_checks import (
     PathError,
-    PublishError,
     check_input_file,
     check_output_file,
     check_output_folder,
-    replaced_on_success,
 )
-from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.rightsizing.outputs import EXPORT_NAMES, build_exports, publish_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
