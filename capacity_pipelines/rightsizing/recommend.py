@@ -419,6 +419,8 @@ RESULT_SCHEMA = {
     "oom_kills": pl.Int64,
     "throttled_p90": pl.Float64,
     "limits_policy": pl.String,
+    "profile": pl.String,
+    "recommender": pl.String,
 }
 
 
@@ -452,10 +454,16 @@ def _recommend(
     prices = prices or load_compute_prices()
     eligible = [h for h in histories if h.ts_s.size]
     forecasts = strategy.forecasts(eligible)
+    choices = strategy.choose(eligible)
     rows = []
     for history in histories:
         rule = policy.rule(history.namespace, history.workload)
-        rec = strategy.recommend(history, forecasts.get(history.container_id), rule)
+        rec = strategy.recommend(
+            history,
+            forecasts.get(history.container_id),
+            rule,
+            choices.get(history.container_id),
+        )
         # the saving accrues from now on, so today's price applies, whatever the history's age
         price = prices.price(node_class)
         replicas = history.replica_series()[1] if history.ts_s.size else np.ones(1)
@@ -490,6 +498,8 @@ def _recommend(
             "oom_kills": rec.oom_kills,
             "throttled_p90": rec.throttled_p90,
             "limits_policy": rule.describe(),
+            "profile": strategy.profile.name,
+            "recommender": rec.recommender,
         }
         recommended_usd = (
             prices.monthly_usd(rec.cpu_request, rec.memory_request, price) * replica_mean
@@ -513,9 +523,13 @@ def _recommend(
         row["kind"] = _kind(row)
         rows.append(row)
     frame = pl.DataFrame(rows, schema={k: v for k, v in RESULT_SCHEMA.items() if k != "rank"})
+    # within a group, $ at stake times confidence: a big cut the recommender is unsure of
+    # waits behind a smaller one it is sure of
     frame = frame.with_columns(
         pl.col("kind").replace_strict(RANK_GROUPS, return_dtype=pl.Int64).alias("_group"),
-        pl.col("monthly_saving_usd").abs().fill_null(0.0).alias("_impact"),
+        (pl.col("monthly_saving_usd").abs().fill_null(0.0) * pl.col("confidence")).alias(
+            "_impact"
+        ),
     ).sort(["_group", "_impact", "container_id"], descending=[False, True, False])
     frame = frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("rank"))
     return frame.select(list(RESULT_SCHEMA))
