@@ -467,7 +467,7 @@ def test_strategy_settings_are_declared_and_change_the_result():
     aggressive = ForecastAwareStrategy(ForecastAwareSettings(profile="aggressive"))
     assert recommend_usage(short, strategy=aggressive).row(0, named=True)["cpu_request"] < balanced
     # long enough to backtest: only the candidates named in the settings compete
-    usage = usage_frame("shop/api/app", 6, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    usage = usage_frame("shop/api/app", 7, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
     p80 = ForecastAwareStrategy(ForecastAwareSettings(candidates=("p80/3d",)))
     only = recommend_usage(usage, strategy=p80).row(0, named=True)
     assert only["recommender"] == "p80/3d" and "p80/3d chosen by backtest" in only["rationale"]

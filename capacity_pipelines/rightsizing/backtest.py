@@ -40,8 +40,9 @@ class BacktestWindows:
     window_days: float = 14.0  # history each sizing reads (KRR's history_duration: 336 h)
     horizon_days: float = 7.0  # how far ahead each origin is scored: the week a request lives
     origins: int = 7  # daily origins, the latest `horizon_days` before the end
+    min_origins: int = 3  # fewer origins are not backtested at all (one week is one draw)
     min_train_days: float = 3.0  # an origin needs this much history before it
-    min_horizon_days: float = 1.0  # shorter histories are not backtested at all
+    min_horizon_days: float = 1.0  # the horizon shrinks to this for short histories
     steady_days: float = 1.0  # the recent window whose level is the floor
 
 
@@ -118,19 +119,27 @@ def floored_level(
 def _horizon_and_origins(
     ts_s: np.ndarray, end_s: float, windows: BacktestWindows, min_train_days: float
 ) -> tuple[float, list[float]]:
-    """Test horizon (days) and the origins (epoch s), latest first; empty when too short."""
+    """Test horizon (days) and the origins (epoch s), latest first; empty when the history
+    cannot give `windows.min_origins` origins of at least `min_horizon_days` each.
+
+    The horizon shrinks (never below `min_horizon_days`) so that a short history still gets
+    `min_origins` origins: one origin is one draw of the future, too few to choose on.
+    """
     if ts_s.size == 0:
         return 0.0, []
     history_days = (end_s - float(ts_s.min())) / SECONDS_PER_DAY
-    horizon = min(windows.horizon_days, history_days - min_train_days)
-    if horizon < windows.min_horizon_days:
+    spare = history_days - min_train_days - (windows.min_origins - 1)
+    horizon = min(windows.horizon_days, spare)
+    if horizon < windows.min_horizon_days - 1e-9:
         return 0.0, []
     origins = []
     for j in range(windows.origins):
         origin = end_s - (horizon + j) * SECONDS_PER_DAY
-        if (origin - float(ts_s.min())) / SECONDS_PER_DAY < min_train_days - 1e-9:
+        if (origin - float(ts_s.min())) / SECONDS_PER_DAY < min_train_days - 1e-6:
             break
         origins.append(origin)
+    if len(origins) < windows.min_origins:
+        return 0.0, []
     return horizon, origins
 
 

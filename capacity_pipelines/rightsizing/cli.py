@@ -1,5 +1,6 @@
 """`capacity rightsize --usage U.parquet [--spec S.parquet] --out R.parquet [--exports DIR]
-[--policy policy.yaml] [--prices compute.yaml] [--node-class aws/m6i]`.
+[--policy policy.yaml] [--prices compute.yaml] [--node-class aws/m6i]
+[--profile conservative|balanced|aggressive]`.
 
 U needs `container_id, ts, cpu_cores, memory_bytes`; optional U columns are used when present:
 `pod` (samples of several pods per container; duplicates are then checked per pod), `workload`,
@@ -48,7 +49,9 @@ from capacity_pipelines.common.path_checks import (
 from capacity_pipelines.rightsizing.outputs import EXPORT_NAMES, build_exports, publish_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
+from capacity_pipelines.rightsizing.profiles import DEFAULT_PROFILE, PROFILES
 from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage, validate_usage
+from capacity_pipelines.rightsizing.strategies import ForecastAwareSettings, ForecastAwareStrategy
 from capacity_pipelines.rightsizing.workloads import LabelError, check_usage_names
 
 EXIT_BAD_INPUT = 2
@@ -81,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--policy", type=Path, help="limits policy YAML (default: no CPU limit)")
     parser.add_argument("--prices", type=Path, help="compute price book YAML (default: built-in)")
     parser.add_argument("--node-class", help="price book node class, e.g. gcp/n2")
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="risk profile: the CPU violation target and memory margin the recommendations "
+        f"aim at (default {DEFAULT_PROFILE}; see docs/rightsizing.md)",
+    )
     parser.set_defaults(func=run_rightsize)
     return parser
 
@@ -114,9 +124,11 @@ def run_rightsize(args: argparse.Namespace) -> int:
         prices = load_compute_prices(args.prices) if args.prices else load_compute_prices()
         if args.node_class:
             prices.price(args.node_class)
+        strategy = ForecastAwareStrategy(ForecastAwareSettings(profile=args.profile))
         frame = recommend_usage(
             usage,
             spec,
+            strategy=strategy,
             policy=policy,
             prices=prices,
             node_class=args.node_class,
