@@ -41,7 +41,7 @@ class BacktestWindows:
     horizon_days: float = 7.0  # how far ahead each origin is scored: the week a request lives
     origins: int = 7  # daily origins, the latest `horizon_days` before the end
     min_origins: int = 3  # fewer origins are not backtested at all (one week is one draw)
-    min_train_days: float = 3.0  # an origin needs this much history before it
+    min_train_days: float = 2.0  # an origin needs this much history before it: two daily cycles
     min_horizon_days: float = 1.0  # the horizon shrinks to this for short histories
     steady_days: float = 1.0  # the recent window whose level is the floor
 
@@ -116,7 +116,7 @@ def floored_level(
     return level, recent
 
 
-def _horizon_and_origins(
+def backtest_origins(
     ts_s: np.ndarray, end_s: float, windows: BacktestWindows, min_train_days: float
 ) -> tuple[float, list[float]]:
     """Test horizon (days) and the origins (epoch s), latest first; empty when the history
@@ -148,7 +148,7 @@ def cpu_backtest(
 ) -> CpuBacktest | None:
     """Every candidate replayed at each origin and scored on the horizon after it; None when
     the history is too short for one origin."""
-    horizon, origins = _horizon_and_origins(
+    horizon, origins = backtest_origins(
         samples.ts_s, samples.at_s, windows, windows.min_train_days
     )
     if not origins:
@@ -191,7 +191,7 @@ def memory_growth(
     """(worst growth, origins): at each origin with `min_train_days` before it, the peak of
     the following horizon over the peak of the sizing window before it, minus one; None when
     the history allows no origin. A peak that fell counts as 0 growth."""
-    horizon, origins = _horizon_and_origins(ts_s, end_s, windows, min_train_days)
+    horizon, origins = backtest_origins(ts_s, end_s, windows, min_train_days)
     growth = []
     for origin in origins:
         before = memory_bytes[(ts_s < origin) & (ts_s >= origin - windows.window_days

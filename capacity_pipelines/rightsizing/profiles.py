@@ -64,7 +64,9 @@ PROFILES: dict[str, RiskProfile] = {
             name="balanced",
             cpu_violation_target=0.03,
             cpu_container_violation_cap=0.10,
-            memory_margin=0.05,
+            # half of KRR's buffer: room for the growth the backtest adds, so the fleet's
+            # memory stays at or below KRR's peak + 15 %
+            memory_margin=0.08,
             fallback_cpu_quantile=0.95,
             description="the default: fewer CPU samples above the request than the VPA's p90 + "
             "15 %, memory no higher than KRR's on a fleet without growth",
@@ -73,7 +75,7 @@ PROFILES: dict[str, RiskProfile] = {
             name="aggressive",
             cpu_violation_target=0.08,
             cpu_container_violation_cap=0.25,
-            memory_margin=0.02,
+            memory_margin=0.03,
             fallback_cpu_quantile=0.90,
             description="batch and best-effort work: requests near typical use, bursts run on "
             "the node's spare CPU",

@@ -88,8 +88,8 @@ FALLBACK_HALF_LIFE_DAYS = 3.0
 class ForecastAwareSettings:
     """Settings of `ForecastAwareStrategy`; defaults are what the benchmark measures."""
 
-    # risk profile (profiles.py): conservative, balanced or aggressive
-    profile: str = DEFAULT_PROFILE
+    # risk profile (profiles.py): conservative, balanced or aggressive, or a custom RiskProfile
+    profile: str | RiskProfile = DEFAULT_PROFILE
     # names of the candidate CPU recommenders (candidates.py); None = all of them. One name
     # gives a uniform recommender (what the benchmark compares the choice with).
     candidates: tuple[str, ...] | None = None
@@ -199,7 +199,8 @@ class ForecastAwareStrategy:
 
     def __init__(self, settings: ForecastAwareSettings | None = None) -> None:
         self.settings = settings or ForecastAwareSettings()
-        self.profile: RiskProfile = risk_profile(self.settings.profile)
+        profile = self.settings.profile
+        self.profile = profile if isinstance(profile, RiskProfile) else risk_profile(profile)
         names = self.settings.candidates
         self.candidates: tuple[CpuRecommender, ...] = (
             default_candidates() if names is None else tuple(candidate(n) for n in names)
@@ -446,13 +447,9 @@ class ForecastAwareStrategy:
             reasons += cpu_reasons
             recommender = self.cpu_recommender(choice).name
 
-        if throttled_p90 is not None and throttled_p90 > THROTTLING_ALERT_RATIO:
-            bump = min(s.max_throttling_bump, 1.0 + throttled_p90)
-            cpu_request *= bump
-            if history.current.cpu_request:
-                cpu_request = max(cpu_request, history.current.cpu_request)
-            reasons.append(f"throttled p90 {throttled_p90:.0%}: usage censored, CPU x{bump:.2f}")
-
+        cpu_request, throttling_reason = self.unthrottled(cpu_request, history, throttled_p90)
+        if throttling_reason:
+            reasons.append(throttling_reason)
         memory_request, memory_reasons = self.memory_request(history, forecast, oom_kills)
         reasons += memory_reasons
         cpu_request = round_cpu_up(max(cpu_request, MIN_CPU_CORES))
@@ -485,6 +482,19 @@ class ForecastAwareStrategy:
             throttled_p90,
             recommender,
         )
+
+    def unthrottled(
+        self, cpu_request: float, history: ContainerHistory, throttled_p90: float | None
+    ) -> tuple[float, str | None]:
+        """The request raised for a throttled container (its usage is censored by the limit),
+        never below the current request then; the reason, or None when not throttled."""
+        if throttled_p90 is None or throttled_p90 <= THROTTLING_ALERT_RATIO:
+            return cpu_request, None
+        bump = min(self.settings.max_throttling_bump, 1.0 + throttled_p90)
+        cpu_request *= bump
+        if history.current.cpu_request:
+            cpu_request = max(cpu_request, history.current.cpu_request)
+        return cpu_request, f"throttled p90 {throttled_p90:.0%}: usage censored, CPU x{bump:.2f}"
 
     @staticmethod
     def _hpa_level(
