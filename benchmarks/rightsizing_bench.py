@@ -61,6 +61,7 @@ from rightsizing_baselines import (  # noqa: E402
 )
 
 from capacity_pipelines.rightsizing import ForecastAwareSettings, ForecastAwareStrategy  # noqa: E402
+from capacity_pipelines.rightsizing.candidates import WIDE_CANDIDATES  # noqa: E402
 from capacity_pipelines.rightsizing.prices import load_compute_prices  # noqa: E402
 from capacity_pipelines.rightsizing.profiles import PROFILES, risk_profile  # noqa: E402
 from capacity_pipelines.rightsizing.recommend import rightsize_usage  # noqa: E402
@@ -71,8 +72,11 @@ BALANCED = f"{OURS} (balanced)"
 HINDSIGHT = "hindsight optimum (knows the evaluation window)"
 # The uniform percentiles: the balanced profile with a single candidate (no choice).
 UNIFORM = ("p80/3d", "p90/3d", "p95/3d", "p98/3d", "p99/3d")
-# Violation targets of the choice's curve (custom profiles between and beyond the three).
-SWEEP_TARGETS = (0.005, 0.02, 0.05, 0.12)
+# Violation targets of the wide choice's curve (the issue's wide candidate set, custom profiles
+# around the balanced one).
+SWEEP_TARGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
+# Rolling evaluation on Bitbrains: train up to each of these days, evaluate the next 7.
+ROLLING_DAYS = (14, 16, 18, 20, 22)
 
 
 def ours(train: pl.DataFrame, current: Sizing, settings: ForecastAwareSettings,
@@ -172,6 +176,55 @@ def profile_settings(name: str, **changes) -> ForecastAwareSettings:
     return ForecastAwareSettings(profile=name, **changes)
 
 
+def wide_settings(target: float) -> ForecastAwareSettings:
+    """The issue's wide candidate set chosen per container under a fleet violation target."""
+    balanced = risk_profile("balanced")
+    custom = dataclasses.replace(
+        balanced, name=f"target {target:g}", cpu_violation_target=target,
+        cpu_container_violation_cap=max(balanced.cpu_container_violation_cap, 3 * target),
+    )  # fmt: skip
+    return ForecastAwareSettings(profile=custom, candidates=WIDE_CANDIDATES)
+
+
+def rolling(frame: pl.DataFrame, usd_per_month: Callable) -> dict:
+    """Mean CPU slack and violation rate over weekly evaluations from several training ends:
+    one week of 6 VMs is a noisy judge of small differences, five are less so."""
+    methods: dict[str, Callable[[pl.DataFrame, Sizing], Sizing]] = {
+        "KRR simple": lambda train, current: krr_simple(train),
+        "VPA recommender": lambda train, current: vpa_recommender(train, current),
+    }
+    for candidate in ("p90/3d", "p95/3d", "p99/3d"):
+        methods[f"uniform {candidate}"] = lambda train, current, c=candidate: ours(
+            train, current, profile_settings("balanced", candidates=(c,))
+        )
+    for name in PROFILES:
+        methods[f"{OURS} ({name})"] = lambda train, current, n=name: ours(
+            train, current, profile_settings(n)
+        )
+    for target in (0.01, 0.03, 0.08):
+        methods[f"wide choice, target {target:g}"] = lambda train, current, t=target: ours(
+            train, current, wide_settings(t)
+        )
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    for day in ROLLING_DAYS:
+        train = frame.filter(pl.col("t") < day * DAY_S)
+        evaluation = frame.filter(
+            (pl.col("t") >= day * DAY_S) & (pl.col("t") < (day + 7) * DAY_S)
+        )
+        current = current_spec(train)
+        for name, build in methods.items():
+            s = score(build(train, current), evaluation, usd_per_month, 7 * 24)
+            results[name].append((s["cpu_slack"], s["cpu_violation_rate"]))
+    return {
+        name: {
+            "cpu_slack": float(np.mean([r[0] for r in rows])),
+            "cpu_violation_rate": float(np.mean([r[1] for r in rows])),
+            "per_week": rows,
+        }
+        for name, rows in results.items()
+    }
+
+
 def run_split(frame: pl.DataFrame, title: str, train_end_s: int, eval_end_s: int,
               usd_per_month: Callable) -> dict:  # fmt: skip
     """Train on `t < train_end_s`, evaluate on `train_end_s <= t < eval_end_s`."""
@@ -193,14 +246,9 @@ def run_split(frame: pl.DataFrame, title: str, train_end_s: int, eval_end_s: int
         builds[f"uniform {candidate}"] = lambda c=candidate: ours(
             train, current, profile_settings("balanced", candidates=(c,))
         )
-    balanced = risk_profile("balanced")
     for target in SWEEP_TARGETS:
-        custom = dataclasses.replace(
-            balanced, name=f"target {target:g}", cpu_violation_target=target,
-            cpu_container_violation_cap=max(balanced.cpu_container_violation_cap, 3 * target),
-        )  # fmt: skip
-        builds[f"choice, target {target:g}"] = lambda p=custom: ours(
-            train, current, ForecastAwareSettings(profile=p)
+        builds[f"wide choice, target {target:g}"] = lambda t=target: ours(
+            train, current, wide_settings(t)
         )
     methods, seconds = {}, {}
     for name, build in builds.items():
@@ -325,13 +373,10 @@ def chart(split: dict, path: Path) -> None:
                          key=lambda s: s["cpu_violation_rate"])  # fmt: skip
         cpu.plot([s["cpu_violation_rate"] for s in uniform], [s["cpu_slack"] for s in uniform],
                  "o--", color="#999", label="uniform percentile (no choice)")  # fmt: skip
-        choice = sorted(
-            [scores[k] for k in scores if k.startswith("choice, target")]
-            + [scores[f"{OURS} ({p})"] for p in PROFILES],
-            key=lambda s: s["cpu_violation_rate"],
-        )
+        choice = sorted([scores[k] for k in scores if k.startswith("wide choice")],
+                        key=lambda s: s["cpu_violation_rate"])  # fmt: skip
         cpu.plot([s["cpu_violation_rate"] for s in choice], [s["cpu_slack"] for s in choice],
-                 "-", color="#1f77b4", alpha=0.5, label="per-container choice")  # fmt: skip
+                 ".-", color="#1f77b4", alpha=0.5, label="wide choice (targets)")  # fmt: skip
         for profile, marker in zip(PROFILES, "sD^", strict=True):
             for suffix, colour in (("", "#1f77b4"), (" schedule", "#2ca02c")):
                 s = scores[f"{OURS} ({profile}){suffix}"]
@@ -346,7 +391,7 @@ def chart(split: dict, path: Path) -> None:
         cpu.set_ylabel("CPU slack (idle share of requested)")
         cpu.legend(fontsize=6.5)
         for name, s in scores.items():
-            if name.startswith("uniform") or name.startswith("choice") or name == HINDSIGHT:
+            if name.startswith(("uniform", "wide choice", "current")) or name == HINDSIGHT:
                 continue
             if "schedule" in name:
                 continue
@@ -354,6 +399,7 @@ def chart(split: dict, path: Path) -> None:
             memory.annotate(name.replace(f"{OURS} ", ""), (s["memory_oom_proxy"], s["gib_hours"]),
                             fontsize=7)  # fmt: skip
         memory.set_xlabel("OOM proxy (share of VMs above their memory limit)")
+        memory.set_title("memory (current provisioning off the chart)", fontsize=8)
         memory.set_ylabel("requested GiB-hours")
         fig.suptitle(split["title"], fontsize=10)
         fig.tight_layout()
@@ -397,11 +443,20 @@ def main() -> int:
         split["goal"] = goal(split["scores"])
         chart(split, args.charts / f"rightsizing_{key}.png")
         splits.append(split)
+    began = time.perf_counter()
+    rolled = rolling(bitbrains, usd_per_month)
+    rolled_seconds = time.perf_counter() - began
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     print("\n\n".join(markdown(s) for s in splits))
-    payload = {"commit": commit, "price_id": price.price_id, "splits": splits}
+    print(f"\n### Bitbrains, rolling: train up to day {', '.join(map(str, ROLLING_DAYS))}, "
+          f"evaluate the next 7 days (mean of {len(ROLLING_DAYS)} weeks; {rolled_seconds:.0f} s)"
+          "\n\n| method | CPU slack | CPU violation rate |\n|---|---:|---:|")  # fmt: skip
+    for name, r in rolled.items():
+        print(f"| {name} | {r['cpu_slack']:.3f} | {r['cpu_violation_rate']:.4f} |")
+    payload = {"commit": commit, "price_id": price.price_id, "splits": splits,
+               "rolling": rolled}  # fmt: skip
     args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"\nprice {price.price_id}; commit {commit}; json {args.json}")
     return 0

@@ -22,6 +22,7 @@ from capacity_pipelines.rightsizing.backtest import (
     CpuBacktest,
     choose_recommenders,
 )
+from capacity_pipelines.rightsizing.candidates import WIDE_CANDIDATES
 from capacity_pipelines.rightsizing.outputs import workload_patches
 from capacity_pipelines.rightsizing.profiles import PROFILES, risk_profile
 from capacity_pipelines.rightsizing.quantities import format_memory
@@ -273,7 +274,8 @@ def test_backtest_choice_is_in_the_rationale_and_differs_between_steady_and_burs
             usage("shop/bursty/app", bursty, np.full(n, 500.0 * MIB)),
         ]
     )
-    frame = recommend_usage(rows)
+    wide = ForecastAwareStrategy(ForecastAwareSettings(candidates=WIDE_CANDIDATES))
+    frame = recommend_usage(rows, strategy=wide)
     chosen = dict(zip(frame["container_id"], frame["recommender"], strict=True))
     assert chosen["shop/steady/app"] != chosen["shop/bursty/app"]
     bursty_row = frame.filter(pl.col("container_id") == "shop/bursty/app").row(0, named=True)
@@ -282,6 +284,27 @@ def test_backtest_choice_is_in_the_rationale_and_differs_between_steady_and_burs
     assert bursty_row["cpu_request"] < 1.0
     steady_row = frame.filter(pl.col("container_id") == "shop/steady/app").row(0, named=True)
     assert float(np.mean(steady[-7 * PER_DAY :] > steady_row["cpu_request"])) < 0.02
+
+
+def test_the_default_choice_reads_a_growing_container_by_its_trend():
+    rng = np.random.default_rng(11)
+    n = 21 * PER_DAY
+    day = np.arange(n) / PER_DAY
+    rising = 0.2 + 0.02 * day + 0.02 * rng.standard_normal(n)
+    flat = 0.4 + 0.02 * rng.standard_normal(n)
+    rows = pl.concat(
+        [
+            usage("shop/rising/app", rising, np.full(n, 500.0 * MIB)),
+            usage("shop/flat/app", flat, np.full(n, 500.0 * MIB)),
+        ]
+    )
+    settings = ForecastAwareSettings(min_forecast_days=100.0)  # the choice alone, no engine
+    frame = recommend_usage(rows, strategy=ForecastAwareStrategy(settings))
+    chosen = dict(zip(frame["container_id"], frame["recommender"], strict=True))
+    assert chosen == {"shop/rising/app": "trend-p95", "shop/flat/app": "p95/3d"}
+    rise = frame.filter(pl.col("container_id") == "shop/rising/app").row(0, named=True)
+    # a week of growth at 0.02 cores a day is ahead: above the last day's p95
+    assert rise["cpu_request"] >= float(np.quantile(rising[-PER_DAY:], 0.95)) + 0.03
 
 
 def test_backtest_windows_stay_within_the_history():

@@ -205,14 +205,21 @@ def memory_growth(
 
 
 def choose_recommenders(
-    backtests: Mapping[str, CpuBacktest], profile: RiskProfile, change_weight: float
+    backtests: Mapping[str, CpuBacktest],
+    profile: RiskProfile,
+    change_weight: float,
+    default: str | None = None,
+    challenger_margin: float = 0.0,
 ) -> dict[str, Choice]:
     """Per container, the candidate with the lowest backtest cost at one fleet-wide price of a
     violation: the lowest price whose pooled violation rate meets `profile`'s target.
 
     Candidates above the profile's per-container violation cap are not eligible (unless none
     is: then the one with the fewest violations). When even the highest price misses the
-    target, the highest price is used (the fewest violations the candidates allow).
+    target, the highest price is used (the fewest violations the candidates allow). The
+    `default` candidate keeps a container unless another one's cost is lower by more than
+    `challenger_margin` of it: a few backtest origins are noisy, and a candidate that won by a
+    hair on them is as likely to lose on the next week.
     """
     ids = sorted(backtests)
     if not ids:
@@ -238,9 +245,15 @@ def choose_recommenders(
     # the price's unit: the fleet's mean request per sample, so the grid fits any fleet's scale
     unit = max(requested.sum() / max(samples.sum(), 1.0), 1e-6)
     rows = np.arange(len(ids))
+    incumbent = names.index(default) if default in names else None
     for price in PRICE_GRID * unit:
         cost = np.where(eligible, slack + price * violations + change_weight * churn, np.inf)
         picks = np.argmin(cost, axis=1)
+        if incumbent is not None:
+            held = eligible[:, incumbent] & (
+                cost[rows, picks] >= (1.0 - challenger_margin) * cost[:, incumbent]
+            )
+            picks = np.where(held, incumbent, picks)
         pooled = violations[rows, picks].sum() / max(samples[rows, picks].sum(), 1.0)
         if pooled <= profile.cpu_violation_target:
             break

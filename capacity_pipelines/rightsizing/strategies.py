@@ -45,7 +45,7 @@ from capacity_pipelines.rightsizing.candidates import (
     PercentileRecommender,
     TrendRecommender,
     candidate,
-    default_candidates,
+    profile_candidates,
 )
 from capacity_pipelines.rightsizing.forecasts import (
     ForecastSettings,
@@ -90,13 +90,17 @@ class ForecastAwareSettings:
 
     # risk profile (profiles.py): conservative, balanced or aggressive, or a custom RiskProfile
     profile: str | RiskProfile = DEFAULT_PROFILE
-    # names of the candidate CPU recommenders (candidates.py); None = all of them. One name
-    # gives a uniform recommender (what the benchmark compares the choice with).
+    # names of the candidate CPU recommenders (candidates.py, e.g. "p95/3d", "vpa-p90");
+    # None = the profile's (its percentile at two half-lives and with its trend). One name
+    # gives a uniform recommender; `candidates.WIDE_CANDIDATES` the issue's wide set.
     candidates: tuple[str, ...] | None = None
     windows: BacktestWindows = field(default_factory=BacktestWindows)
     # weight of churn (request moves between backtest origins) in the choice's cost: a change
     # costs a tenth of the same cores idle over a horizon (Autopilot also charges changes)
     change_weight: float = 0.1
+    # another candidate replaces the profile's default percentile only when its backtest cost
+    # is lower by more than this share (a handful of origins is a noisy judge)
+    challenger_margin: float = 0.1
     # CPU margin at zero confidence, only when the history is too short to backtest
     cpu_low_confidence_margin: float = 0.30
     # below this much history: no recommendation, listed as insufficient data
@@ -203,7 +207,9 @@ class ForecastAwareStrategy:
         self.profile = profile if isinstance(profile, RiskProfile) else risk_profile(profile)
         names = self.settings.candidates
         self.candidates: tuple[CpuRecommender, ...] = (
-            default_candidates() if names is None else tuple(candidate(n) for n in names)
+            profile_candidates(self.profile.cpu_quantile)
+            if names is None
+            else tuple(candidate(n) for n in names)
         )
 
     # -- forecasts and choices over the fleet ----------------------------------------------
@@ -238,7 +244,11 @@ class ForecastAwareStrategy:
             backtest = cpu_backtest(cpu_samples(history), self.candidates, self.settings.windows)
             if backtest is not None:
                 backtests[history.container_id] = backtest
-        return choose_recommenders(backtests, self.profile, self.settings.change_weight)
+        default = self.cpu_recommender(None).name
+        return choose_recommenders(
+            backtests, self.profile, self.settings.change_weight, default,
+            self.settings.challenger_margin,
+        )  # fmt: skip
 
     # -- one container ---------------------------------------------------------------------
 
@@ -268,7 +278,7 @@ class ForecastAwareStrategy:
         """The chosen candidate, or the profile's fallback percentile without a backtest."""
         if choice is not None:
             return next(c for c in self.candidates if c.name == choice.candidate)
-        return PercentileRecommender(self.profile.fallback_cpu_quantile, FALLBACK_HALF_LIFE_DAYS)
+        return PercentileRecommender(self.profile.cpu_quantile, FALLBACK_HALF_LIFE_DAYS)
 
     def cpu_level(
         self,
