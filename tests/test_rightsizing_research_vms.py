@@ -65,5 +65,6 @@ def test_profiles_trade_slack_for_violations_in_order(week_4: dict):
         "capacity_pipelines (balanced) schedule"
     ]
     assert scheduled["cpu_slack"] < constant["cpu_slack"]
-    assert scheduled["cpu_violation_rate"] <= 1.1 * constant["cpu_violation_rate"]
+    rate = constant["cpu_violation_rate"]
+    assert scheduled["cpu_violation_rate"] <= max(1.1 * rate, rate + 0.005)
     assert sum(week_4["choices"]["balanced"].values()) == 6  # one choice per VM
