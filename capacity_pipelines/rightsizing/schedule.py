@@ -31,11 +31,8 @@ from capacity_pipelines.rightsizing.candidates import MIN_POD_SAMPLES, SECONDS_P
 from capacity_pipelines.rightsizing.forecasts import ForecastView
 from capacity_pipelines.rightsizing.history import SECONDS_PER_DAY, ContainerHistory
 from capacity_pipelines.rightsizing.quantities import round_cpu_up
-from capacity_pipelines.rightsizing.strategies import (
-    MIN_CPU_CORES,
-    ForecastAwareStrategy,
-    scales_horizontally,
-)
+from capacity_pipelines.rightsizing.signals import scales_horizontally
+from capacity_pipelines.rightsizing.strategies import MIN_CPU_CORES, ForecastAwareStrategy
 
 HOURS_PER_DAY = 24
 # Each hour reads its neighbours too: three times the samples, and a request that is already up

@@ -1,26 +1,28 @@
-"""The project's recommender: per-container choice by backtest, a forecast for the coming week,
-memory sized above every peak its own past showed.
+"""The project's recommender: the risk profile's percentile read per container the way its own
+backtest prefers, a forecast for the coming week, memory above every peak its own past showed.
 
 `ForecastAwareStrategy` sets, per container (all pods, past and present):
-- CPU request: the candidate recommender (`candidates.py`: percentiles at two recency
-  half-lives, the VPA's decayed histogram, a peak, a trend-aware percentile) that the
-  container's own backtest chose under the risk profile's fleet violation budget
-  (`backtest.py`). Every candidate sizes each pod and takes the busiest, and never goes below
-  its own level over the last day (the busiest pod's recent steady level) unless the forecast
-  shows a decline. The forecasting engine's ratio of next week's mean to last week's mean
-  (like with like) raises the request for growth, and lowers it only for an evidenced decline.
+- CPU request: the profile's percentile of each pod's samples, busiest pod (KRR takes the
+  maximum over pods), read by the candidate (`candidates.py`: a 3-day or 1-day recency
+  half-life, or raised by its own trend) that the container's backtest chose under the
+  profile's fleet violation budget (`backtest.py`; the issue's wide set of percentiles, decayed
+  histogram and peak can be chosen among too, `candidates.WIDE_CANDIDATES`). Never below the
+  same candidate over the last day (the busiest pod's recent steady level). The forecasting
+  engine's ratio of next week's mean to last week's mean (like with like) raises the request
+  for growth and lowers it, down to that recent level at most, only for an evidenced decline.
   Throttled containers (usage censored by the limit) are raised; HPA-scaled workloads get the
-  per-replica load at the HPA's target utilisation instead.
-- Memory request: the peak working set of the sizing window (or the forecast's upper quantile
-  of the coming week's hourly peaks, when higher) plus the worst growth the container's own
-  backtest showed plus the profile's margin. After an OOM kill, above the limit it died at
-  (the VPA's bump); never above a current limit the whole history stayed well below without an
-  OOM kill (that limit is proven), and never cut with less than `min_memory_cut_days` of history.
+  per-replica load at the HPA's target utilisation instead. Too short to backtest: the 3-day
+  percentile plus a margin that widens as confidence falls.
+- Memory request: the peak working set of the sizing window (or the forecast's coming-week
+  peak, when higher) plus the worst growth the container's own backtest showed plus the
+  profile's margin. After an OOM kill, above the limit it died at (the VPA's bump); never above
+  a current limit the whole history stayed well below without an OOM kill (that limit is
+  proven), and never cut with less than `min_memory_cut_days` of history.
 - Limits from the namespace's / workload's `LimitsRule`; floors and rounding to Kubernetes
   quantities (rounding first, then the cap, so a cap is never exceeded by rounding).
 
 KRR's `simple` strategy and the VPA recommender are re-implemented in
-`benchmarks/rightsizing_bench.py` for comparison, not offered here.
+`benchmarks/rightsizing_baselines.py` for comparison, not offered here.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ from capacity_pipelines.rightsizing.history import SECONDS_PER_DAY, ContainerHis
 from capacity_pipelines.rightsizing.policy import LimitsRule
 from capacity_pipelines.rightsizing.profiles import DEFAULT_PROFILE, RiskProfile, risk_profile
 from capacity_pipelines.rightsizing.quantities import MIB, round_cpu_up, round_memory_up
+from capacity_pipelines.rightsizing.signals import (
+    count_oom_kills,
+    hpa_level,
+    oom_limit,
+    scales_horizontally,
+)
 
 # VPA recommender flags --pod-recommendation-min-cpu-millicores=25 and
 # --pod-recommendation-min-memory-mb=250 (the VPA multiplies "MB" by 1024*1024).
@@ -68,9 +76,6 @@ OOM_BUMP_RATIO = 1.2
 OOM_MIN_BUMP_BYTES = 100 * MIB
 # kubernetes-mixin's CPUThrottlingHigh alert fires above 25 % throttled CFS periods.
 THROTTLING_ALERT_RATIO = 0.25
-# A rollout's surge pods last minutes; a replica count away from its usual value for at least
-# a tenth of the history is an autoscaler, not a rollout.
-HPA_MIN_SHARE_OFF_MODE = 0.1
 # A working set that stays below 90 % of its limit was not squeezed by it (near the limit the
 # kernel reclaims page cache and the observed peak understates the demand).
 PROVEN_LIMIT_SHARE = 0.9
@@ -147,45 +152,6 @@ class Recommendation:
     oom_kills: int
     throttled_p90: float | None
     recommender: str | None = None  # the CPU recommender used (chosen or fallback)
-
-
-def oom_kill_mask(history: ContainerHistory) -> np.ndarray:
-    """Samples at which an OOM kill happened.
-
-    kube-state-metrics keeps "last terminated: OOMKilled" set until the next termination, so a
-    flag alone is a state, not an event: with restart counts, a kill is a step with restarts
-    and the flag (the warehouse's definition); without them, the first sample of each run of
-    flags in a pod.
-    """
-    if history.oom_killed is None:
-        return np.zeros(history.ts_s.size, dtype=bool)
-    flagged = history.oom_killed > 0
-    if history.restarts is not None and np.isfinite(history.restarts).any():
-        return flagged & (np.nan_to_num(history.restarts) > 0)
-    starts = np.zeros_like(flagged)
-    for pod in np.unique(history.pod):
-        index = np.flatnonzero(history.pod == pod)
-        run = flagged[index]
-        starts[index] = run & ~np.concatenate([[False], run[:-1]])
-    return starts
-
-
-def count_oom_kills(history: ContainerHistory) -> int:
-    """Number of OOM kills in the history (see `oom_kill_mask`)."""
-    return int(oom_kill_mask(history).sum())
-
-
-def scales_horizontally(replicas: np.ndarray) -> bool:
-    """True when the replica count moves (an HPA at work), not just during rollouts.
-
-    A rolling update briefly runs surge pods next to the old ones; only a count that differs
-    from its most common value for `HPA_MIN_SHARE_OFF_MODE` of the time counts as scaling.
-    """
-    counts = np.round(replicas[np.isfinite(replicas)])
-    if counts.size == 0 or counts.max() - counts.min() < 1:
-        return False
-    values, frequency = np.unique(counts, return_counts=True)
-    return bool(1.0 - frequency.max() / counts.size >= HPA_MIN_SHARE_OFF_MODE)
 
 
 def cpu_samples(history: ContainerHistory) -> CpuSamples:
@@ -378,7 +344,7 @@ class ForecastAwareStrategy:
             # never came close to it: the limit is proven, a margin above it buys nothing seen
             cap = current.memory_limit
         if oom_kills:
-            died_at = self._oom_limit(history)
+            died_at = oom_limit(history)
             bumped = max(died_at * OOM_BUMP_RATIO, died_at + OOM_MIN_BUMP_BYTES)
             request = max(request, bumped)
             reasons.append(f"{oom_kills} OOM kill(s) at {died_at / MIB:.0f}Mi: memory above it")
@@ -444,7 +410,7 @@ class ForecastAwareStrategy:
         replica_ts, replicas = history.replica_series()
         hpa = scales_horizontally(replicas)
         if hpa:
-            cpu_level, hpa_reason = self._hpa_level(history, replica_ts, replicas, rule)
+            cpu_level, hpa_reason = hpa_level(history, replica_ts, replicas, rule)
             cpu_margin = s.cpu_low_confidence_margin * (1.0 - confidence)
             cpu_request = cpu_level * (1.0 + cpu_margin)
             reasons += [hpa_reason, f"margin CPU {cpu_margin:.0%}"]
@@ -506,43 +472,6 @@ class ForecastAwareStrategy:
             cpu_request = max(cpu_request, history.current.cpu_request)
         return cpu_request, f"throttled p90 {throttled_p90:.0%}: usage censored, CPU x{bump:.2f}"
 
-    @staticmethod
-    def _hpa_level(
-        history: ContainerHistory, replica_ts: np.ndarray, replicas: np.ndarray, rule: LimitsRule
-    ) -> tuple[float, str]:
-        """Per-replica load at the HPA's target utilisation.
-
-        The HPA scales on usage / request: sizing the request for the peak per-pod usage would
-        stop it from ever scaling out, and sizing for the total would waste every replica. The
-        per-replica load while the HPA was scaled out (replicas above their minimum), divided by
-        the target utilisation, keeps its behaviour and the pod's size consistent.
-        """
-        frame = pl.DataFrame({"ts": history.ts_s, "cpu": history.cpu_cores})
-        total = frame.group_by("ts").agg(pl.col("cpu").sum()).sort("ts")
-        at = np.clip(np.searchsorted(replica_ts, total["ts"].to_numpy(), side="right") - 1, 0, None)
-        count = np.maximum(replicas[at], 1.0)
-        per_replica = total["cpu"].to_numpy() / count
-        scaled = count > np.nanmin(replicas)
-        load = float(np.mean(per_replica[scaled] if scaled.any() else per_replica))
-        target = rule.hpa_target_utilization
-        reason = (
-            f"HPA scaling {np.nanmin(replicas):g}-{np.nanmax(replicas):g} replicas: per-replica "
-            f"load {load * 1000:.0f}m at {target:.0%} target utilisation"
-        )
-        return load / target, reason
-
-    @staticmethod
-    def _oom_limit(history: ContainerHistory) -> float:
-        """The memory limit the container died at (or its working set then, when unknown)."""
-        killed = oom_kill_mask(history)
-        if history.memory_limit_bytes is not None:
-            limits = history.memory_limit_bytes[killed]
-            limits = limits[np.isfinite(limits)]
-            if limits.size:
-                return float(limits.max())
-        if history.current.memory_limit:
-            return float(history.current.memory_limit)
-        return float(np.max(history.memory_bytes[killed]))
 
 
 def epoch_seconds(ts: pl.Series) -> np.ndarray:
