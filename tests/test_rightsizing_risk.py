@@ -26,6 +26,7 @@ from capacity_pipelines.rightsizing.candidates import WIDE_CANDIDATES
 from capacity_pipelines.rightsizing.outputs import workload_patches
 from capacity_pipelines.rightsizing.profiles import PROFILES, risk_profile
 from capacity_pipelines.rightsizing.quantities import format_memory
+from capacity_pipelines.rightsizing.recommend import _normalised_usage, build_histories
 
 MIB = 1024**2
 GIB = 1024**3
@@ -335,3 +336,26 @@ def test_a_schedule_cuts_next_weeks_slack_of_a_daily_cycle_without_more_violatio
     assert slack["schedule"] < 0.7 * slack["constant"]
     # about the same share above the request (one week of noise either way)
     assert above["schedule"] <= above["constant"] + 0.01
+
+
+def test_the_forecast_ratio_compares_like_with_like():
+    # a stationary daily cycle with noise: next week's mean against last week's mean is ~1
+    # (the old ratio, the forecast's p80 against last week's p95, sat on its 0.9 floor here)
+    rng = np.random.default_rng(4)
+    n = 14 * PER_DAY
+    cycle = 0.3 + 0.1 * np.sin(2 * np.pi * np.arange(n) / PER_DAY)
+    steady = cycle + 0.03 * rng.standard_normal(n)
+    falling = np.where(np.arange(n) < 9 * PER_DAY, cycle, 0.5 * cycle)
+    rows = pl.concat(
+        [
+            usage("shop/steady/app", np.clip(steady, 0, None), np.full(n, 300.0 * MIB)),
+            usage("shop/falling/app", falling + 0.01 * rng.standard_normal(n),
+                  np.full(n, 300.0 * MIB)),
+        ]
+    )  # fmt: skip
+    histories = build_histories(_normalised_usage(rows), {})
+    views = ForecastAwareStrategy().forecasts(histories)
+    assert views["shop/steady/app"].cpu_ratio == pytest.approx(1.0, abs=0.05)
+    assert not views["shop/steady/app"].cpu_decline_evidenced
+    assert views["shop/falling/app"].cpu_ratio < 0.9
+    assert views["shop/falling/app"].cpu_decline_evidenced
