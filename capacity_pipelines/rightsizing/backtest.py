@@ -16,6 +16,7 @@ money: a bursty 8-core service saves more by a lower percentile than a 50m sidec
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -156,7 +157,7 @@ def cpu_backtest(
     totals = {c.name: [0.0, 0.0, 0, 0, 0.0] for c in candidates}
     previous: dict[str, float] = {}
     for origin in sorted(origins):
-        before = CpuSamples(samples.ts_s, samples.pod, samples.cores, origin)
+        before = dataclasses.replace(samples, at_s=origin)  # windows end at the origin
         after = samples.cores[
             (samples.ts_s >= origin) & (samples.ts_s < origin + horizon * SECONDS_PER_DAY)
         ]

@@ -157,9 +157,13 @@ class Recommendation:
 def cpu_samples(history: ContainerHistory) -> CpuSamples:
     """The history's CPU samples for the candidates (pods as integer codes), ending after the
     last sample."""
-    _, codes = np.unique(history.pod.astype(str), return_inverse=True)
+    pods = history.pod
+    if pods.size and (pods == pods[0]).all():  # one pod (or none named): no sort of strings
+        codes = np.zeros(pods.size, dtype=np.int64)
+    else:
+        _, codes = np.unique(pods.astype(str), return_inverse=True)
     end = float(history.ts_s.max()) + 1.0 if history.ts_s.size else 0.0
-    return CpuSamples(history.ts_s, codes, history.cpu_cores, end)
+    return CpuSamples.of(history.ts_s, codes, history.cpu_cores, end)
 
 
 class ForecastAwareStrategy:
