@@ -5,6 +5,7 @@ profiles and the per-container choice of recommender by backtest. Synthetic cont
 from __future__ import annotations
 
 import datetime as dt
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -359,3 +360,12 @@ def test_the_forecast_ratio_compares_like_with_like():
     assert not views["shop/steady/app"].cpu_decline_evidenced
     assert views["shop/falling/app"].cpu_ratio < 0.9
     assert views["shop/falling/app"].cpu_decline_evidenced
+
+
+def test_the_asset_config_offers_exactly_the_profiles():
+    # the launchpad's choice list is a type, written out: it must not drift from PROFILES
+    from capacity_pipelines.defs.rightsizing.assets import RightsizingConfig
+
+    field = RightsizingConfig.model_fields["profile"]
+    assert get_args(field.annotation) == tuple(PROFILES)
+    assert field.default == "balanced"
