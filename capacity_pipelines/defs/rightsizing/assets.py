@@ -1,6 +1,7 @@
 """Rightsizing: forecast-aware CPU and memory recommendations per container."""
 
 from datetime import timedelta
+from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -17,6 +18,13 @@ from capacity_pipelines.rightsizing.outputs import build_exports, publish_export
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
 from capacity_pipelines.rightsizing.strategies import ForecastAwareSettings, ForecastAwareStrategy
 from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABLE
+
+
+class RightsizingConfig(dg.Config):
+    """The risk profile the recommendations aim at (docs/rightsizing.md): its CPU violation
+    target and memory margin, the same as `capacity rightsize --profile`."""
+
+    profile: Literal["conservative", "balanced", "aggressive"] = "balanced"
 
 
 @dg.asset(
@@ -51,9 +59,10 @@ def container_rightsizing(
     warehouse: WarehouseResource,
     reports: ReportsResource,
     compute: ComputeResource,
+    config: RightsizingConfig,
 ) -> dg.MaterializeResult:
     strategy = ForecastAwareStrategy(
-        ForecastAwareSettings(forecast_workers=compute.worker_count())
+        ForecastAwareSettings(forecast_workers=compute.worker_count(), profile=config.profile)
     )
     for as_of in as_of_days(context):
         start = as_of - timedelta(days=HISTORY_DAYS)
@@ -74,6 +83,7 @@ def container_rightsizing(
             "dagster/row_count": rows,
             "as_of": str(as_of),
             "days_computed": len(context.partition_keys),
+            "profile": config.profile,
             "monthly_saving_usd": float(recommendations["monthly_saving_usd"].sum() or 0.0),
             "top": dg.MetadataValue.md(ranked_markdown(recommendations, top=10)),
             "exports": dg.MetadataValue.path(str(folder)),
