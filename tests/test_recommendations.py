@@ -574,11 +574,19 @@ def test_runway_findings_scale_out_hpa_and_fold_into_size_up():
     assert router["slo_risk_avoided"] == pytest.approx(1 - 0.25 / 7)
     assert router["confidence"] == pytest.approx(0.8)
     assert rows["agents/researcher"]["kind"] == "hpa_target"
-    # a size-up of router's container absorbs the runway finding: one line, its SLO risk
-    size_up = pl.DataFrame(
-        [finding("rightsize_up", "agents/router/router", slo_risk_avoided=0.3)],
+    # a memory size-up does not answer a CPU runway: two lines, one per resource
+    memory_up = pl.DataFrame(
+        [finding("rightsize_up", "agents/router/router", memory_direction="up")],
         schema=FINDING_SCHEMA,
     )
+    kept = fold_runway_into_size_up(pl.concat([found, memory_up]), load_playbook())
+    assert "agents/router" in kept["target"].to_list()
+    # a CPU size-up of router's container absorbs the CPU runway: one line, its SLO risk
+    size_up = pl.DataFrame(
+        [finding("rightsize_up", "agents/router/router", slo_risk_avoided=0.3,
+                 cpu_direction="up")],
+        schema=FINDING_SCHEMA,
+    )  # fmt: skip
     folded = fold_runway_into_size_up(pl.concat([found, size_up]), load_playbook())
     assert sorted(folded["target"].to_list()) == ["agents/researcher", "agents/router/router"]
     merged = folded.filter(pl.col("target") == "agents/router/router").row(0, named=True)

@@ -14,6 +14,7 @@ import polars as pl
 from capacity_pipelines.common.formatting import iec_bytes
 from capacity_pipelines.recommendations.findings.schema import finding_frame, finite, one_line
 from capacity_pipelines.recommendations.playbook import Playbook
+from capacity_pipelines.rightsizing.prices import GIB
 from capacity_pipelines.rightsizing.quantities import format_cpu
 from capacity_pipelines.rightsizing.tables import RIGHTSIZING_TABLE
 
@@ -39,13 +40,36 @@ def _parse(pattern: str, text: str | None) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _direction(change: tuple[str, float] | None) -> str | None:
+    if change is None:
+        return None
+    return "up" if change[1] > 1 else "down"
+
+
+def _cpu_share(rec: dict, cpu_usd_per_core: float, memory_usd_per_gib: float) -> float | None:
+    """The CPU request change's share of the saving (the price book's per-core and per-GiB
+    prices weigh the two changes): what is left when the CPU part is withdrawn."""
+    values = [rec["current_cpu_request"], rec["cpu_request"], rec["current_memory_request"],
+              rec["memory_request"]]  # fmt: skip
+    if not all(finite(v) for v in values):
+        return None
+    cpu = (values[0] - values[1]) * cpu_usd_per_core
+    memory = (values[2] - values[3]) / GIB * memory_usd_per_gib
+    total = cpu + memory
+    return None if total == 0 else min(1.0, max(0.0, cpu / total))
+
+
 def rightsizing_findings(
-    rightsizing: pl.DataFrame, usage_peaks: pl.DataFrame, playbook: Playbook
+    rightsizing: pl.DataFrame,
+    usage_peaks: pl.DataFrame,
+    playbook: Playbook,
+    unit_prices: tuple[float, float] = (1.0, 1.0),
 ) -> pl.DataFrame:
     """`container_rightsizing` rows of kind save / risk -> rightsize down / up findings.
 
     `usage_peaks` (namespace, workload, container, cpu_p95, memory_max) gives the headroom left
-    under the recommended requests; it may be empty.
+    under the recommended requests; it may be empty. `unit_prices` ($ per core, $ per GiB over
+    the same period) split a saving between the CPU and the memory change.
     """
     down = playbook.by_source("rightsizing_down")
     up = playbook.by_source("rightsizing_up")
@@ -58,19 +82,13 @@ def rightsizing_findings(
         kinds = down if rec["kind"] == "save" else up if rec["kind"] == "risk" else []
         if not kinds:
             continue
-        changes = [
-            c
-            for c in (
-                _change("CPU request", rec["current_cpu_request"], rec["cpu_request"], format_cpu),
-                _change(
-                    "memory request",
-                    rec["current_memory_request"],
-                    rec["memory_request"],
-                    iec_bytes,
-                ),
-            )
-            if c
-        ]
+        cpu_change = _change(
+            "CPU request", rec["current_cpu_request"], rec["cpu_request"], format_cpu
+        )
+        memory_change = _change(
+            "memory request", rec["current_memory_request"], rec["memory_request"], iec_bytes
+        )
+        changes = [c for c in (cpu_change, memory_change) if c]
         if not changes:
             continue
         ratios = [ratio for _, ratio in changes]
@@ -93,9 +111,7 @@ def rightsizing_findings(
                 else 0.0,
             )
             headroom = 1.0 - use
-        evidence = one_line(
-            (f"{oom} OOM kills; " if oom else "") + str(rec["rationale"] or ""), 200
-        )
+        evidence = one_line((f"{oom} OOM kills; " if oom else "") + str(rec["rationale"] or ""))
         saving = rec["monthly_saving_usd"]
         rows.append(
             {
@@ -114,6 +130,13 @@ def rightsizing_findings(
                 "history_days": _parse(r"([\d.]+) d of history", rec["rationale"]),
                 "forecast_uncertainty": _parse(r"volatility ([\d.]+)", rec["rationale"]),
                 "headroom_after": headroom,
+                "cpu_direction": _direction(cpu_change),
+                "memory_direction": _direction(memory_change),
+                # measured: the saving prices requests sized from the container's own usage
+                "saving_basis": "measured" if finite(saving) and saving > 0 else None,
+                "cpu_change": cpu_change[0] if cpu_change else None,
+                "memory_change": memory_change[0] if memory_change else None,
+                "cpu_saving_share": _cpu_share(rec, *unit_prices),
             }
         )
     return finding_frame(rows)
