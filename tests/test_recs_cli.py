@@ -53,16 +53,16 @@ def test_list_says_what_where_why_impact_effort_risk_confidence(home, capsys):
 
 
 def test_filters_and_json(home, capsys):
-    assert recs("list", "--kind", "rightsize_down", "--json") == 0
+    assert recs("list", "--kind", "rightsize_down", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [PLANNER]
     for column in ("rank", "action", "evidence", "impact_usd_month", "effort_score",
                    "risk_score", "confidence", "priority", "roi", "review_status"):  # fmt: skip
         assert column in rows[0]
-    assert recs("list", "--team", "platform", "--json") == 0
+    assert recs("list", "--team", "platform", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [POSTGRES]
-    assert recs("list", "--service", "agents/summarizer", "--json") == 0
+    assert recs("list", "--service", "agents/summarizer", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [SUMMARIZER]
 
@@ -85,7 +85,7 @@ def test_decisions_are_stored_with_who_when_why_and_shown(home, capsys):
     ]
     assert all(r[4] for r in rows)
     # the snapshot was republished: readers see the decisions without a pipeline run
-    assert recs("list", "--json") == 0
+    assert recs("list", "--jsonl") == 0
     status = {
         r["recommendation_id"]: r["review_status"]
         for r in map(json.loads, capsys.readouterr().out.splitlines())
@@ -94,7 +94,7 @@ def test_decisions_are_stored_with_who_when_why_and_shown(home, capsys):
     assert recs("show", PLANNER) == 0
     shown = capsys.readouterr().out
     assert "risk_headroom" in shown and "applied in PR 42" in shown
-    assert recs("list", "--status", "accepted", "--json") == 0
+    assert recs("list", "--status", "accepted", "--jsonl") == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
@@ -252,7 +252,7 @@ def test_a_decision_survives_deleting_and_rebuilding_the_warehouse(home, capsys)
     table = run_day(home / "wh.duckdb", DAY1)
     assert table.filter(table["recommendation_id"] == PLANNER)["review_status"][0] == "accepted"
     capsys.readouterr()
-    assert recs("list", "--status", "accepted", "--json") == 0
+    assert recs("list", "--status", "accepted", "--jsonl") == 0
     [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["recommendation_id"] == PLANNER
 
@@ -268,7 +268,7 @@ def test_decisions_kept_by_an_older_warehouse_move_to_their_store(home, capsys):
             "SELECT * FROM recommendations WHERE recommendation_id = ?", [POSTGRES]
         ).pl()
         record_decision(con, row.row(0, named=True), "reject", "old-sre", "from before")
-    assert recs("list", "--all", "--json") == 0
+    assert recs("list", "--all", "--jsonl") == 0
     listed = {json.loads(x)["recommendation_id"]: json.loads(x) for x in
               capsys.readouterr().out.splitlines()}  # fmt: skip
     assert listed[POSTGRES]["review_status"] == "rejected"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import polars as pl
+
 # Extraction is daily: a series with no sample during the whole last day it was extracted for
 # has stopped reporting. One step of slack is not needed: the day's last sample is at its end.
 FRESHNESS_WINDOW = timedelta(days=1)
@@ -26,3 +28,14 @@ def no_data_since(last_seen: datetime | None) -> str:
     if last_seen is None:
         return "no data in the history window"
     return f"no data since {last_seen:%Y-%m-%d %H:%M} UTC"
+
+
+def fresh_rows(
+    frame: pl.DataFrame, keys: list[str], as_of: datetime, window: timedelta = FRESHNESS_WINDOW
+) -> pl.DataFrame:
+    """Rows of the entities (`keys`) whose newest `ts` is inside the window before `as_of`:
+    an entity that stopped reporting gets no recommendation from its old samples."""
+    if frame.height == 0:
+        return frame
+    newest = pl.col("ts").max().over(keys)
+    return frame.filter(newest >= stale_before(as_of, window))

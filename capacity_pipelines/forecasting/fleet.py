@@ -210,6 +210,24 @@ def load_series(
     )
 
 
+# Per family: what the series measures, its axis unit and the divisor into that unit.
+SERIES_UNITS = {
+    "workload_cpu": ("CPU", "cores", 1.0),
+    "workload_memory": ("memory", "GiB", float(2**30)),
+    "service_request_rate": ("request rate", "requests/s", 1.0),
+    "llm_tokens": ("LLM tokens", "million tokens/h", 1e6),
+}
+
+
+def chart_labels(series_id: str, days_shown: int = 14) -> tuple[str, str, float]:
+    """(title, axis unit, divisor) of a series' forecast chart, for people: `agents/summarizer
+    memory: last 14 days and next 7 (p50–p95 band)` in GiB, not `workload_memory:...` in 1e9."""
+    family, _, entity = series_id.partition(":")
+    label, unit, scale = SERIES_UNITS.get(family, (family, "", 1.0))
+    title = f"{entity} {label}: last {days_shown} days and next 7 (p50–p95 band)"
+    return title, unit, scale
+
+
 def family_of(series_id: pl.Expr) -> pl.Expr:
     """The family prefix of a series id."""
     return series_id.str.split(":").list.first()
