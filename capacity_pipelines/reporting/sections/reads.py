@@ -82,11 +82,23 @@ class ReportWindow:
         ).fetchone()[0]
 
     def week_as_of(self, table: str) -> datetime:
-        """The as-of day of `table` this week's report uses; `Unavailable` when there is none."""
-        self.require(table)
-        as_of = self.as_of(table)
+        """The as-of day of `table` this week's report uses; `Unavailable` when there is none.
+
+        Every as-of day a run computed is found (a ranged `capacity run` writes each day's);
+        when there is none, the box says which command computes them: extraction alone
+        (`capacity extract`) does not.
+        """
+        why = self.table_status(table)
+        as_of = None if why else self.as_of(table)
         if as_of is None:
-            raise Unavailable(f"no {table} rows at or before {utc_day(self.end)}")
+            why = why or f"no {table} rows at or before {utc_day(self.end)}"
+            sunday = self.week.monday + timedelta(days=6)
+            raise Unavailable(
+                f"{why}: the daily answers (forecasts, rightsizing, outlook, recommendations) "
+                f"were not computed for this week; `capacity run --start {self.week.monday} "
+                f"--end {sunday + timedelta(days=1)}` computes them for each day, then "
+                f"`capacity report --week {self.week.label}`"
+            )
         return as_of
 
     def previous_as_of(self, table: str) -> datetime | None:
