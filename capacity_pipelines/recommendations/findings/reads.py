@@ -125,9 +125,11 @@ class LastSeen:
             for r in self.workloads.iter_rows(named=True)
         }
         models: dict[str, datetime] = {}
+        agents: dict[tuple, datetime] = {}
         for r in self.llm.iter_rows(named=True):
-            key = f"{r['provider']}/{r['model']}"
-            models[key] = max(models.get(key, r["last_seen"]), r["last_seen"])
+            for key, seen in ((f"{r['provider']}/{r['model']}", models),
+                              ((r["service"], r["agent"] or r["service"]), agents)):  # fmt: skip
+                seen[key] = max(seen.get(key, r["last_seen"]), r["last_seen"])
         seen = []
         for r in frame.iter_rows(named=True):
             target = r["target"] or ""
@@ -140,8 +142,10 @@ class LastSeen:
                 seen.append(containers.get(tuple(target.split("/"))))
             elif kind == "workloads":
                 seen.append(workloads.get((r["namespace"], r["service"])))
-            else:  # an LLM finding states its own last sample
-                seen.append(None)
+            else:  # `llm <namespace>/<service>[/<agent>]`
+                parts = target.removeprefix("llm ").split("/")
+                service = parts[1] if len(parts) > 1 else parts[0]
+                seen.append(agents.get((service, parts[2] if len(parts) > 2 else service)))
         return pl.Series("evidence_last_seen", seen, dtype=pl.Datetime("us"))
 
 

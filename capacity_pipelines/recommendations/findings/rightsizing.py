@@ -11,7 +11,7 @@ import re
 
 import polars as pl
 
-from capacity_pipelines.common.formatting import iec_bytes
+from capacity_pipelines.common.formatting import cores, iec_bytes
 from capacity_pipelines.recommendations.findings.schema import finding_frame, finite, one_line
 from capacity_pipelines.recommendations.playbook import Playbook
 from capacity_pipelines.rightsizing.prices import GIB
@@ -32,6 +32,23 @@ def _change(label: str, current: float | None, new: float | None, fmt) -> tuple[
     if abs(ratio - 1) <= RESIZE_SHARE:
         return None
     return f"{label} {fmt(current)} -> {fmt(new)}", ratio
+
+
+def _limit_changes(rec: dict) -> str:
+    """The limits the recommendation changes, for the action: `remove the 1 core CPU limit`,
+    `memory limit 1Gi -> 2Gi` (the patch sets them; the action must not hide it)."""
+    parts = []
+    for label, fmt, now, new in (
+        ("CPU limit", cores, rec.get("current_cpu_limit"), rec.get("cpu_limit")),
+        ("memory limit", iec_bytes, rec.get("current_memory_limit"), rec.get("memory_limit")),
+    ):
+        if finite(now) and not finite(new):
+            parts.append(f"remove the {fmt(now)} {label}")
+        elif finite(now) and finite(new) and abs(new / now - 1) > RESIZE_SHARE:
+            parts.append(f"{label} {fmt(now)} -> {fmt(new)}")
+        elif not finite(now) and finite(new):
+            parts.append(f"set a {fmt(new)} {label}")
+    return ", ".join(parts)
 
 
 def _parse(pattern: str, text: str | None) -> float | None:
@@ -94,6 +111,9 @@ def rightsizing_findings(
         ratios = [ratio for _, ratio in changes]
         verb = "Lower" if max(ratios) < 1 else "Raise" if min(ratios) > 1 else "Resize"
         action = f"{verb} {rec['container']} " + ", ".join(text for text, _ in changes)
+        limits = _limit_changes(rec)
+        if limits:  # a request above today's limit only works with the limit changed too
+            action += f" ({limits})"
         oom = int(rec["oom_kills"] or 0)
         slo = 0.0
         if oom:
