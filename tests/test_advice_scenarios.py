@@ -41,6 +41,7 @@ class Run:
 
     root: Path
     as_of: datetime  # naive UTC, the end of the last day run
+    metadata: dict  # asset -> metadata of its last materialisation in the runs
 
     def sql(self, query: str, *args) -> pl.DataFrame:
         with duckdb.connect(str(self.root / "wh.duckdb"), read_only=True) as con:
@@ -109,6 +110,11 @@ def run_pipeline(
             instance=instance, partition_key=last.isoformat(), raise_on_error=False
         )
         assert result.success, _failures(result)
+        metadata = {
+            e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+            for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+        }
         if report_week:
             weekly = local.resolve_job_def("weekly_capacity_report_job").execute_in_process(
                 instance=instance,
@@ -122,7 +128,7 @@ def run_pipeline(
     finally:
         if own:
             instance.dispose()
-    return Run(root, datetime.combine(last + timedelta(days=1), datetime.min.time()))
+    return Run(root, datetime.combine(last + timedelta(days=1), datetime.min.time()), metadata)
 
 
 def _fleet(name: str) -> Path:
@@ -389,3 +395,51 @@ def test_capacity_report_builds_the_week_a_ranged_run_computed(definitions, tmp_
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "is not an ISO week" in bad.stderr
+
+
+# --- item 8: what a planner reads at a glance ----------------------------------------------------
+
+
+def test_metadata_numbers_are_rounded_for_people(savings_run):
+    """`monthly_saving_usd 152.86270618040263` in the UI: every float is rounded to cents (or
+    a few digits for shares and scores)."""
+    floats = {
+        f"{asset}.{key}": value.value
+        for asset, metadata in savings_run.metadata.items()
+        for key, value in metadata.items()
+        if isinstance(value.value, float)
+    }
+    assert "container_rightsizing.monthly_saving_usd" in floats
+    assert "recommendations.measured_saving_usd_month" in floats
+    unrounded = {k: v for k, v in floats.items() if round(v, 4) != v}
+    assert not unrounded
+
+
+def test_charts_show_memory_in_gib_under_a_human_title(runway_run, monkeypatch):
+    """The report's forecast charts: a title that says what and where, memory in GiB."""
+    from matplotlib.figure import Figure
+
+    from capacity_pipelines import reporting
+    from capacity_pipelines.warehouse import reader
+
+    drawn = []
+    original = Figure.savefig
+
+    def watched(figure, *args, **kwargs):
+        figure.canvas.draw()
+        [axes] = figure.axes
+        ticks = [t.get_text() for t in axes.get_yticklabels()]
+        drawn.append((axes.get_title(), axes.get_ylabel(), ticks, axes.yaxis.get_offset_text()))
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", watched)
+    with reader(runway_run.root / "snap.duckdb") as con:
+        report = reporting.gather_report(con, reporting.ReportWeek.from_partition_key(WEEK), "t")
+    titles = [c.title for c in report.section("runway").charts]
+    assert titles and not any(":" in t.split(" ")[0] for t in titles)  # no `workload_cpu:...`
+    memory = [d for d in drawn if " memory: " in d[0]]
+    assert memory, [d[0] for d in drawn]
+    title, unit, ticks, offset = memory[0]
+    assert title.startswith("shop/web memory: last 14 days and next 7") and unit == "GiB"
+    assert offset.get_text() == ""  # no `1e9` above the axis
+    assert all(float(t.replace("−", "-")) < 16 for t in ticks if t)  # GiB, not bytes
