@@ -640,3 +640,23 @@ def test_quota_and_token_savings_findings():
     assert routing["target"] == "llm agents/reviewer" and routing["impact_usd_month"] > 0
     assert "gpt-4o-mini" in routing["evidence"]  # the cheaper sibling it is priced at
     assert any("filter_intermediate_messages" in n for n in notes)  # no request id: a note
+
+
+def test_a_raise_to_a_level_use_never_reached_claims_no_slo_risk():
+    """A size-up to a margin or floor is sizing; only use above today's request (or an OOM
+    kill) is a risk the raise avoids (the demo's envoy: 128Mi -> 256Mi for an 85Mi peak)."""
+    from capacity_pipelines.recommendations.findings import rightsizing_findings
+
+    row = rightsizing_rows(DAY1).filter(pl.col("container") == "summarizer").with_columns(
+        pl.lit(0, dtype=pl.Int64).alias("oom_kills")
+    )
+
+    def peaks(memory_max: float) -> pl.DataFrame:
+        return pl.DataFrame({"namespace": ["agents"], "workload": ["summarizer"],
+                             "container": ["summarizer"], "cpu_p95": [0.1],
+                             "memory_max": [memory_max]})  # fmt: skip
+
+    [below] = rightsizing_findings(row, peaks(0.4 * GIB), load_playbook()).iter_rows(named=True)
+    assert below["slo_risk_avoided"] == 0.0 and below["memory_direction"] == "up"
+    [above] = rightsizing_findings(row, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
+    assert above["slo_risk_avoided"] == pytest.approx(0.6)  # 0.3 x log2(4), capped at 0.6

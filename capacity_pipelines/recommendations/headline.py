@@ -29,10 +29,13 @@ class SavingsHeadline:
     def text(self) -> str:
         """`measured $172/mo (4 items); estimated $12.3k/mo on stated assumptions (9 items);
         expected value $5.1k/mo`."""
+        def items(n: int) -> str:
+            return f"{n} item" if n == 1 else f"{n} items"
+
         return (
-            f"measured {usd_per_month(self.measured_usd_month)} ({self.measured_items} items); "
+            f"measured {usd_per_month(self.measured_usd_month)} ({items(self.measured_items)}); "
             f"estimated {usd_per_month(self.estimated_usd_month)} on stated assumptions "
-            f"({self.estimated_items} items); expected value (saving x confidence) "
+            f"({items(self.estimated_items)}); expected value (saving x confidence) "
             f"{usd_per_month(self.expected_usd_month)}"
         )
 

@@ -119,9 +119,22 @@ def rightsizing_findings(
         if oom:
             slo = min(1.0, OOM_RISK_BASE + OOM_RISK_PER_KILL * oom)
         raised = [r for r in ratios if r > 1]
-        if raised:
-            slo = max(slo, min(0.6, UNDER_REQUEST_RISK * math.log2(max(raised))))
         peak = peaks.get((rec["namespace"], rec["workload"], rec["container"]))
+        # A raise is an SLO risk avoided only where use already exceeds the request (p95 CPU,
+        # peak memory of the last week): a raise to a margin or floor the container never
+        # reached is sizing, not a risk, and claiming one would be a false alarm.
+        exceeded = [
+            ratio
+            for change, ratio, used, current in (
+                (cpu_change, cpu_change and cpu_change[1], peak and peak["cpu_p95"],
+                 rec["current_cpu_request"]),
+                (memory_change, memory_change and memory_change[1], peak and peak["memory_max"],
+                 rec["current_memory_request"]),
+            )  # fmt: skip
+            if change and ratio > 1 and finite(used) and finite(current) and used > current
+        ]
+        if exceeded:
+            slo = max(slo, min(0.6, UNDER_REQUEST_RISK * math.log2(max(exceeded))))
         headroom = None
         if peak and finite(rec["cpu_request"]) and finite(rec["memory_request"]):
             use = max(
