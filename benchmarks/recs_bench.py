@@ -102,22 +102,27 @@ def risk_statements(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Every day's open items with an SLO risk, one row per resource class they speak of."""
     rows = con.execute(
         "SELECT as_of, recommendation_id, kind, target, namespace, service, evidence, "
-        "cpu_direction, memory_direction FROM recommendations "
+        "cpu_direction, memory_direction, slo_risk_avoided FROM recommendations "
         "WHERE status = 'open' AND slo_risk_avoided > 0"
     ).pl()
     out = []
     for r in rows.iter_rows(named=True):
-        classes = set()
-        if r["cpu_direction"] == "up":
-            classes.add("cpu")
-        if r["memory_direction"] == "up":
+        evidence = r["evidence"] or ""
+        # the resource the SLO risk is claimed for: what the evidence rests on (an OOM kill,
+        # a runway at a limit, a bottleneck class), else the direction the action moves
+        classes = set(re.findall(
+            r"\b(cpu|memory|queueing|network|io_database|llm_provider) bottleneck", evidence
+        ))  # fmt: skip
+        if "OOM kill" in evidence:
             classes.add("memory")
+        for resource, cls in (("CPU p90 peak", "cpu"), ("memory p90 peak", "memory")):
+            if resource in evidence:
+                classes.add(cls)
         if r["kind"] in _CLASS_OF_KIND:
             classes.add(_CLASS_OF_KIND[r["kind"]])
-        named = re.findall(r"\b(cpu|memory|queueing|network|io_database|llm_provider) bottleneck",
-                           r["evidence"] or "")  # fmt: skip
         if not classes:
-            classes.update(named)
+            classes.update(c for c, d in (("cpu", r["cpu_direction"]),
+                                          ("memory", r["memory_direction"])) if d == "up")
         horizon = DAY if "within 24h" in (r["evidence"] or "") and not re.search(
             r"reaches capacity|seen \d+ h|OOM", r["evidence"] or ""
         ) else WEEK_HORIZON
@@ -125,10 +130,8 @@ def risk_statements(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         for cls in sorted(classes):
             out.append({"as_of": r["as_of"], "id": r["recommendation_id"], "kind": r["kind"],
                         "namespace": r["namespace"], "service": service, "cls": cls,
-                        "horizon": horizon})  # fmt: skip
-    return pl.DataFrame(out, schema={"as_of": pl.Datetime("us"), "id": pl.Utf8, "kind": pl.Utf8,
-                                     "namespace": pl.Utf8, "service": pl.Utf8, "cls": pl.Utf8,
-                                     "horizon": pl.Duration("us")})  # fmt: skip
+                        "horizon": horizon, "risk": r["slo_risk_avoided"]})  # fmt: skip
+    return pl.DataFrame(out, schema=risk_statements_schema())
 
 
 def report_statements(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -143,17 +146,19 @@ def report_statements(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         {"as_of": r["as_of"], "id": r["series_id"], "kind": "runway",
          "namespace": r["series_id"].split(":", 1)[1].split("/")[0],
          "service": r["series_id"].split("/", 1)[1],
-         "cls": "cpu" if r["family"] == "workload_cpu" else "memory", "horizon": WEEK_HORIZON}
+         "cls": "cpu" if r["family"] == "workload_cpu" else "memory", "horizon": WEEK_HORIZON,
+         "risk": 1.0}
         for r in runway.iter_rows(named=True)
     ]  # fmt: skip
     outlook = con.execute(
-        "SELECT as_of, namespace, service, horizon, bottleneck_class FROM bottleneck_outlook "
+        "SELECT as_of, namespace, service, horizon, bottleneck_class, probability "
+        "FROM bottleneck_outlook "
         "WHERE bottleneck_class <> 'none' AND probability >= 0.5"
     ).pl()
     rows += [
         {"as_of": r["as_of"], "id": f"{r['service']}/{r['horizon']}", "kind": "outlook",
          "namespace": r["namespace"], "service": r["service"], "cls": r["bottleneck_class"],
-         "horizon": DAY if r["horizon"] == "24h" else WEEK_HORIZON}
+         "horizon": DAY if r["horizon"] == "24h" else WEEK_HORIZON, "risk": r["probability"]}
         for r in outlook.iter_rows(named=True)
     ]  # fmt: skip
     return pl.DataFrame(rows, schema=risk_statements_schema())
@@ -161,7 +166,8 @@ def report_statements(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 def risk_statements_schema() -> dict:
     return {"as_of": pl.Datetime("us"), "id": pl.Utf8, "kind": pl.Utf8, "namespace": pl.Utf8,
-            "service": pl.Utf8, "cls": pl.Utf8, "horizon": pl.Duration("us")}  # fmt: skip
+            "service": pl.Utf8, "cls": pl.Utf8, "horizon": pl.Duration("us"),
+            "risk": pl.Float64}  # fmt: skip
 
 
 def saturations(con: duckdb.DuckDBPyConnection, end: datetime, days: int) -> pl.DataFrame:
@@ -244,13 +250,30 @@ def walk_forward(warehouse: Path) -> None:
             frame, hours, data_end, strict=False)
         print(f"| {name} | {strict['statements']} | {strict['judged']} | {strict['true']} | "
               f"{strict['precision']:.1%} | {lenient['precision']:.1%} |")
+        likely = frame.filter(pl.col("risk") >= 0.5)
+        scored = score_statements(likely, hours, data_end)
+        print(f"| {name}, stated risk >= 50 % | {scored['statements']} | {scored['judged']} | "
+              f"{scored['true']} | {scored['precision']:.1%} | "
+              f"{score_statements(likely, hours, data_end, strict=False)['precision']:.1%} |")
+    print()
+    print("| stated SLO risk (recommendations) | judged | mean stated | came true |")
+    print("|---|---:|---:|---:|")
+    judged = listed.filter(pl.col("as_of") + pl.col("horizon") <= data_end)
+    for low, high in ((0.0, 0.5), (0.5, 0.8), (0.8, 1.01)):
+        band = judged.filter((pl.col("risk") >= low) & (pl.col("risk") < high))
+        if band.height:
+            scored = score_statements(band, hours, data_end)
+            print(f"| {low:.0%}–{min(high, 1):.0%} | {band.height} | {band['risk'].mean():.0%} | "
+                  f"{scored['precision']:.0%} |")
     print()
     print("| statements by kind and class | judged | came true | precision |")
     print("|---|---:|---:|---:|")
-    for (kind, cls), group in listed.group_by("kind", "cls", maintain_order=True):
+    for (kind, service, cls), group in sorted(
+        listed.group_by("kind", "service", "cls"), key=lambda g: g[0]
+    ):
         scored = score_statements(group, hours, data_end)
-        print(f"| {kind} {cls} | {scored['judged']} | {scored['true']} | "
-              f"{scored['precision']:.1%} |")
+        print(f"| {kind} {service} {cls} | {scored['judged']} | {scored['true']} | "
+              f"{scored['precision']:.0%} |")
     print()
     print("| recall | episodes after the first list | announced ahead | recall |")
     print("|---|---:|---:|---:|")

@@ -642,9 +642,10 @@ def test_quota_and_token_savings_findings():
     assert any("filter_intermediate_messages" in n for n in notes)  # no request id: a note
 
 
-def test_a_raise_to_a_level_use_never_reached_claims_no_slo_risk():
-    """A size-up to a margin or floor is sizing; only use above today's request (or an OOM
-    kill) is a risk the raise avoids (the demo's envoy: 128Mi -> 256Mi for an 85Mi peak)."""
+def test_a_raise_claims_no_slo_risk_of_its_own_but_is_kept_when_use_exceeds_the_request():
+    """Use above a request is not saturation: a size-up claims an SLO risk only from OOM kills
+    (or the runway / bottleneck at a limit that joins it); where use exceeds the request it
+    stays on the list whatever it costs, a raise to a floor never reached does not."""
     from capacity_pipelines.recommendations.findings import rightsizing_findings
 
     row = rightsizing_rows(DAY1).filter(pl.col("container") == "summarizer").with_columns(
@@ -657,6 +658,9 @@ def test_a_raise_to_a_level_use_never_reached_claims_no_slo_risk():
                              "memory_max": [memory_max]})  # fmt: skip
 
     [below] = rightsizing_findings(row, peaks(0.4 * GIB), load_playbook()).iter_rows(named=True)
-    assert below["slo_risk_avoided"] == 0.0 and below["memory_direction"] == "up"
+    assert below["slo_risk_avoided"] == 0.0 and not below["use_above_request"]
     [above] = rightsizing_findings(row, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
-    assert above["slo_risk_avoided"] == pytest.approx(0.6)  # 0.3 x log2(4), capped at 0.6
+    assert above["slo_risk_avoided"] == 0.0 and above["use_above_request"]
+    killed = row.with_columns(pl.lit(2, dtype=pl.Int64).alias("oom_kills"))
+    [oom] = rightsizing_findings(killed, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
+    assert oom["slo_risk_avoided"] == pytest.approx(0.8)  # 0.4 + 0.2 per kill

@@ -192,7 +192,7 @@ def merge_duplicates(findings: pl.DataFrame) -> pl.DataFrame:
             *(
                 pl.col(c).drop_nulls().first()
                 for c in ("cpu_direction", "memory_direction", "saving_basis", "cpu_change",
-                          "memory_change", "cpu_saving_share")
+                          "memory_change", "cpu_saving_share", "use_above_request")
             ),  # fmt: skip
         )
         .select(list(FINDING_SCHEMA))
@@ -303,5 +303,6 @@ def collect_findings(
     frame = frame.filter(
         (pl.col("impact_usd_month").fill_null(0.0) >= least)
         | (pl.col("slo_risk_avoided").fill_null(0.0) > 0)
+        | pl.col("use_above_request").fill_null(False)
     )
     return Findings(frame=frame, notes=notes, last_seen=seen, withdrawn=withdrawn)

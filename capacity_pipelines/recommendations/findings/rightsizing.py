@@ -6,7 +6,6 @@ touch the runway, bottleneck or token producers (and each is tested on a frame, 
 
 from __future__ import annotations
 
-import math
 import re
 
 import polars as pl
@@ -21,7 +20,6 @@ from capacity_pipelines.rightsizing.tables import RIGHTSIZING_TABLE
 RESIZE_SHARE = 0.10  # a request moving less than 10 % is not mentioned in the action
 # SLO risk avoided by a size-up: an OOM-killed container has breached already; each kill adds.
 OOM_RISK_BASE, OOM_RISK_PER_KILL = 0.4, 0.2
-UNDER_REQUEST_RISK = 0.3  # per doubling of a request that use already exceeds (capped at 0.6)
 
 
 def _change(label: str, current: float | None, new: float | None, fmt) -> tuple[str, float] | None:
@@ -120,9 +118,11 @@ def rightsizing_findings(
             slo = min(1.0, OOM_RISK_BASE + OOM_RISK_PER_KILL * oom)
         raised = [r for r in ratios if r > 1]
         peak = peaks.get((rec["namespace"], rec["workload"], rec["container"]))
-        # A raise is an SLO risk avoided only where use already exceeds the request (p95 CPU,
-        # peak memory of the last week): a raise to a margin or floor the container never
-        # reached is sizing, not a risk, and claiming one would be a false alarm.
+        # Use above a request is not saturation: without a limit nothing caps it, with one the
+        # limit binds, not the request. So a raise claims no SLO risk of its own (an OOM kill
+        # does, and a runway or bottleneck at a limit joins it with theirs); measured on the
+        # demo walked forward, such claims never came true (benchmarks/results/
+        # recommendations.md). Where use exceeds the request the raise is still needed.
         exceeded = [
             ratio
             for change, ratio, used, current in (
@@ -133,8 +133,7 @@ def rightsizing_findings(
             )  # fmt: skip
             if change and ratio > 1 and finite(used) and finite(current) and used > current
         ]
-        if exceeded:
-            slo = max(slo, min(0.6, UNDER_REQUEST_RISK * math.log2(max(exceeded))))
+
         headroom = None
         if peak and finite(rec["cpu_request"]) and finite(rec["memory_request"]):
             use = max(
@@ -170,6 +169,7 @@ def rightsizing_findings(
                 "cpu_change": cpu_change[0] if cpu_change else None,
                 "memory_change": memory_change[0] if memory_change else None,
                 "cpu_saving_share": _cpu_share(rec, *unit_prices),
+                "use_above_request": bool(exceeded),
             }
         )
     return finding_frame(rows)

@@ -50,6 +50,9 @@ FINDING_SCHEMA: dict[str, pl.DataType] = {
     "cpu_change": pl.Utf8,
     "memory_change": pl.Utf8,
     "cpu_saving_share": pl.Float64,
+    # A size-up of a request use already exceeds: listed whatever it costs (the request is
+    # wrong), without an SLO risk of its own.
+    "use_above_request": pl.Boolean,
 }
 
 
