@@ -443,3 +443,14 @@ def test_charts_show_memory_in_gib_under_a_human_title(runway_run, monkeypatch):
     assert title.startswith("shop/web memory: last 14 days and next 7") and unit == "GiB"
     assert offset.get_text() == ""  # no `1e9` above the axis
     assert all(float(t.replace("−", "-")) < 16 for t in ticks if t)  # GiB, not bytes
+
+
+def test_the_fixtures_are_what_their_generator_writes(tmp_path):
+    """The committed fleets are reproducible from `tests/advice_fleets.py`."""
+    import lzma
+
+    from tests.advice_fleets import write
+
+    for path in write(tmp_path):
+        committed = FIXTURES / path.name
+        assert lzma.decompress(path.read_bytes()) == lzma.decompress(committed.read_bytes())

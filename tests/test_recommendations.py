@@ -277,6 +277,10 @@ def test_ids_stay_stable_across_runs_and_superseded_are_kept(tmp_path):
     }
     superseded = second.filter(pl.col("status") == "superseded")
     assert superseded["target"].to_list() == ["service platform/postgres"]
+    # the outlook calmed: the evidence is gone (no raw table here to say the target went quiet)
+    assert superseded["status_reason"].to_list() == [
+        "no longer found as of 2026-10-06: the evidence has gone"
+    ]
     assert superseded["rank"].to_list() == [second.height]  # last
     first_seen = second.filter(pl.col("target") == "agents/planner/planner")["first_seen"][0]
     assert first_seen == DAY1.replace(tzinfo=None)

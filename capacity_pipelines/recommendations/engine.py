@@ -65,17 +65,15 @@ def _first_seen(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict[str, da
 def superseded_reasons(gone: pl.DataFrame, findings: Findings, as_of: datetime) -> list[str]:
     """Why each of yesterday's open rows is not open today: its target stopped reporting
     ("no data since ..."), reconciliation withdrew it, or the data no longer supports it."""
-    seen = (
-        findings.last_seen.of(gone.with_columns(pl.lit(None, pl.Datetime("us")).alias(
-            "evidence_last_seen")))
-        if findings.last_seen is not None
-        else pl.Series([None] * gone.height, dtype=pl.Datetime("us"))
-    )
+    rows = gone.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("evidence_last_seen"))
+    unknown = [None] * gone.height
+    seen = findings.last_seen.of(rows).to_list() if findings.last_seen else unknown
+    judged = findings.last_seen.judged(rows).to_list() if findings.last_seen else unknown
     cut = stale_before(as_of)
     reasons = []
-    for row, last in zip(gone.iter_rows(named=True), seen.to_list(), strict=True):
+    for row, last, told in zip(gone.iter_rows(named=True), seen, judged, strict=True):
         withdrawn = findings.withdrawn.get((row["kind"], row["target"]))
-        if last is None or last < cut:
+        if told and (last is None or last < cut):
             reasons.append(no_data_since(last))
         elif withdrawn:
             reasons.append(withdrawn)
