@@ -277,6 +277,11 @@ def test_throttling_at_a_limit_raises_the_limit_never_shrinks_the_request(contra
     if sized["cpu_request"] < 0.9 * sized["current_cpu_request"]:
         withheld = r"withheld: CPU request 1 -> \d+m of agents/coder/coder"
         assert re.search(withheld, limit["evidence"])
+        # the report's rightsizing table shows the cut; its section says the list withheld it
+        [section] = [s for s in run.report()["sections"] if s["key"] == "rightsizing"]
+        bullets = " ".join(section["bullets"])
+        assert re.search(r"withholds 1 of these cuts.*agents/coder/coder CPU request 1 -> \d+m",
+                         bullets)  # fmt: skip
 
 
 # --- item 4: savings that add up --------------------------------------------------------------
