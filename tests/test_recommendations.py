@@ -278,6 +278,10 @@ def test_ids_stay_stable_across_runs_and_superseded_are_kept(tmp_path):
     }
     superseded = second.filter(pl.col("status") == "superseded")
     assert superseded["target"].to_list() == ["service platform/postgres"]
+    # the outlook calmed: the evidence is gone (no raw table here to say the target went quiet)
+    assert superseded["status_reason"].to_list() == [
+        "no longer found as of 2026-10-06: the evidence has gone"
+    ]
     assert superseded["rank"].to_list() == [second.height]  # last
     first_seen = second.filter(pl.col("target") == "agents/planner/planner")["first_seen"][0]
     assert first_seen == DAY1.replace(tzinfo=None)
@@ -575,11 +579,19 @@ def test_runway_findings_scale_out_hpa_and_fold_into_size_up():
     assert router["slo_risk_avoided"] == pytest.approx(1 - 0.25 / 7)
     assert router["confidence"] == pytest.approx(0.8)
     assert rows["agents/researcher"]["kind"] == "hpa_target"
-    # a size-up of router's container absorbs the runway finding: one line, its SLO risk
-    size_up = pl.DataFrame(
-        [finding("rightsize_up", "agents/router/router", slo_risk_avoided=0.3)],
+    # a memory size-up does not answer a CPU runway: two lines, one per resource
+    memory_up = pl.DataFrame(
+        [finding("rightsize_up", "agents/router/router", memory_direction="up")],
         schema=FINDING_SCHEMA,
     )
+    kept = fold_runway_into_size_up(pl.concat([found, memory_up]), load_playbook())
+    assert "agents/router" in kept["target"].to_list()
+    # a CPU size-up of router's container absorbs the CPU runway: one line, its SLO risk
+    size_up = pl.DataFrame(
+        [finding("rightsize_up", "agents/router/router", slo_risk_avoided=0.3,
+                 cpu_direction="up")],
+        schema=FINDING_SCHEMA,
+    )  # fmt: skip
     folded = fold_runway_into_size_up(pl.concat([found, size_up]), load_playbook())
     assert sorted(folded["target"].to_list()) == ["agents/researcher", "agents/router/router"]
     merged = folded.filter(pl.col("target") == "agents/router/router").row(0, named=True)
@@ -633,3 +645,27 @@ def test_quota_and_token_savings_findings():
     assert routing["target"] == "llm agents/reviewer" and routing["impact_usd_month"] > 0
     assert "gpt-4o-mini" in routing["evidence"]  # the cheaper sibling it is priced at
     assert any("filter_intermediate_messages" in n for n in notes)  # no request id: a note
+
+
+def test_a_raise_claims_no_slo_risk_of_its_own_but_is_kept_when_use_exceeds_the_request():
+    """Use above a request is not saturation: a size-up claims an SLO risk only from OOM kills
+    (or the runway / bottleneck at a limit that joins it); where use exceeds the request it
+    stays on the list whatever it costs, a raise to a floor never reached does not."""
+    from capacity_pipelines.recommendations.findings import rightsizing_findings
+
+    row = rightsizing_rows(DAY1).filter(pl.col("container") == "summarizer").with_columns(
+        pl.lit(0, dtype=pl.Int64).alias("oom_kills")
+    )
+
+    def peaks(memory_max: float) -> pl.DataFrame:
+        return pl.DataFrame({"namespace": ["agents"], "workload": ["summarizer"],
+                             "container": ["summarizer"], "cpu_p95": [0.1],
+                             "memory_max": [memory_max]})  # fmt: skip
+
+    [below] = rightsizing_findings(row, peaks(0.4 * GIB), load_playbook()).iter_rows(named=True)
+    assert below["slo_risk_avoided"] == 0.0 and not below["use_above_request"]
+    [above] = rightsizing_findings(row, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
+    assert above["slo_risk_avoided"] == 0.0 and above["use_above_request"]
+    killed = row.with_columns(pl.lit(2, dtype=pl.Int64).alias("oom_kills"))
+    [oom] = rightsizing_findings(killed, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
+    assert oom["slo_risk_avoided"] == pytest.approx(0.8)  # 0.4 + 0.2 per kill

@@ -107,3 +107,61 @@ def test_decision_survives_rerun_and_backfill(home, capsys):
     assert recs_main([*args, "list"]) == 0
     listed = capsys.readouterr().out
     assert PLANNER in listed and POSTGRES not in listed  # rejected and unchanged: hidden
+
+
+def _lie(kind: str, table, as_of):
+    """One row of a real run's table changed into a statement that is not true."""
+    import polars as pl
+
+    first = table.filter(pl.col("status") == "open").head(1)
+    rest = table.filter(pl.col("recommendation_id") != first["recommendation_id"][0])
+    naive = as_of.replace(tzinfo=None)
+    if kind == "no_deadline_in_the_past":
+        first = first.with_columns(pl.lit(naive - timedelta(days=2)).alias("deadline"))
+    elif kind == "fresh_evidence":
+        first = first.with_columns(pl.lit(naive - timedelta(days=3)).alias("evidence_last_seen"))
+    elif kind == "one_direction_per_resource":
+        twin = first.with_columns(
+            pl.lit("rec-0123456789").alias("recommendation_id"),
+            pl.lit("down").alias("cpu_direction"),
+        )
+        first = pl.concat([first.with_columns(pl.lit("up").alias("cpu_direction")), twin])
+    return pl.concat([first, rest])
+
+
+@pytest.mark.parametrize(
+    "check",
+    ["no_deadline_in_the_past", "fresh_evidence", "one_direction_per_resource",
+     "measured_headline_adds_up"],
+)  # fmt: skip
+def test_a_list_that_would_say_something_untrue_is_not_written(tmp_path, monkeypatch, check):
+    """Each invariant is blocking: the run fails on it and the day's rows are not written."""
+    from capacity_pipelines.defs.recommendations import assets
+    from capacity_pipelines.recommendations.headline import SavingsHeadline
+
+    write_inputs(tmp_path / "wh.duckdb", DAY1 - timedelta(days=1))
+    real_build = assets.build_recommendations
+
+    def build(con, as_of, **kwargs):
+        run = real_build(con, as_of, **kwargs)
+        if check != "measured_headline_adds_up":
+            run.table = _lie(check, run.table, as_of)
+        return run
+
+    monkeypatch.setattr(assets, "build_recommendations", build)
+    if check == "measured_headline_adds_up":  # a headline that counts estimates as measured
+        monkeypatch.setattr(
+            assets,
+            "savings_headline",
+            lambda rows: SavingsHeadline(1e6, 0.0, 0.0, 1, 0),
+        )
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _materialize(tmp_path, instance, partition_key="2026-10-04",
+                              raise_on_error=False)  # fmt: skip
+    assert not result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations[check].passed
+    assert all(e.passed for name, e in evaluations.items() if name != check)
+    tables = _rows(tmp_path, "SELECT table_name FROM duckdb_tables()")
+    if ("recommendations",) in tables:
+        assert _rows(tmp_path, "SELECT count(*) FROM recommendations")[0][0] == 0

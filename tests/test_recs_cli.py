@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 import duckdb
+import polars as pl
 import pytest
 
 from capacity_pipelines.cli import main as capacity_main
@@ -48,20 +49,21 @@ def test_list_says_what_where_why_impact_effort_risk_confidence(home, capsys):
     assert "Lower planner CPU request 1 -> 250m" in planner
     assert "impact $120/mo" in planner and "effort 1.0" in planner
     assert "risk 0." in planner and "confidence 0.90" in planner and "why: " in planner
-    assert "SLO risk -0.80" in out  # the summarizer's OOM kills
+    assert "SLO breach risk avoided: 80%" in out  # the summarizer's OOM kills
+    assert "SLO risk -" not in out  # a chance removed, not a signed score
 
 
 def test_filters_and_json(home, capsys):
-    assert recs("list", "--kind", "rightsize_down", "--json") == 0
+    assert recs("list", "--kind", "rightsize_down", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [PLANNER]
     for column in ("rank", "action", "evidence", "impact_usd_month", "effort_score",
                    "risk_score", "confidence", "priority", "roi", "review_status"):  # fmt: skip
         assert column in rows[0]
-    assert recs("list", "--team", "platform", "--json") == 0
+    assert recs("list", "--team", "platform", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [POSTGRES]
-    assert recs("list", "--service", "agents/summarizer", "--json") == 0
+    assert recs("list", "--service", "agents/summarizer", "--jsonl") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["recommendation_id"] for r in rows] == [SUMMARIZER]
 
@@ -84,7 +86,7 @@ def test_decisions_are_stored_with_who_when_why_and_shown(home, capsys):
     ]
     assert all(r[4] for r in rows)
     # the snapshot was republished: readers see the decisions without a pipeline run
-    assert recs("list", "--json") == 0
+    assert recs("list", "--jsonl") == 0
     status = {
         r["recommendation_id"]: r["review_status"]
         for r in map(json.loads, capsys.readouterr().out.splitlines())
@@ -93,7 +95,7 @@ def test_decisions_are_stored_with_who_when_why_and_shown(home, capsys):
     assert recs("show", PLANNER) == 0
     shown = capsys.readouterr().out
     assert "risk_headroom" in shown and "applied in PR 42" in shown
-    assert recs("list", "--status", "accepted", "--json") == 0
+    assert recs("list", "--status", "accepted", "--jsonl") == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
@@ -251,7 +253,7 @@ def test_a_decision_survives_deleting_and_rebuilding_the_warehouse(home, capsys)
     table = run_day(home / "wh.duckdb", DAY1)
     assert table.filter(table["recommendation_id"] == PLANNER)["review_status"][0] == "accepted"
     capsys.readouterr()
-    assert recs("list", "--status", "accepted", "--json") == 0
+    assert recs("list", "--status", "accepted", "--jsonl") == 0
     [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["recommendation_id"] == PLANNER
 
@@ -267,7 +269,7 @@ def test_decisions_kept_by_an_older_warehouse_move_to_their_store(home, capsys):
             "SELECT * FROM recommendations WHERE recommendation_id = ?", [POSTGRES]
         ).pl()
         record_decision(con, row.row(0, named=True), "reject", "old-sre", "from before")
-    assert recs("list", "--all", "--json") == 0
+    assert recs("list", "--all", "--jsonl") == 0
     listed = {json.loads(x)["recommendation_id"]: json.loads(x) for x in
               capsys.readouterr().out.splitlines()}  # fmt: skip
     assert listed[POSTGRES]["review_status"] == "rejected"
@@ -279,3 +281,66 @@ def test_decisions_kept_by_an_older_warehouse_move_to_their_store(home, capsys):
     with duckdb.connect(str(home / "wh.duckdb"), read_only=True) as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert "recommendation_decisions" not in tables
+
+
+# --- review rough edges (issue 17, item 7) -------------------------------------------------------
+
+
+def _capacity(home, *argv: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "CAPACITY_WAREHOUSE": str(home / "wh.duckdb"),
+           "CAPACITY_SNAPSHOT": str(home / "snap.duckdb"), "CAPACITY_REPORTS": str(home / "r")}
+    return subprocess.Popen([sys.executable, "-m", "capacity_pipelines.cli", *argv], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **popen)  # fmt: skip
+
+
+@pytest.mark.parametrize("output", [[], ["--json"], ["--jsonl"]])
+def test_a_reader_that_stops_early_gets_no_traceback(home, output):
+    """`recs list --json | head`: the reader closes the pipe before the list is written."""
+    process = _capacity(home, "recs", "list", *output)
+    process.stdout.close()  # `head` has read what it wanted and gone
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141  # as a process ended by SIGPIPE
+    assert "Traceback" not in error and "BrokenPipeError" not in error, error
+
+
+def test_json_is_one_document_and_jsonl_one_object_per_line(home, capsys):
+    assert recs("list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)  # the whole output parses as one document
+    assert isinstance(listed, list) and len(listed) == 3
+    assert recs("list", "--jsonl") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["recommendation_id"] for line in lines] == [
+        r["recommendation_id"] for r in listed
+    ]
+
+
+def test_show_gives_the_whole_evidence_plain_numbers_and_the_patch(home, capsys):
+    """The detail view does not cut the evidence, prints numbers as people write them, points
+    to the GitOps patch the rightsizing asset published and states the SLO side unsigned."""
+    from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports
+    from tests.test_recommendations import rightsizing_rows
+
+    long = "; ".join(f"reason {i}: CPU p95 {i * 11}m over {i} days" for i in range(40))
+    for store in ("wh.duckdb", "snap.duckdb"):
+        if (home / store).exists():
+            with duckdb.connect(str(home / store)) as con:
+                con.execute("UPDATE recommendations SET evidence = ?, impact_usd_month = 21090.4 "
+                            "WHERE recommendation_id = ?", [long, PLANNER])  # fmt: skip
+    rows = rightsizing_rows(DAY1).with_columns(
+        cpu_request_quantity=pl.lit("250m"), memory_request_quantity=pl.lit("512Mi"),
+        cpu_limit_quantity=pl.lit(None, pl.Utf8), memory_limit_quantity=pl.lit("512Mi"),
+    )  # fmt: skip
+    publish_exports(build_exports(rows), home / "r" / "latest" / "rightsizing")
+    assert recs("show", PLANNER, "--reports", str(home / "r")) == 0
+    out = capsys.readouterr().out
+    assert long in out and "…" not in out
+    assert "e+0" not in out and "21,090" in out
+    assert f"patch: {home / 'r' / 'latest' / 'rightsizing' / 'patches'}" in out
+    assert "agents__planner.yaml" in out
+    assert recs("show", SUMMARIZER) == 0
+    out = capsys.readouterr().out
+    assert "SLO breach risk avoided: " in out and "SLO risk -" not in out
+    assert recs("list") == 0  # the list still cuts it to a few lines
+    listed = capsys.readouterr().out
+    assert long not in listed and "…" in listed

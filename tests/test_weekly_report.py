@@ -346,7 +346,9 @@ def test_missing_tables_become_boxes_not_crashes(tmp_path):
         report = gather_report(con, WEEK, source="partial")
     missing = report.summary["sections_unavailable"]
     assert set(missing) == {"runway", "bottlenecks", "rightsizing", "recommendations"}
-    assert missing["runway"] == "table capacity_runway is not in the warehouse snapshot"
+    assert missing["runway"].startswith("table capacity_runway is not in the warehouse snapshot")
+    # the box names the command that computes the week's daily answers
+    assert "capacity run --start 2026-10-19 --end 2026-10-26" in missing["runway"]
     html = render_html(report)
     assert "not available yet: table bottleneck_outlook is not in the warehouse snapshot" in html
     assert report.section("tokens").unavailable is None  # what exists is still reported

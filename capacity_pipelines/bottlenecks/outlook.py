@@ -43,6 +43,7 @@ from capacity_pipelines.bottlenecks.signals import (
     service_windows,
 )
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, HORIZONS
+from capacity_pipelines.common.freshness import stale_before
 
 EVALUATION_DAYS = 7  # the latest week is held out to score the 24 h model before each outlook
 HISTORY_DAYS = 28  # labelled history the asset trains on: the demo's four weeks
@@ -317,11 +318,19 @@ def build_outlook(
         return Outlook(table=_empty(), notes=[*notes, "no service windows before as_of"])
     labelled = label_windows(windows)
     with_origin = _with_origin_rows(labelled, as_of)
+    # A service with no window in the freshness window stopped reporting: no outlook for it
+    # (its history still trains the model).
+    reporting = (
+        windows.group_by(KEY)
+        .agg(pl.col("window_start").max().alias("last"))
+        .filter(pl.col("last") + timedelta(hours=1) >= stale_before(as_of))
+        .select(KEY)
+    )
     rows = []
     for horizon, hours in HORIZONS.items():
         features = origin_features(with_origin, hours)
         train = features.filter(pl.col("target").is_not_null())
-        now = features.filter(pl.col("origin") == as_of)
+        now = features.filter(pl.col("origin") == as_of).join(reporting, on=KEY, how="semi")
         now = _runway_columns(runway, now)
         proba, method, model_notes = fit_predict(train, now, hours)
         notes += [f"{horizon}: {n}" for n in model_notes]
@@ -433,11 +442,13 @@ def read_inputs(
         _read_window(con, "container_usage", SIGNAL_COLUMNS["container_usage"], [lo, hi])
         for lo, hi in days
     )
+    # A runway older than the freshness window describes the fleet as it was (a day whose
+    # forecast found nothing to forecast writes no rows): its saturations are not this day's.
     runway = _read(
         con,
         "SELECT * FROM capacity_runway WHERE as_of = "
-        "(SELECT max(as_of) FROM capacity_runway WHERE as_of <= ?)",
-        [as_of],
+        "(SELECT max(as_of) FROM capacity_runway WHERE as_of <= ? AND as_of >= ?)",
+        [as_of, stale_before(as_of)],
     )
     windows = service_windows(
         pl.DataFrame(),

@@ -55,6 +55,12 @@ def build_parser(domain: str | None = None) -> argparse.ArgumentParser:
     _window_options(run)
     run.set_defaults(func=pipeline.cmd_run)
 
+    report = sub.add_parser("report", help="build one week's capacity report (weekly job)")
+    report.add_argument(
+        "--week", help="ISO week, e.g. 2026-W43 (default: the last complete week with data)"
+    )
+    report.set_defaults(func=pipeline.cmd_report)
+
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=3000)

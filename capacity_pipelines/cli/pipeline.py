@@ -226,6 +226,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _daily_job_over(args, "capacity run", "The daily pipeline for")
 
 
+def parse_week(text: str) -> date:
+    """The Monday of an ISO week `YYYY-Www` (e.g. 2026-W43); UsageError otherwise."""
+    try:
+        year, week = text.upper().split("-W")
+        return date.fromisocalendar(int(year), int(week), 1)
+    except ValueError:
+        raise UsageError(
+            f"--week {text!r} is not an ISO week (expected YYYY-Www, e.g. 2026-W43)"
+        ) from None
+
+
+def _last_week_with_data() -> date | None:
+    """The Monday of the last complete week the analysts' snapshot holds extracted data for."""
+    from capacity_pipelines import warehouse as wh
+    from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE
+    from capacity_pipelines.reporting.weeks import ReportWeek
+
+    snapshot = paths.snapshot_path()
+    if not snapshot.exists():
+        return None
+    with wh.reader(snapshot) as con:
+        if not wh.table_exists(con, CONTAINER_USAGE_TABLE):
+            return None
+        last = con.execute(f"SELECT max(ts) FROM {CONTAINER_USAGE_TABLE}").fetchone()[0]
+    if last is None:
+        return None
+    # a sample stamped at 00:00 closes the day before it
+    return ReportWeek.last_complete((last - timedelta(microseconds=1)).date()).monday
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build and publish one week's capacity report from the analysts' snapshot: the weekly
+    job the Monday schedule launches, as a run in the instance (default: the last complete
+    week the snapshot has data for)."""
+    from capacity_pipelines.defs.partitions import partitions_start
+    from capacity_pipelines.reporting.weeks import ReportWeek
+
+    monday = parse_week(args.week) if args.week else _last_week_with_data()
+    if monday is None:
+        raise UsageError(
+            f"no extracted data in {paths.snapshot_path()}: pass --week YYYY-Www, or run "
+            "`capacity run --start ... --end ...` first"
+        )
+    week = ReportWeek(monday)
+    first = date.fromisoformat(partitions_start())
+    if monday < first:
+        raise UsageError(f"{week.label} starts before the first partition {first}")
+    if week.end > datetime.now(UTC):
+        raise UsageError(f"{week.label} is not over yet (it ends {week.end:%Y-%m-%d %H:%M} UTC)")
+    home = _prepare("capacity report")
+    print(f"Weekly report for {week.describe()} from {paths.snapshot_path()}")
+    request = RunRequest(
+        job=WEEKLY_JOB,
+        command="capacity report",
+        title=f"The weekly report for {week.label}:",
+        partition_key=week.monday.isoformat(),
+        executor=_executor(),
+    )
+    launch([request], home)
+    # Last line: the report's path alone, as `capacity demo` prints it.
+    print(paths.reports_dir() / week.label / "capacity_report.html")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start the Dagster UI bound to 127.0.0.1 (expose it only through an authenticating proxy).
 

@@ -124,3 +124,15 @@ def iec_bytes(value: float | None) -> str:
             return f"{value / size:.1f}".rstrip("0").rstrip(".") + unit
     return f"{value:.0f}"
 
+
+
+def plain_number(value: float | None) -> str:
+    """A number as people read it in a detail view: `21,090`, `4.25`, `0.431`, never `2.109e+04`."""
+    if value is None or value != value:
+        return "n/a"
+    size = abs(value)
+    if size >= 1000:
+        return f"{value:,.0f}"
+    text = f"{value:,.2f}" if size >= 1 else f"{value:.3f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text in ("-0", "") else text

@@ -17,6 +17,8 @@ WEEK = timedelta(days=7)
 # clipped: a healthy service touches its limit rarely; 5 % of an 8-week window is ~2.8 days.
 CLIP_SHARE = 0.05
 CLIP_TOLERANCE = 0.01
+# kubernetes-mixin's CPUThrottlingHigh alert: 25 % of CFS periods throttled is "at the limit".
+THROTTLED_SHARE = 0.25
 
 
 def next_week_peak(forecast: pl.DataFrame) -> pl.DataFrame:
@@ -41,9 +43,9 @@ def time_to_saturation(forecast: pl.DataFrame, capacity: pl.DataFrame | float,
 
     `capacity` is one number for all series or a frame `series_id, capacity`. The runway is
     counted from `now` (default: one step before the first forecast timestamp, i.e. the end of
-    the history). Series that do not saturate within the horizon get null `saturation_ts` and
-    `runway_days`, and `saturates` False: the runway is then "longer than the horizon", which
-    is a different statement from "infinite".
+    the history) and is never negative. Series that do not saturate within the horizon get
+    null `saturation_ts` and `runway_days`, and `saturates` False: the runway is then "longer
+    than the horizon", which is a different statement from "infinite".
     """
     if quantile not in forecast.columns:
         raise ValueError(f"forecast has no column {quantile!r}")
@@ -67,6 +69,14 @@ def time_to_saturation(forecast: pl.DataFrame, capacity: pl.DataFrame | float,
               else pl.col("first_ts") - pl.col("step").fill_null(timedelta(0)))
     return (
         out.with_columns(origin.alias("origin_ts"))
+        # A series whose history ends before `now` forecasts hours already gone: a crossing
+        # there means "at capacity now", never a negative runway or a deadline in the past.
+        .with_columns(
+            pl.when(pl.col("saturation_ts") < pl.col("origin_ts"))
+            .then(pl.col("origin_ts"))
+            .otherwise(pl.col("saturation_ts"))
+            .alias("saturation_ts")
+        )
         .with_columns(
             ((pl.col("saturation_ts") - pl.col("origin_ts")).dt.total_seconds() / 86_400.0)
             .alias("runway_days"),
@@ -79,12 +89,16 @@ def time_to_saturation(forecast: pl.DataFrame, capacity: pl.DataFrame | float,
     )
 
 
-def clipping_notes(history: pl.DataFrame, limits: pl.DataFrame | float | None = None
-                   ) -> pl.DataFrame:
+def clipping_notes(history: pl.DataFrame, limits: pl.DataFrame | float | None = None,
+                   throttled: pl.DataFrame | None = None) -> pl.DataFrame:
     """Flag series that sit at their limit often enough that usage understates demand.
 
     Without explicit `limits` the series' own maximum is the candidate limit (a plateau at the
-    top is the signature of clipping). Returns `series_id, clipped_share, clipped, note`.
+    top is the signature of clipping). `throttled` (`series_id, ts, throttled`: share of
+    throttled CFS periods) replaces "value at the limit" for the series it holds: an hourly CPU
+    mean never touches its limit while the kernel throttles the bursts, and only throttling
+    shows that the limit, not the demand, set the usage. Returns `series_id, clipped_share,
+    clipped, note`.
     """
     if limits is None:
         frame = history.with_columns(pl.col("value").max().over("series_id").alias("limit"))
@@ -94,14 +108,26 @@ def clipping_notes(history: pl.DataFrame, limits: pl.DataFrame | float | None = 
         frame = history.join(limits.select("series_id", pl.col("limit").cast(pl.Float64)),
                              on="series_id")
     at_limit = pl.col("value") >= pl.col("limit") - CLIP_TOLERANCE * pl.col("limit").abs()
-    summary = frame.group_by("series_id").agg(at_limit.mean().alias("clipped_share"))
+    throttled_ids = (throttled["series_id"].unique().implode() if throttled is not None
+                     else pl.Series([], dtype=pl.Utf8).implode())
+    measured = frame.filter(~pl.col("series_id").is_in(throttled_ids))
+    summary = measured.group_by("series_id").agg(
+        at_limit.mean().alias("clipped_share"), pl.lit("of samples at the limit").alias("what"))
+    if throttled is not None and throttled.height:
+        by_throttling = (
+            throttled.join(frame.select("series_id").unique(), on="series_id")
+            .group_by("series_id")
+            .agg((pl.col("throttled") >= THROTTLED_SHARE).mean().alias("clipped_share"),
+                 pl.lit(f"of hours throttled (>= {THROTTLED_SHARE:.0%} of CFS periods) at the "
+                        "CPU limit").alias("what"))
+        )
+        summary = pl.concat([summary, by_throttling])
     return summary.with_columns(
         (pl.col("clipped_share") >= CLIP_SHARE).alias("clipped"),
     ).with_columns(
         pl.when(pl.col("clipped"))
-        .then(pl.format("demand vs utilisation: {}% of samples at the limit; the forecast "
-                        "shows served load, true demand is higher",
-                        (pl.col("clipped_share") * 100).round(1)))
+        .then(pl.format("demand vs utilisation: {}% {}; the forecast shows served load, true "
+                        "demand is higher", (pl.col("clipped_share") * 100).round(1), "what"))
         .otherwise(pl.lit(""))
         .alias("note")
-    ).sort("series_id")
+    ).drop("what").sort("series_id")

@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from capacity_pipelines.common.freshness import no_data_since, stale_before
 from capacity_pipelines.forecasting.capacity import (
     clipping_notes,
     next_week_peak,
@@ -37,28 +38,37 @@ _HOUR = "date_trunc('hour', ts - INTERVAL 1 microsecond)"
 FAMILY_SQL = {
     "service_request_rate": f"""
         SELECT 'service_request_rate:' || namespace || '/' || service AS series_id,
-               {_HOUR} AS ts, avg(request_rate_rps) AS value, NULL::DOUBLE AS capacity
+               {_HOUR} AS ts, avg(request_rate_rps) AS value, NULL::DOUBLE AS capacity,
+               NULL::DOUBLE AS throttled
         FROM service_traffic WHERE ts > ? AND ts <= ? GROUP BY ALL""",
+    # A request is not a ceiling: CPU and memory have a capacity only where every container
+    # of the step has a limit (NULL otherwise: no runway). `throttled` is the worst container's
+    # share of throttled CFS periods, the only evidence that CPU use sits at its limit.
     "workload_cpu": f"""
         WITH per_step AS (
             SELECT namespace, workload, ts, sum(cpu_cores) AS cores,
-                   sum(coalesce(cpu_limit_cores, cpu_request_cores)) AS capacity
+                   CASE WHEN bool_and(cpu_limit_cores IS NOT NULL)
+                        THEN sum(cpu_limit_cores) END AS capacity,
+                   max(cpu_throttled_ratio) AS throttled
             FROM container_usage WHERE ts > ? AND ts <= ? GROUP BY ALL)
         SELECT 'workload_cpu:' || namespace || '/' || workload AS series_id,
-               {_HOUR} AS ts, avg(cores) AS value, max(capacity) AS capacity
+               {_HOUR} AS ts, avg(cores) AS value, max(capacity) AS capacity,
+               avg(throttled) AS throttled
         FROM per_step GROUP BY ALL""",
     "workload_memory": f"""
         WITH per_step AS (
             SELECT namespace, workload, ts, sum(memory_working_set_bytes) AS bytes,
-                   sum(coalesce(memory_limit_bytes, memory_request_bytes)) AS capacity
+                   CASE WHEN bool_and(memory_limit_bytes IS NOT NULL)
+                        THEN sum(memory_limit_bytes) END AS capacity
             FROM container_usage WHERE ts > ? AND ts <= ? GROUP BY ALL)
         SELECT 'workload_memory:' || namespace || '/' || workload AS series_id,
-               {_HOUR} AS ts, max(bytes) AS value, max(capacity) AS capacity
+               {_HOUR} AS ts, max(bytes) AS value, max(capacity) AS capacity,
+               NULL::DOUBLE AS throttled
         FROM per_step GROUP BY ALL""",
     "llm_tokens": f"""
         SELECT 'llm_tokens:' || provider || '/' || model || '/' || agent AS series_id,
                {_HOUR} AS ts, sum(input_tokens + output_tokens) AS value,
-               NULL::DOUBLE AS capacity
+               NULL::DOUBLE AS capacity, NULL::DOUBLE AS throttled
         FROM llm_token_usage WHERE ts > ? AND ts <= ? GROUP BY ALL""",
 }
 
@@ -91,7 +101,8 @@ RUNWAY_TABLE = DerivedTable(
         "family": "Series family.",
         "peak_p50": "Highest hourly p50 in the next 7 days.",
         "peak_p90": "Highest hourly p90 in the next 7 days.",
-        "capacity": "Sum of limits (requests where no limit) at the end of the history.",
+        "capacity": "Sum of limits at the end of the history (NULL when a container has none: "
+        "a request is not a ceiling, so there is no runway).",
         "saturation_ts": "First forecast hour whose p90 reaches the capacity (NULL: not within "
         "the horizon).",
         "runway_days": "Days from as_of to saturation_ts (NULL: longer than the horizon).",
@@ -119,22 +130,45 @@ class WarehouseSeries:
     """Hourly history for the engine, the capacity of each series, and the ones left out."""
 
     history: pl.DataFrame  # series_id, ts, value
-    capacity: pl.DataFrame  # series_id, capacity (latest)
+    capacity: pl.DataFrame  # series_id, capacity (latest; only series with a limit)
     skipped: pl.DataFrame  # series_id, reason
+    # series_id, ts, throttled: hourly share of throttled CFS periods of workload CPU series
+    throttled: pl.DataFrame | None = None
+
+
+def _family_sql(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The family queries; a catalog without the throttling column reads it as unknown."""
+    columns = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'container_usage' "
+            "AND schema_name = 'main' AND database_name = current_database()"
+        ).fetchall()
+    }
+    queries = list(FAMILY_SQL.values())
+    if "cpu_throttled_ratio" not in columns:
+        queries = [q.replace("max(cpu_throttled_ratio)", "NULL::DOUBLE") for q in queries]
+    return queries
 
 
 def load_series(
     con: duckdb.DuckDBPyConnection, as_of: datetime, history_days: int = HISTORY_DAYS
 ) -> WarehouseSeries:
-    """Hourly series of every family over `(as_of - history_days, as_of]`."""
+    """Hourly series of every family over `(as_of - history_days, as_of]`.
+
+    A series whose last point is older than the freshness window is left out with the reason
+    "no data since ...": it stopped reporting, and a forecast from its old samples would give a
+    runway (and actions) in the past.
+    """
     start = as_of - timedelta(days=history_days)
     args = [start.replace(tzinfo=None), as_of.replace(tzinfo=None)]
-    frames = [con.execute(sql, args).pl() for sql in FAMILY_SQL.values()]
+    frames = [con.execute(sql, args).pl() for sql in _family_sql(con)]
     schema = {
         "series_id": pl.Utf8,
         "ts": pl.Datetime("us"),
         "value": pl.Float64,
         "capacity": pl.Float64,
+        "throttled": pl.Float64,
     }
     hourly = pl.concat([f.cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
     hourly = hourly.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
@@ -142,28 +176,70 @@ def load_series(
         pl.len().alias("points"),
         ((pl.col("ts").max() - pl.col("ts").min()).dt.total_hours() + 1).alias("span"),
         pl.col("capacity").sort_by("ts").last().alias("capacity"),
+        pl.col("ts").max().alias("last_ts"),
     )
-    too_short = stats.filter(pl.col("points") < MIN_HISTORY_HOURS).with_columns(
+    # the last hourly point starts an hour before the last 5-minute sample it holds
+    stale = stats.filter(
+        pl.col("last_ts") + timedelta(hours=1) < stale_before(as_of)
+    ).with_columns(
+        pl.col("last_ts")
+        .map_elements(lambda ts: no_data_since(ts + timedelta(hours=1)), return_dtype=pl.Utf8)
+        .alias("reason")
+    )
+    fresh = stats.join(stale, on="series_id", how="anti")
+    too_short = fresh.filter(pl.col("points") < MIN_HISTORY_HOURS).with_columns(
         pl.format("{} hours of history (< {})", "points", pl.lit(MIN_HISTORY_HOURS)).alias("reason")
     )
-    gappy = stats.filter(
+    gappy = fresh.filter(
         (pl.col("points") >= MIN_HISTORY_HOURS)
         & (pl.col("points") < (1 - MAX_MISSING_SHARE) * pl.col("span"))
     ).with_columns(pl.format("{} of {} hours present", "points", "span").alias("reason"))
-    skipped = pl.concat([too_short, gappy]).select("series_id", "reason").sort("series_id")
+    skipped = (
+        pl.concat([s.select("series_id", "reason") for s in (stale, too_short, gappy)])
+        .sort("series_id")
+    )
     kept = stats.join(skipped, on="series_id", how="anti")
-    history = (
-        hourly.join(kept.select("series_id"), on="series_id")
-        .select("series_id", "ts", "value")
-        .sort("series_id", "ts")
+    kept_hours = hourly.join(kept.select("series_id"), on="series_id").sort("series_id", "ts")
+    history = kept_hours.select("series_id", "ts", "value")
+    throttled = kept_hours.filter(pl.col("throttled").is_not_null()).select(
+        "series_id", "ts", "throttled"
     )
     capacity = kept.select("series_id", "capacity").filter(pl.col("capacity").is_not_null())
-    return WarehouseSeries(history=history, capacity=capacity, skipped=skipped)
+    return WarehouseSeries(
+        history=history, capacity=capacity, skipped=skipped, throttled=throttled
+    )
+
+
+# Per family: what the series measures, its axis unit and the divisor into that unit.
+SERIES_UNITS = {
+    "workload_cpu": ("CPU", "cores", 1.0),
+    "workload_memory": ("memory", "GiB", float(2**30)),
+    "service_request_rate": ("request rate", "requests/s", 1.0),
+    "llm_tokens": ("LLM tokens", "million tokens/h", 1e6),
+}
+
+
+def chart_labels(series_id: str, days_shown: int = 14) -> tuple[str, str, float]:
+    """(title, axis unit, divisor) of a series' forecast chart, for people: `agents/summarizer
+    memory: last 14 days and next 7 (p50–p95 band)` in GiB, not `workload_memory:...` in 1e9."""
+    family, _, entity = series_id.partition(":")
+    label, unit, scale = SERIES_UNITS.get(family, (family, "", 1.0))
+    title = f"{entity} {label}: last {days_shown} days and next 7 (p50–p95 band)"
+    return title, unit, scale
 
 
 def family_of(series_id: pl.Expr) -> pl.Expr:
     """The family prefix of a series id."""
     return series_id.str.split(":").list.first()
+
+
+# Workload series without a limit on every container: what the runway table says instead.
+NO_LIMIT_NOTES = {
+    "workload_cpu": "no runway: not every container has a CPU limit (a request is not a "
+    "ceiling; CPU beyond it is borrowed from the node)",
+    "workload_memory": "no runway: not every container has a memory limit (a request is not a "
+    "ceiling; memory beyond it is taken from the node)",
+}
 
 
 @dataclass(frozen=True)
@@ -213,15 +289,21 @@ def forecast_load(
     peaks = next_week_peak(forecast)
     saturation = time_to_saturation(forecast, series.capacity, "p90", now=as_of_naive)
     limits = series.capacity.rename({"capacity": "limit"})
-    notes = clipping_notes(series.history.join(limits, on="series_id"), limits)
+    notes = clipping_notes(
+        series.history.join(limits, on="series_id"), limits, throttled=series.throttled
+    )
+    family = family_of(pl.col("series_id"))
     runway = (
         peaks.join(saturation.drop("quantile", "saturates"), on="series_id", how="left")
         .join(notes.select("series_id", "clipped", "note"), on="series_id", how="left")
         .with_columns(
             pl.lit(as_of_naive).alias("as_of"),
-            family_of(pl.col("series_id")).alias("family"),
+            family.alias("family"),
             pl.col("clipped").fill_null(False),
-            pl.col("note").fill_null(""),
+            pl.when(pl.col("capacity").is_null() & family.is_in(list(NO_LIMIT_NOTES)))
+            .then(family.replace_strict(NO_LIMIT_NOTES, default=None))
+            .otherwise(pl.col("note").fill_null(""))
+            .alias("note"),
         )
     )
     forecast = forecast.with_columns(

@@ -44,16 +44,29 @@ def completeness(extracted: ExtractedTable) -> Verdict:
             "the warehouse keeps what it had",
             {"rows": 0, "series": 0, "expected_points_per_series": extracted.expected_points},
         )
-    per_series = frame.group_by(list(table.key)).len()
-    coverage = per_series["len"] / max(extracted.expected_points, 1)
+    expected = max(extracted.expected_points, 1)
+    step_s = (extracted.end - extracted.start).total_seconds() / expected
+    per_series = frame.group_by(list(table.key)).agg(
+        pl.len().alias("len"), pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")
+    )
+    # A pod that started or stopped within the window (rollout, HPA, restart) expects points
+    # only while it existed: churn is how Kubernetes works, holes inside a life are gaps.
+    lifetime = ((pl.col("last") - pl.col("first")).dt.total_seconds() / step_s + 1).clip(1)
+    per_series = per_series.with_columns(
+        (pl.col("len") / lifetime).clip(upper_bound=1.0).alias("coverage"),
+        (pl.col("len") < expected).alias("short"),
+    )
+    coverage = per_series["coverage"]
     complete_share = float((coverage >= FULL_COVERAGE).mean())
-    gaps = int((per_series["len"] < extracted.expected_points).sum())
+    gaps = int((coverage < 1.0).sum())
+    churned = int(per_series.filter(pl.col("short") & (pl.col("coverage") >= 1.0)).height)
     passed = complete_share >= COMPLETE_SERIES_SHARE
     return Verdict(
         "completeness",
         passed,
         "warn",
-        f"{complete_share:.0%} of series have >= {FULL_COVERAGE:.0%} of their points",
+        f"{complete_share:.0%} of series have >= {FULL_COVERAGE:.0%} of their points while they "
+        f"existed; {churned} series started or stopped within the window (pod churn)",
         {
             "rows": frame.height,
             "series": per_series.height,
@@ -61,6 +74,7 @@ def completeness(extracted: ExtractedTable) -> Verdict:
             "mean_coverage": round(float(coverage.mean()), 4),
             "complete_series_share": round(complete_share, 4),
             "series_with_gaps": gaps,
+            "series_churned": churned,
         },
     )
 

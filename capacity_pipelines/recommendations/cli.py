@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -23,22 +24,26 @@ import polars as pl
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common import paths
-from capacity_pipelines.common.formatting import safe_text, usd_per_month
+from capacity_pipelines.common.formatting import plain_number, safe_text, usd_per_month
 from capacity_pipelines.recommendations.decisions import (
     adopt_legacy_decisions,
     append_decision,
     load_decisions,
 )
-from capacity_pipelines.recommendations.findings import table_columns
+from capacity_pipelines.recommendations.findings import EVIDENCE_CHARS, table_columns
+from capacity_pipelines.recommendations.findings.schema import one_line
+from capacity_pipelines.recommendations.headline import savings_headline
 from capacity_pipelines.recommendations.playbook import PlaybookError, load_playbook
 from capacity_pipelines.recommendations.review import ReviewError, apply_review, read_decisions
 from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
     RECOMMENDATIONS_TABLE,
 )
+from capacity_pipelines.rightsizing.outputs import published_patch
 
 COMMAND = "recs"
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIGPIPE
 VERBS = {"accept": "accepted", "reject": "rejected", "defer": "deferred", "comment": "commented"}
 
 
@@ -64,12 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["pending", "accepted", "rejected", "deferred"])
     listing.add_argument("--all", action="store_true", help="include hidden and superseded ones")
     listing.add_argument("--limit", type=int, default=30, help="rows to show (default 30)")
-    listing.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    output = listing.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON document (a list)")
+    output.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=run_recs, handler=run_list)
 
     show = sub.add_parser("show", help="one recommendation with every factor and its history")
     show.add_argument("id", help="recommendation id (a unique prefix is enough)")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="one JSON document")
+    show.add_argument(
+        "--reports", type=Path, help="reports folder with the patches (default: CAPACITY_HOME)"
+    )
     show.set_defaults(func=run_recs, handler=run_show)
 
     for verb in VERBS:
@@ -189,10 +199,11 @@ def _jsonable(row: dict) -> dict:
     return {k: v.isoformat() if isinstance(v, datetime | date) else v for k, v in row.items()}
 
 
-def format_line(r: dict) -> str:
+def format_line(r: dict, full: bool = False) -> str:
     """Three lines for people: what and where, impact / effort / risk / confidence, why.
 
-    Targets, actions, evidence and review notes carry labels and user text: escaped first.
+    Targets, actions, evidence and review notes carry labels and user text: escaped first. The
+    list cuts long evidence (an ellipsis says so); `full` keeps it whole (the detail view).
     """
     r = {k: safe_text(v) if isinstance(v, str) else v for k, v in r.items()}
     status = r["review_status"] + (f" ({r['review_note']})" if r.get("review_note") else "")
@@ -200,8 +211,15 @@ def format_line(r: dict) -> str:
         status += f", checked after the change: {r['outcome']}"
     if r["status"] != "open":
         status = f"{r['status']}, {status}"
+    if r["status"] != "open" and r.get("status_reason"):
+        status += f": {r['status_reason']}"
     impact = usd_per_month(r["impact_usd_month"])
+    if r.get("saving_basis"):
+        impact += f" {r['saving_basis']}"
+        if r.get("expected_usd_month") is not None:
+            impact += f" (expected {usd_per_month(r['expected_usd_month'])})"
     slo = f" | {r['slo_impact']}" if r["slo_impact"] else ""
+    evidence = r["evidence"] if full else one_line(r["evidence"], EVIDENCE_CHARS)
     return (
         f"#{r['rank']:<3} {r['recommendation_id']}  {r['kind']}  {r['target']}  "
         f"[{r['team']}]  {status}\n"
@@ -209,7 +227,7 @@ def format_line(r: dict) -> str:
         f"     impact {impact}{slo} | effort {r['effort_score']:.1f} | risk "
         f"{r['risk_score']:.2f} | confidence {r['confidence']:.2f} | priority "
         f"{r['priority']:.1f} | ROI {r['roi']:.1f}\n"
-        f"     why: {r['evidence']}"
+        f"     why: {evidence}"
     )
 
 
@@ -217,14 +235,16 @@ def run_list(args) -> int:
     recs, _, source = read_current(args)
     shown = filter_recs(recs, args).head(max(args.limit, 0))
     if args.json:
+        print(json.dumps([_jsonable(row) for row in shown.iter_rows(named=True)]))
+        return 0
+    if args.jsonl:
         for row in shown.iter_rows(named=True):
             print(json.dumps(_jsonable(row)))
         return 0
     as_of = recs["as_of"].max() if recs.height else None
-    total_saving = shown["impact_usd_month"].clip(lower_bound=0).sum()
     print(
         f"{shown.height} of {recs.height} recommendations as of {as_of} "
-        f"(from {safe_text(source)}); savings listed: {usd_per_month(total_saving)}"
+        f"(from {safe_text(source)}); savings listed: {savings_headline(shown).text()}"
     )
     for row in shown.iter_rows(named=True):
         print(format_line(row))
@@ -243,17 +263,36 @@ def run_show(args) -> int:
             )
         )
         return 0
-    print(format_line(rec))
+    print(format_line(rec, full=True))
+    patch = _patch(args, rec)
+    if patch is not None:
+        print(f"     patch: {safe_text(patch)}  (review it, then apply the kubectl command in "
+              "its header)")  # fmt: skip
     print()
     for column in RECOMMENDATIONS_TABLE.columns:
         value = rec.get(column)
-        text = f"{value:.4g}" if isinstance(value, float) else safe_text(str(value))
+        if column == "evidence":
+            continue  # printed whole above
+        if isinstance(value, float):
+            text = plain_number(value)
+        elif value is None:
+            text = ""
+        else:
+            text = safe_text(str(value))
         print(f"  {column:<22} {text}")
     print(f"\n  decisions ({history.height}):")
     for d in history.iter_rows(named=True):
         print(f"    {d['decided_at']:%Y-%m-%d %H:%M} {safe_text(d['decision']):<8} "
               f"{safe_text(d['decided_by'])}: {safe_text(d['reason'])}")  # fmt: skip
     return 0
+
+
+def _patch(args, rec: dict) -> Path | None:
+    """The GitOps patch the rightsizing asset published for the row's workload, if any."""
+    if rec["target"].count("/") != 2 or rec["target"].startswith(("llm ", "service ")):
+        return None  # only container targets have a rightsizing patch
+    reports = Path(args.reports) if getattr(args, "reports", None) else paths.reports_dir()
+    return published_patch(reports / "latest" / "rightsizing", rec["namespace"], rec["service"])
 
 
 def _reviewer(args) -> str:
@@ -286,9 +325,20 @@ def run_decide(args) -> int:
 
 
 def run_recs(args) -> int:
-    """Dispatch with one-line errors and exit code 2 for bad input."""
+    """Dispatch with one-line errors and exit code 2 for bad input.
+
+    A reader that stops early (`recs list --json | head`) closes the pipe: that is not an
+    error, so no traceback; the exit code is the shell's for a process ended by SIGPIPE.
+    """
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python would report the failed flush at exit again: point stdout at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (ReviewError, PlaybookError, wh.WarehouseBusyError, wh.WarehouseCorruptError) as error:
         print(f"capacity {COMMAND}: error: {safe_text(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

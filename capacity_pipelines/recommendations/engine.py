@@ -14,7 +14,12 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from capacity_pipelines.recommendations.findings import collect_findings, table_columns
+from capacity_pipelines.common.freshness import no_data_since, stale_before
+from capacity_pipelines.recommendations.findings import (
+    Findings,
+    collect_findings,
+    table_columns,
+)
 from capacity_pipelines.recommendations.playbook import Playbook, Teams, load_playbook, load_teams
 from capacity_pipelines.recommendations.review import apply_review, read_decisions
 from capacity_pipelines.recommendations.scoring import score_findings, slo_impact_text
@@ -57,6 +62,26 @@ def _first_seen(con: duckdb.DuckDBPyConnection, as_of: datetime) -> dict[str, da
     )
 
 
+def superseded_reasons(gone: pl.DataFrame, findings: Findings, as_of: datetime) -> list[str]:
+    """Why each of yesterday's open rows is not open today: its target stopped reporting
+    ("no data since ..."), reconciliation withdrew it, or the data no longer supports it."""
+    rows = gone.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("evidence_last_seen"))
+    unknown = [None] * gone.height
+    seen = findings.last_seen.of(rows).to_list() if findings.last_seen else unknown
+    judged = findings.last_seen.judged(rows).to_list() if findings.last_seen else unknown
+    cut = stale_before(as_of)
+    reasons = []
+    for row, last, told in zip(gone.iter_rows(named=True), seen, judged, strict=True):
+        withdrawn = findings.withdrawn.get((row["kind"], row["target"]))
+        if told and (last is None or last < cut):
+            reasons.append(no_data_since(last))
+        elif withdrawn:
+            reasons.append(withdrawn)
+        else:
+            reasons.append(f"no longer found as of {as_of:%Y-%m-%d}: the evidence has gone")
+    return reasons
+
+
 def build_recommendations(
     con: duckdb.DuckDBPyConnection,
     as_of: datetime,
@@ -81,6 +106,11 @@ def build_recommendations(
     current = scored.with_columns(
         pl.lit(as_of_naive).alias("as_of"),
         pl.lit("open").alias("status"),
+        pl.lit("").alias("status_reason"),
+        pl.when(pl.col("impact_usd_month") > 0)
+        .then(pl.col("impact_usd_month") * pl.col("confidence"))
+        .otherwise(None)
+        .alias("expected_usd_month"),
         pl.Series(
             "slo_impact",
             [
@@ -106,7 +136,16 @@ def build_recommendations(
             superseded = gone.with_columns(
                 pl.lit(as_of_naive).alias("as_of"),
                 pl.lit("superseded").alias("status"),
+                pl.lit(None, dtype=pl.Datetime("us")).alias("deadline"),  # no longer due
+                pl.Series(
+                    "status_reason", superseded_reasons(gone, findings, as_of), dtype=pl.Utf8
+                ),
                 (pl.col("rank") + current.height + 1_000_000).alias("rank"),
+            )
+            superseded = superseded.with_columns(
+                pl.lit(None, dtype=c.dtype).alias(c.name)
+                for c in current.select(derived)
+                if c.name not in superseded.columns
             )
             current = pl.concat([current, superseded.select(derived).cast(current.schema)])
     reviewed = apply_review(current, decisions, playbook.settings["reopen_change"])

@@ -123,10 +123,11 @@ def rank(scored: pl.DataFrame) -> pl.DataFrame:
 
 
 def slo_impact_text(slo_risk: float | None, runway_gain: float | None) -> str:
-    """The SLO side of the impact for people: `SLO risk -0.62; +5.1 runway days`."""
+    """The SLO side of the impact for people: `SLO breach risk avoided: 62%; +5.1 runway days`
+    (a chance the action removes, not a signed score)."""
     parts = []
     if slo_risk:
-        parts.append(f"SLO risk -{slo_risk:.2f}")
+        parts.append(f"SLO breach risk avoided: {slo_risk:.0%}")
     if runway_gain:
         parts.append(f"+{runway_gain:.1f} runway days")
     return "; ".join(parts)

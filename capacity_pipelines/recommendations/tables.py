@@ -29,8 +29,15 @@ RECOMMENDATIONS_TABLE = DerivedTable(
         "action": "What to do, one line.",
         "evidence": "Why, one line (the numbers the finding rests on).",
         "source_table": "Warehouse table(s) the finding came from.",
-        "impact_usd_month": "Monthly $ impact (+ = saving, - = extra cost; NULL = not priced).",
-        "slo_impact": "SLO side of the impact for people: SLO risk avoided, runway days gained.",
+        "impact_usd_month": "Monthly $ impact (+ = saving, - = extra cost; NULL = not priced). "
+        "Savings on the same spend are applied one after another (each on what the previous "
+        "leave), so they add up.",
+        "saving_basis": "measured (priced from observed usage or labelled traffic) or estimated "
+        "(an assumed share or ratio); NULL when the row saves nothing.",
+        "expected_usd_month": "Expected value of a saving: impact_usd_month x confidence "
+        "(NULL when the row saves nothing).",
+        "slo_impact": "SLO side of the impact for people: the SLO breach risk the action "
+        "avoids (a chance, 0-100 %) and the runway days it gains.",
         "slo_risk_avoided": "0..1: chance of an SLO breach the action removes.",
         "runway_days_gained": "Days of capacity runway the action adds (within the 7-day horizon).",
         "value_usd_month": "impact_usd_month + slo_risk_avoided x the playbook's SLO-breach $.",
@@ -54,7 +61,14 @@ RECOMMENDATIONS_TABLE = DerivedTable(
         "forecast_uncertainty": "(p95 - p50) / p50 of the forecast, or the usage volatility.",
         "headroom_after": "Share of the new capacity left above the recent peak (NULL = n/a).",
         "workloads": "Workloads the action touches.",
+        "deadline": "UTC time the action is due by (forecast saturation, expected bottleneck); "
+        "NULL: no deadline. Never before as_of.",
+        "evidence_last_seen": "Newest sample of the target's data behind the evidence (UTC).",
+        "cpu_direction": "up or down: which way the action moves the target's CPU (NULL: not "
+        "at all). One direction per workload and resource.",
+        "memory_direction": "up or down: which way the action moves the target's memory.",
         "status": "open, or superseded (no longer produced; kept for its history).",
+        "status_reason": "Why a superseded row is no longer open (e.g. no data since ...).",
         "review_status": "pending, accepted, rejected or deferred (latest SRE decision).",
         "evidence_value": "The number a rejection is compared against to reopen it.",
         "evidence_fingerprint": "Hash of kind, target and evidence value (3 significant digits).",

@@ -371,3 +371,13 @@ def publish_exports(exports: RightsizingExports, folder: Path) -> list[Path]:
     without a schedule removes the previous run's); anything else stays."""
     whole = [PATCHES_FOLDER] + ([SCHEDULES_FOLDER] if exports.schedules is not None else [])
     return publish_files(folder, exports.files, owner=EXPORTS_OWNER, whole_folders=whole)
+
+
+def published_patch(folder: Path, namespace: str, name: str) -> Path | None:
+    """The patch file `publish_exports` wrote into `folder` for a workload, whatever its kind
+    (None when there is none: no change worth a rollout, or the workload was refused)."""
+    for kind in PATCHABLE_KINDS:
+        path = folder / PATCHES_FOLDER / patch_file_name(Workload(namespace, name, kind))
+        if path.is_file():
+            return path
+    return None

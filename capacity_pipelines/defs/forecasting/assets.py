@@ -24,6 +24,7 @@ from capacity_pipelines.forecasting.fleet import (
     accuracy_by_family,
     backtest_last_week,
     bad_forecast_rows,
+    chart_labels,
     forecast_load,
     load_series,
 )
@@ -56,12 +57,15 @@ def _charts(series, result) -> str:
     closest = runway.filter(pl.col("family").is_in(["workload_cpu", "workload_memory"]))
     charts = []
     for series_id in closest["series_id"].head(CHARTS):
+        title, unit, scale = chart_labels(series_id)
         png = forecast_chart(
             series.history.filter(pl.col("series_id") == series_id),
             result.forecast.filter(pl.col("series_id") == series_id),
-            series_id,
+            title,
+            unit=unit,
+            scale=scale,
         )
-        charts.append(markdown_image(png, series_id))
+        charts.append(markdown_image(png, title))
     return "\n\n".join(charts) or "(no chart)"
 
 
@@ -156,7 +160,7 @@ def forecast_backtests(
         "accuracy": dg.MetadataValue.md(markdown_table(accuracy, rows=20)),
     }
     for row in accuracy.iter_rows(named=True):
-        metadata[f"mase/{row['family']}"] = float(row["mase_engine"])
+        metadata[f"mase/{row['family']}"] = round(float(row["mase_engine"]), 3)
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[

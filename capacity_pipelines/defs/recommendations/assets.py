@@ -7,13 +7,22 @@ import polars as pl
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.formatting import markdown_table, usd_per_month
+from capacity_pipelines.common.freshness import FRESHNESS_WINDOW
 from capacity_pipelines.defs.checks import blocking_failures, offenders, refuse
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
-from capacity_pipelines.recommendations.checks import duplicate_ids, without_evidence
+from capacity_pipelines.recommendations.checks import (
+    duplicate_ids,
+    headline_mismatch,
+    opposite_directions,
+    past_deadlines,
+    stale_evidence,
+    without_evidence,
+)
 from capacity_pipelines.recommendations.decisions import adopt_legacy_decisions, load_decisions
 from capacity_pipelines.recommendations.engine import build_recommendations
+from capacity_pipelines.recommendations.headline import savings_headline
 from capacity_pipelines.recommendations.playbook import PlaybookError
 from capacity_pipelines.recommendations.tables import (
     OUTCOMES_TABLE,
@@ -35,7 +44,8 @@ def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
         dg.TableRecord(
             {
                 **{c: r[c] for c in columns if c in r},
-                "impact": usd_per_month(r["impact_usd_month"]),
+                "impact": usd_per_month(r["impact_usd_month"])
+                + (f" ({r['saving_basis']})" if r.get("saving_basis") else ""),
                 "effort_score": round(r["effort_score"], 2),
                 "risk_score": round(r["risk_score"], 2),
                 "confidence": round(r["confidence"], 2),
@@ -76,6 +86,33 @@ def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
             description="No duplicate recommendation id within a day.",
             blocking=True,
         ),
+        # The invariants below are blocking: a violation is advice that is not true.
+        dg.AssetCheckSpec(
+            "no_deadline_in_the_past",
+            asset="recommendations",
+            description="No deadline before the day the list is made for.",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            "one_direction_per_resource",
+            asset="recommendations",
+            description="No two open items on one workload move the same resource (CPU or "
+            "memory) in opposite directions.",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            "fresh_evidence",
+            asset="recommendations",
+            description="Every open item's target reported within the freshness window "
+            f"({FRESHNESS_WINDOW}).",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            "measured_headline_adds_up",
+            asset="recommendations",
+            description="The headline's measured savings equal the sum of the measured items.",
+            blocking=True,
+        ),
     ],
 )
 def recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -90,9 +127,14 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResou
                 run = build_recommendations(con, as_of, decisions=decisions)
         except PlaybookError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        headline = savings_headline(run.table)
         checks = [
             offenders("evidence_for_every_recommendation", without_evidence(run.table)),
             offenders("unique_ids", duplicate_ids(run.table)),
+            offenders("no_deadline_in_the_past", past_deadlines(run.table, as_of)),
+            offenders("one_direction_per_resource", opposite_directions(run.table)),
+            offenders("fresh_evidence", stale_evidence(run.table, as_of)),
+            offenders("measured_headline_adds_up", headline_mismatch(run.table, headline)),
         ]
         if blocking_failures(checks):
             yield from refuse(checks, f"recommendations as of {as_of:%Y-%m-%d}")
@@ -106,7 +148,9 @@ def recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResou
             "as_of": str(as_of),
             "days_computed": len(context.partition_keys),
             "open": open_rows.height,
-            "saving_usd_month": float(open_rows["impact_usd_month"].clip(lower_bound=0).sum()),
+            "measured_saving_usd_month": round(headline.measured_usd_month, 2),
+            "estimated_saving_usd_month": round(headline.estimated_usd_month, 2),
+            "expected_saving_usd_month": round(headline.expected_usd_month, 2),
             "top": top_table(run.table),
             # notes and outcome details carry service and agent names from metric labels
             "notes": dg.MetadataValue.md(

@@ -56,7 +56,9 @@ def build_report_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
             metadata={
                 "report": dg.MetadataValue.path(str(written[0])),
                 "coverage": dg.MetadataValue.md(markdown_table(coverage, rows=20)),
-                "min_coverage": float(coverage["mean_coverage"].min()) if coverage.height else 0.0,
+                "min_coverage": round(float(coverage["mean_coverage"].min()), 4)
+                if coverage.height
+                else 0.0,
             }
         )
 
@@ -163,8 +165,12 @@ def report_metadata(
         "latest": dg.MetadataValue.path(str(published.latest_html or "(a newer week holds it)")),
         "summary": dg.MetadataValue.md(summary_markdown(report)),
         "chart": dg.MetadataValue.md(markdown_image(chart.png, chart.title) if chart else "(none)"),
-        "llm_spend_usd": float(summary["llm_spend_usd"] or 0.0),
-        "savings_available_usd_month": float(summary["savings_available_usd_month"] or 0.0),
+        # rounded to the cent: the UI shows the number as it is stored
+        "llm_spend_usd": round(float(summary["llm_spend_usd"] or 0.0), 2),
+        "savings_measured_usd_month": round(float(summary["savings_measured_usd_month"] or 0), 2),
+        "savings_estimated_usd_month": round(
+            float(summary["savings_estimated_usd_month"] or 0), 2
+        ),
         "services_at_risk": len(summary["services_at_risk"]),
         "sections_unavailable": len(summary["sections_unavailable"]),
         "delivery": delivery,

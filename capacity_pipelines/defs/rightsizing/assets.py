@@ -8,6 +8,7 @@ import polars as pl
 
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.common.freshness import fresh_rows
 from capacity_pipelines.defs.checks import WARN, check
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import ComputeResource, ReportsResource, WarehouseResource
@@ -67,7 +68,12 @@ def container_rightsizing(
     for as_of in as_of_days(context):
         start = as_of - timedelta(days=HISTORY_DAYS)
         with warehouse.reader() as con:
-            usage = wh.read_window(con, CONTAINER_USAGE_TABLE, start, as_of)
+            # containers that stopped reporting get no recommendation from their old samples
+            usage = fresh_rows(
+                wh.read_window(con, CONTAINER_USAGE_TABLE, start, as_of),
+                ["cluster", "namespace", "workload", "container"],
+                as_of,
+            )
             replicas = wh.read_window(con, WORKLOAD_REPLICAS_TABLE, start, as_of)
         recommendations = recommend_from_warehouse(usage, replicas, strategy=strategy)
         table = recommendations.with_columns(pl.lit(as_of.replace(tzinfo=None)).alias("as_of"))
@@ -84,7 +90,7 @@ def container_rightsizing(
             "as_of": str(as_of),
             "days_computed": len(context.partition_keys),
             "profile": config.profile,
-            "monthly_saving_usd": float(recommendations["monthly_saving_usd"].sum() or 0.0),
+            "monthly_saving_usd": round(float(recommendations["monthly_saving_usd"].sum() or 0), 2),
             "top": dg.MetadataValue.md(ranked_markdown(recommendations, top=10)),
             "exports": dg.MetadataValue.path(str(folder)),
             "patches": len(exports.patches.patches),

@@ -65,7 +65,7 @@ def llm_token_cost(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "cost_usd": float(costed["cost_usd"].sum() or 0.0),
+            "cost_usd": round(float(costed["cost_usd"].sum() or 0.0), 2),
             "unpriced_rows": unpriced.height,
             "by_model": dg.MetadataValue.md(markdown_table(by_model, rows=20)),
         },
@@ -113,9 +113,9 @@ def token_cost_report(
         metadata={
             "report": dg.MetadataValue.path(str(out)),
             "through": str(end),
-            "cost_usd": float(summary["cost_usd"] or 0.0),
-            "forecast_30d_usd_p50": float(summary["forecast_30d_usd_p50"] or 0.0),
-            "cache_hit_ratio": float(summary["cache_hit_ratio"] or 0.0),
+            "cost_usd": round(float(summary["cost_usd"] or 0.0), 2),
+            "forecast_30d_usd_p50": round(float(summary["forecast_30d_usd_p50"] or 0.0), 2),
+            "cache_hit_ratio": round(float(summary["cache_hit_ratio"] or 0.0), 4),
             "spend_by_agent": dg.MetadataValue.md(
                 markdown_table(report.tables.get("spend_by_agent", pl.DataFrame()), rows=10)
             ),

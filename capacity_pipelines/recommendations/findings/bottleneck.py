@@ -30,6 +30,16 @@ _OBSERVED_ACTIONS = _BOTTLENECK_ACTIONS | {
     "scale_out": "Scale out {service} or raise its {cls} limit ({cls} saturation seen)",
     "raise_provider_quota": "Raise {service}'s LLM provider quota (rate limits hit)",
 }
+# The USE rules label cpu and memory only at a limit (throttled, or near the memory limit):
+# the limit is what binds, so raising or removing it comes first and shrinking the request
+# never (collect.reconcile_directions withdraws a request cut the same workload was given).
+_AT_LIMIT_ACTIONS = {
+    "cpu": "Raise or remove {service}'s CPU limit, or scale it out (throttled at its CPU limit)",
+    "memory": "Raise {service}'s memory limit and request, or find what grows (memory at its "
+    "limit)",
+}
+# Which resource a class of bottleneck puts under pressure: the fix adds to it.
+_CLASS_RESOURCE = {"cpu": "cpu_direction", "memory": "memory_direction"}
 
 
 def _bottleneck_kind(kind: ActionKind, cls: str, service: str, databases: set[str]) -> bool:
@@ -43,12 +53,16 @@ def _bottleneck_kind(kind: ActionKind, cls: str, service: str, databases: set[st
 
 
 def bottleneck_findings(
-    outlook: pl.DataFrame, playbook: Playbook, observed: bool = False
+    outlook: pl.DataFrame,
+    playbook: Playbook,
+    observed: bool = False,
+    as_of: datetime | None = None,
 ) -> pl.DataFrame:
     """Predicted bottlenecks (probability >= the playbook minimum) -> the kinds listing the class.
 
     One finding per service and kind: the likeliest class and horizon win. `observed` rows are
     bottlenecks already seen in the recent history (`recent_bottlenecks`), not predicted ones.
+    An expected time at or before `as_of` is stated as "now", never as a time in the past.
     """
     least = playbook.settings["min_bottleneck_probability"]
     likely = outlook.filter(
@@ -65,6 +79,8 @@ def bottleneck_findings(
             seen.add((kind.name, service))
             actions = _OBSERVED_ACTIONS if observed else _BOTTLENECK_ACTIONS
             template = actions.get(kind.name, kind.title + " ({service})")
+            if observed and kind.name == "scale_out" and cls in _AT_LIMIT_ACTIONS:
+                template = _AT_LIMIT_ACTIONS[cls]
             target = (
                 f"{namespace}/{service}"
                 if kind.source == "runway"
@@ -73,7 +89,10 @@ def bottleneck_findings(
             probability = float(rec["probability"])
             confidence = probability if rec.get("method") == "lightgbm" else 0.8 * probability
             expected = rec.get("expected_at")
-            when = f", expected {expected:%a %d %b %H:%M} UTC" if expected else ""
+            if expected and as_of and expected <= as_of.replace(tzinfo=None):
+                expected, when = None, ", expected now"
+            else:
+                when = f", expected {expected:%a %d %b %H:%M} UTC" if expected else ""
             rows.append(
                 {
                     "kind": kind.name,
@@ -96,6 +115,8 @@ def bottleneck_findings(
                     "history_days": None,
                     "forecast_uncertainty": 1.0 - probability,
                     "headroom_after": None,
+                    "deadline": expected,
+                    **({_CLASS_RESOURCE[cls]: "up"} if cls in _CLASS_RESOURCE else {}),
                 }
             )
     return finding_frame(rows)

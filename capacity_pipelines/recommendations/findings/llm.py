@@ -24,8 +24,36 @@ _LLM_ACTIONS = {
     "filter_intermediate_messages": "Stop passing intermediate agent messages to {agent}",
     "model_routing": "Route {agent}'s simple queries to a cheaper model ({models})",
 }
-MEASURED_BASES = ("measured", "labelled", "downstream")
+# Savings re-costed from what the data shows (prefix reuse, agents labelled non-interactive);
+# every other basis rests on an assumed share or ratio (intermediate-message filtering counts
+# the downstream calls but assumes the share of their input that could go).
+MEASURED_BASES = ("measured", "labelled")
 MEASURED_CONFIDENCE = 0.8
+
+
+def _one_after_another(found: list[tuple], window_spend: float) -> list[tuple]:
+    """Savings on the same spend, applied one after another: each takes its share of what the
+    previous ones leave, so together they never exceed the spend (summed, three 30 % savings
+    would claim 90 % where 66 % is what is left to take).
+
+    `found`: (kind, opportunity row, measured) for one agent. Measured savings go first (they
+    are the surest), then the larger estimates. Returns (kind, row, measured, saving alone,
+    saving applied after the previous ones, names of the previous ones).
+    """
+    ordered = sorted(found, key=lambda f: (not f[2], -float(f[1]["savings_30d_usd"])))
+    left, before, out = 1.0, [], []
+    for kind, best, measured in ordered:
+        alone = float(best["savings_30d_usd"])
+        window_saving = best.get("window_savings_usd")
+        share = (
+            min(1.0, max(0.0, float(window_saving) / window_spend))
+            if window_saving is not None and window_spend > 0
+            else 0.0
+        )
+        out.append((kind, best, measured, alone, alone * left, list(before)))
+        left *= 1.0 - share
+        before.append(kind.name.replace("_", " "))
+    return out
 
 
 def llm_findings(
@@ -64,6 +92,9 @@ def llm_findings(
         namespace = namespaces.get(service, "")
         who = agent or service
         target = f"llm {namespace}/{service}" + (f"/{agent}" if agent and agent != service else "")
+        last_seen = priced["ts"].max()
+        last_seen = last_seen.replace(tzinfo=None) if last_seen.tzinfo else last_seen
+        found = []
         for kind in kinds:
             wanted = str(kind.params.get("opportunity", kind.name)).lower()
             matches = [
@@ -77,11 +108,18 @@ def llm_findings(
             if best["savings_30d_usd"] is None:
                 notes.add(f"{kind.name}: {best['basis']} ({best['assumptions']})")
                 continue
-            saving = float(best["savings_30d_usd"])
+            found.append((kind, best, str(best["basis"]).startswith(MEASURED_BASES)))
+        window_spend = float(priced["cost_usd"].sum())
+        for kind, best, measured, alone, saving, before in _one_after_another(found, window_spend):
             if saving < least:
                 below.setdefault(kind.name, []).append(f"{who} {usd_per_month(saving)}")
                 continue
-            measured = str(best["basis"]).startswith(MEASURED_BASES)
+            stacked = (
+                f"; {usd_per_month(alone)} alone, {usd_per_month(saving)} on what "
+                f"{', '.join(before)} leave{'s' if len(before) == 1 else ''} of the same spend"
+                if before
+                else ""
+            )
             rows.append(
                 {
                     "kind": kind.name,
@@ -93,8 +131,7 @@ def llm_findings(
                     ),
                     "evidence": one_line(
                         f"{who} spends {usd_per_month(spend_month)} on {models}; "
-                        f"{best['basis']}: {best['assumptions']}",
-                        240,
+                        f"{best['basis']}: {best['assumptions']}{stacked}"
                     ),
                     "evidence_value": saving,
                     "source_table": TOKEN_COST_TABLE.name,
@@ -107,6 +144,8 @@ def llm_findings(
                     "history_days": span_days,
                     "forecast_uncertainty": None,
                     "headroom_after": None,
+                    "evidence_last_seen": last_seen,
+                    "saving_basis": "measured" if measured else "estimated",
                 }
             )
     for name, agents in below.items():

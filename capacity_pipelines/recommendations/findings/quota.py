@@ -44,6 +44,8 @@ def quota_findings(forecast: pl.DataFrame, playbook: Playbook, as_of: datetime) 
                 continue
             first = over.row(0, named=True)
             days = max(0.0, (first["ts"] - as_of.replace(tzinfo=None)).total_seconds() / 86_400)
+            deadline = first["ts"] if days > 0 else None
+            when = f"before {deadline:%a %d %b %H:%M} UTC" if deadline else "now"
             rows.append(
                 {
                     "kind": kind.name,
@@ -51,7 +53,7 @@ def quota_findings(forecast: pl.DataFrame, playbook: Playbook, as_of: datetime) 
                     "namespace": "",
                     "service": provider_model,
                     "action": f"Raise the {provider_model} quota above {float(quota):,.0f} "
-                    f"tokens/h before {first['ts']:%a %d %b %H:%M} UTC",
+                    f"tokens/h {when}",
                     "evidence": f"p90 token forecast {first['p90']:,.0f}/h reaches the quota "
                     f"{float(quota):,.0f}/h in {days:.1f} d",
                     "evidence_value": days,
@@ -65,6 +67,7 @@ def quota_findings(forecast: pl.DataFrame, playbook: Playbook, as_of: datetime) 
                     if first["p50"]
                     else None,
                     "headroom_after": None,
+                    "deadline": deadline,
                 }
             )
     return finding_frame(rows)

@@ -7,12 +7,19 @@ built and deployed on its own, so a missing table is a note, never a crash.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
 
-from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE
+from capacity_pipelines.common.freshness import FRESHNESS_WINDOW, stale_before
+from capacity_pipelines.forecasting.fleet import HISTORY_DAYS
+from capacity_pipelines.ingest.tables import (
+    CONTAINER_USAGE_TABLE,
+    LLM_TOKEN_USAGE_TABLE,
+    SERVICE_TRAFFIC_TABLE,
+)
 from capacity_pipelines.tokens.fleet import TOKEN_COST_TABLE
 
 LLM_WINDOW_DAYS = 7  # token savings are measured on the last week and scaled to 30 days
@@ -46,7 +53,12 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str] | None
 def latest_rows(
     con: duckdb.DuckDBPyConnection, table: str, as_of: datetime, needed: set[str], notes: list[str]
 ) -> pl.DataFrame | None:
-    """Rows of the latest as-of day at or before `as_of`, or None (with a note)."""
+    """Rows of the latest as-of day at or before `as_of`, or None (with a note).
+
+    An as-of day older than the freshness window is not used: its answers were about a fleet
+    as it was then (a run of a later day whose upstream step failed, or a warehouse that
+    received another fleet's days), and advice from them would carry deadlines in the past.
+    """
     columns = table_columns(con, table)
     if columns is None:
         notes.append(f"{table}: table not in the warehouse yet; its findings are skipped")
@@ -56,11 +68,131 @@ def latest_rows(
         notes.append(f"{table}: columns {missing} missing; its findings are skipped")
         return None
     cut = as_of.replace(tzinfo=None)
-    return con.execute(
-        f'SELECT * FROM "{table}" WHERE as_of = (SELECT max(as_of) FROM "{table}" '
-        "WHERE as_of <= ?)",
-        [cut],
-    ).pl()
+    latest = con.execute(f'SELECT max(as_of) FROM "{table}" WHERE as_of <= ?', [cut]).fetchone()[0]
+    if latest is not None and latest < stale_before(as_of):
+        notes.append(
+            f"{table}: its latest as-of day {latest:%Y-%m-%d %H:%M} is older than the "
+            f"freshness window ({FRESHNESS_WINDOW}); its findings are skipped"
+        )
+        return None
+    return con.execute(f'SELECT * FROM "{table}" WHERE as_of = ?', [latest]).pl()
+
+
+@dataclass(frozen=True)
+class LastSeen:
+    """The newest sample of every target the findings can name, over the forecast history.
+
+    `containers`: namespace, workload, container; `workloads`: namespace, name (workloads of
+    container_usage and services of service_traffic alike); `llm`: service, agent, provider,
+    model. Each with `last_seen` (naive UTC).
+    """
+
+    containers: pl.DataFrame
+    workloads: pl.DataFrame
+    llm: pl.DataFrame
+    # which of them the warehouse could tell (a missing raw table knows nothing: no verdict)
+    known: frozenset[str] = frozenset({"containers", "workloads", "llm"})
+
+    @staticmethod
+    def _kind(target: str) -> str:
+        if target.startswith(("provider ", "llm ")):
+            return "llm"
+        if target.count("/") == 2 and not target.startswith("service "):
+            return "containers"
+        return "workloads"
+
+    def judged(self, frame: pl.DataFrame) -> pl.Series:
+        """Per finding, whether the table that would show its target's samples exists."""
+        return pl.Series(
+            "judged",
+            [
+                r.get("evidence_last_seen") is not None
+                or self._kind(r["target"] or "") in self.known
+                for r in frame.iter_rows(named=True)
+            ],
+            dtype=pl.Boolean,
+        )
+
+    def of(self, frame: pl.DataFrame) -> pl.Series:
+        """`frame`'s `evidence_last_seen` where a producer set it, else its target's newest
+        sample (NULL: no sample in the history window, or no table to tell)."""
+        containers = {
+            (r["namespace"], r["workload"], r["container"]): r["last_seen"]
+            for r in self.containers.iter_rows(named=True)
+        }
+        workloads = {
+            (r["namespace"], r["name"]): r["last_seen"]
+            for r in self.workloads.iter_rows(named=True)
+        }
+        models: dict[str, datetime] = {}
+        agents: dict[tuple, datetime] = {}
+        for r in self.llm.iter_rows(named=True):
+            for key, seen in ((f"{r['provider']}/{r['model']}", models),
+                              ((r["service"], r["agent"] or r["service"]), agents)):  # fmt: skip
+                seen[key] = max(seen.get(key, r["last_seen"]), r["last_seen"])
+        seen = []
+        for r in frame.iter_rows(named=True):
+            target = r["target"] or ""
+            kind = self._kind(target)
+            if r.get("evidence_last_seen") is not None:
+                seen.append(r["evidence_last_seen"])
+            elif target.startswith("provider "):
+                seen.append(models.get(target.removeprefix("provider ")))
+            elif kind == "containers":
+                seen.append(containers.get(tuple(target.split("/"))))
+            elif kind == "workloads":
+                seen.append(workloads.get((r["namespace"], r["service"])))
+            else:  # `llm <namespace>/<service>[/<agent>]`
+                parts = target.removeprefix("llm ").split("/")
+                service = parts[1] if len(parts) > 1 else parts[0]
+                seen.append(agents.get((service, parts[2] if len(parts) > 2 else service)))
+        return pl.Series("evidence_last_seen", seen, dtype=pl.Datetime("us"))
+
+
+def last_seen(con: duckdb.DuckDBPyConnection, as_of: datetime) -> LastSeen:
+    """Newest sample per container, workload or service, and LLM agent, over the forecasting
+    history before `as_of` (a missing table contributes nothing)."""
+    end = as_of.replace(tzinfo=None)
+    args = [end - timedelta(days=HISTORY_DAYS), end]
+
+    present = {t for t in (CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE, LLM_TOKEN_USAGE_TABLE)
+               if table_columns(con, t) is not None}  # fmt: skip
+
+    def read(table: str, columns: str, names: dict[str, pl.DataType]) -> pl.DataFrame:
+        schema = {**names, "last_seen": pl.Datetime("us")}
+        if table not in present:
+            return pl.DataFrame(schema=schema)
+        sql = (
+            f'SELECT {columns}, max(ts) AS last_seen FROM "{table}" WHERE ts > ? AND ts <= ? '
+            "GROUP BY ALL"
+        )
+        return con.execute(sql, args).pl().cast(schema)
+
+    text = pl.Utf8
+    containers = read(
+        CONTAINER_USAGE_TABLE, "namespace, workload, container",
+        {"namespace": text, "workload": text, "container": text},
+    )  # fmt: skip
+    workloads = pl.concat(
+        [
+            containers.group_by("namespace", pl.col("workload").alias("name")).agg(
+                pl.col("last_seen").max()
+            ),
+            read(SERVICE_TRAFFIC_TABLE, "namespace, service AS name",
+                 {"namespace": text, "name": text}),
+        ]  # fmt: skip
+    ).group_by("namespace", "name").agg(pl.col("last_seen").max())
+    llm = read(
+        LLM_TOKEN_USAGE_TABLE, "service, agent, provider, model",
+        {"service": text, "agent": text, "provider": text, "model": text},
+    )  # fmt: skip
+    known = {
+        "containers": CONTAINER_USAGE_TABLE in present,
+        "workloads": bool({CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE} & present),
+        "llm": LLM_TOKEN_USAGE_TABLE in present,
+    }
+    return LastSeen(containers=containers, workloads=workloads, llm=llm,
+                    known=frozenset(k for k, v in known.items() if v))  # fmt: skip
 
 
 def usage_peaks(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pl.DataFrame:

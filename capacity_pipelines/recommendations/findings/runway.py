@@ -61,8 +61,10 @@ def runway_findings(
     spread = dict(uncertainty.select("series_id", "forecast_uncertainty").iter_rows())
     info = {(r["namespace"], r["workload"]): r for r in workloads.iter_rows(named=True)}
     rows = []
+    # Only series measured against limits have a runway (capacity NULL: no limit, no ceiling).
     close = runway.filter(
         pl.col("family").is_in(["workload_cpu", "workload_memory"])
+        & pl.col("capacity").is_not_null()
         & pl.col("runway_days").is_not_null()
         & (pl.col("runway_days") < HORIZON_DAYS)
     )
@@ -84,18 +86,26 @@ def runway_findings(
         cost = None
         if price_per_pod and w.get("cpu_request_pod") is not None:
             cost = -extra * price_per_pod(w["cpu_request_pod"], w["memory_request_pod"] or 0.0)
-        when = rec["saturation_ts"].strftime("%a %d %b %H:%M") if rec["saturation_ts"] else "now"
+        days = max(0.0, float(rec["runway_days"]))
+        # A runway of zero is "now": a deadline is never stated in the past.
+        deadline = rec["saturation_ts"] if days > 0 else None
+        when = f"before {deadline:%a %d %b %H:%M} UTC" if deadline else "now"
         if is_hpa:
             action = (
                 f"Raise {workload} HPA maxReplicas by {extra} (or lower its target utilisation)"
-                f" before {when} UTC"
+                f" {when}"
             )
         else:
-            action = f"Scale out {workload} by {extra} replica(s) (or add nodes) before {when} UTC"
-        days = float(rec["runway_days"])
+            action = f"Scale out {workload} by {extra} replica(s) (or add nodes) {when}"
+        limits = fmt(rec["capacity"])
+        reach = (
+            f"reaches capacity {limits} (its limits) in {days:.1f} d"
+            if days > 0
+            else f"is at or above capacity {limits} (its limits) now"
+        )
         evidence = one_line(
-            f"{resource} p90 peak {fmt(rec['peak_p90'])} reaches capacity {fmt(rec['capacity'])}"
-            f" in {days:.1f} d" + (f"; {rec['note']}" if rec.get("note") else "")
+            f"{resource} p90 peak {fmt(rec['peak_p90'])} {reach}"
+            + (f"; {rec['note']}" if rec.get("note") else "")
         )
         sigma = spread.get(rec["series_id"])
         rows.append(
@@ -115,6 +125,9 @@ def runway_findings(
                 "history_days": None,
                 "forecast_uncertainty": sigma,
                 "headroom_after": SCALE_OUT_HEADROOM,
+                "deadline": deadline,
+                "cpu_direction": "up" if resource == "CPU" else None,
+                "memory_direction": "up" if resource == "memory" else None,
             }
         )
     return finding_frame(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -32,15 +33,38 @@ FINDING_SCHEMA: dict[str, pl.DataType] = {
     "forecast_uncertainty": pl.Float64,
     "headroom_after": pl.Float64,
     "workloads": pl.Int64,
+    # When the action is due (a forecast saturation, an expected bottleneck); NULL: no deadline.
+    "deadline": pl.Datetime("us"),
+    # The newest sample of the target's data: advice on a target that stopped reporting is void.
+    "evidence_last_seen": pl.Datetime("us"),
+    # Which way the action moves the target's CPU and memory (up | down | NULL): one target gets
+    # one direction per resource (collect.reconcile_directions).
+    "cpu_direction": pl.Utf8,
+    "memory_direction": pl.Utf8,
+    # measured (from observed usage or labelled traffic) | estimated (an assumed share or
+    # ratio) | NULL (no saving): the headline keeps the two apart.
+    "saving_basis": pl.Utf8,
+    # A rightsizing finding's per-resource changes ("CPU request 500m -> 430m") and the CPU
+    # part's share of its saving: what reconciliation withdraws when another finding on the
+    # same resource points the other way.
+    "cpu_change": pl.Utf8,
+    "memory_change": pl.Utf8,
+    "cpu_saving_share": pl.Float64,
+    # A size-up of a request use already exceeds: listed whatever it costs (the request is
+    # wrong), without an SLO risk of its own.
+    "use_above_request": pl.Boolean,
 }
 
 
 @dataclass
 class Findings:
-    """Every finding of one as-of day, and notes on what could not be looked at."""
+    """Every finding of one as-of day, notes on what could not be looked at, the newest sample
+    of each target (`reads.LastSeen`) and the findings reconciliation withdrew, with why."""
 
     frame: pl.DataFrame
     notes: list[str] = field(default_factory=list)
+    last_seen: Any = None
+    withdrawn: dict[tuple, str] = field(default_factory=dict)
 
 
 def empty_findings() -> pl.DataFrame:
@@ -55,10 +79,11 @@ def finding_frame(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(full, schema=FINDING_SCHEMA) if full else empty_findings()
 
 
-def one_line(text: str | None, limit: int = 220) -> str:
-    """Evidence on one line of at most `limit` characters (an ellipsis says it was cut)."""
+def one_line(text: str | None, limit: int | None = None) -> str:
+    """Evidence on one line; with a `limit`, at most that many characters (an ellipsis says it
+    was cut). The table keeps evidence whole: lists cut it for display, the detail view not."""
     line = " ".join(str(text or "").split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"
 
 
 def finite(value: float | None) -> bool:

@@ -47,16 +47,27 @@ def data_quality_section(window: ReportWindow) -> Section:
         if row["last_point"] is None or row["last_point"] < window.end - STALE_AFTER:
             problems.append(f"stale: last point {utc_day(row['last_point'])}")
         if row["mean_coverage"] < LOW_COVERAGE:
-            problems.append(f"gaps: {row['mean_coverage']:.1%} of expected points")
+            problems.append(
+                f"gaps: {row['mean_coverage']:.1%} of expected points while the series existed"
+            )
+        churn = (
+            f"pod churn: {row['churned_series']:,} of {row['entities']:,} series started or "
+            f"stopped within {row['first_point']:%d %b} – {row['last_point']:%d %b} (expected "
+            "points counted while each existed)"
+            if row.get("churned_series") and row.get("span_coverage", 1.0) < LOW_COVERAGE
+            else ""
+        )
         rows.append(
             {
+                "problem": bool(problems),
                 "table": row["table"],
                 "rows": f"{row['rows']:,}",
                 "series": f"{row['entities']:,}",
                 "first point": utc_day(row["first_point"]),
                 "last point": utc_day(row["last_point"]),
                 "coverage": f"{row['mean_coverage']:.1%}",
-                "status": "; ".join(problems) or "ok",
+                "status": "; ".join(problems + ([churn] if churn else []))
+                or "ok",
             }
         )
     for name in missing:
@@ -72,7 +83,9 @@ def data_quality_section(window: ReportWindow) -> Section:
             }
         )
     columns = ("table", "rows", "series", "first point", "last point", "coverage", "status")
-    display = pl.DataFrame(rows, schema={c: pl.Utf8 for c in columns})
+    display = pl.DataFrame(
+        [{c: r[c] for c in columns} for r in rows], schema={c: pl.Utf8 for c in columns}
+    )
     section.tables.append(ReportTable("data_quality", "Extracted tables", display, coverage))
     derived = []
     for table in DERIVED_TABLES:
@@ -85,7 +98,8 @@ def data_quality_section(window: ReportWindow) -> Section:
         derived.append({"table": table, "as_of used": utc_day(as_of), "status": why or "ok"})
     used = pl.DataFrame(derived, schema={c: pl.Utf8 for c in ("table", "as_of used", "status")})
     section.tables.append(ReportTable("derived_tables", "Derived tables used", used, used))
-    problems = [r for r in rows + derived if r["status"] != "ok"]
+    # pod churn is how Kubernetes works, not a problem to attend to
+    problems = [r for r in rows + derived if r.get("problem", r["status"] != "ok")]
     section.facts = {"problems": [f"{r['table']}: {r['status']}" for r in problems]}
     section.bullets.append(
         f"{len(rows)} extracted and {len(derived)} derived tables checked; "

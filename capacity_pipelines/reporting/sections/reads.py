@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import polars as pl
 
+from capacity_pipelines.common.freshness import stale_before
 from capacity_pipelines.forecasting.fleet import FORECAST_TABLE, load_series
 from capacity_pipelines.ingest.catalog import Catalog
 from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE
@@ -82,12 +83,41 @@ class ReportWindow:
         ).fetchone()[0]
 
     def week_as_of(self, table: str) -> datetime:
-        """The as-of day of `table` this week's report uses; `Unavailable` when there is none."""
-        self.require(table)
-        as_of = self.as_of(table)
+        """The as-of day of `table` this week's report uses; `Unavailable` when there is none.
+
+        Every as-of day a run computed is found (a ranged `capacity run` writes each day's);
+        when there is none, the box says which command computes them: extraction alone
+        (`capacity extract`) does not.
+        """
+        why = self.table_status(table)
+        as_of = None if why else self.as_of(table)
+        data_end = self.data_end()
+        if as_of is not None and data_end is not None and as_of < stale_before(data_end):
+            # an answer about the fleet as it was days before the data the week holds: what
+            # it says at risk may have stopped reporting since (or found nothing to say)
+            why = (
+                f"the latest {table} is as of {utc_day(as_of)}, older than the data it should "
+                f"describe (last sample {utc_day(data_end)})"
+            )
+            as_of = None
         if as_of is None:
-            raise Unavailable(f"no {table} rows at or before {utc_day(self.end)}")
+            why = why or f"no {table} rows at or before {utc_day(self.end)}"
+            sunday = self.week.monday + timedelta(days=6)
+            raise Unavailable(
+                f"{why}: no daily answer (forecasts, rightsizing, outlook, recommendations) for "
+                f"this week's days; `capacity run --start {self.week.monday} --end "
+                f"{sunday + timedelta(days=1)}` computes one for each day (extraction alone "
+                f"does not), then `capacity report --week {self.week.label}`"
+            )
         return as_of
+
+    def data_end(self) -> datetime | None:
+        """The newest extracted sample at or before the week's end (None without usage)."""
+        if self.table_status(CONTAINER_USAGE_TABLE):
+            return None
+        return self.con.execute(
+            f"SELECT max(ts) FROM {CONTAINER_USAGE_TABLE} WHERE ts <= ?", [self.end]
+        ).fetchone()[0]
 
     def previous_as_of(self, table: str) -> datetime | None:
         """The as-of day last week's report used, or None when it is this week's too."""

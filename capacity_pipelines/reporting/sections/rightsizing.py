@@ -6,9 +6,12 @@ no recommendations have been ranked yet.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from capacity_pipelines.common.formatting import cores, iec_bytes, usd_per_month
+from capacity_pipelines.recommendations.tables import RECOMMENDATIONS_TABLE
 from capacity_pipelines.reporting.model import ReportTable, Section
 from capacity_pipelines.reporting.sections.reads import ReportWindow
 from capacity_pipelines.reporting.sections.text import percent, text_table, utc_day
@@ -57,5 +60,30 @@ def rightsizing_section(window: ReportWindow) -> Section:
         f"{usd_per_month(savings)} to save by sizing down, {usd_per_month(costs)} to add where "
         f"containers are at risk; {rows.height - sized.height} without a recommendation."
     )
+    withheld = _withheld_cuts(window)
+    if withheld:
+        section.bullets.append(
+            f"The ranked list withholds {len(withheld)} of these cuts, where throttling, a runway "
+            "or OOM kills say the workload is short of that resource: " + "; ".join(withheld)
+            + " (see Top recommendations)."
+        )
     section.facts = {"as_of": as_of, "savings_usd_month": savings, "risk_cost_usd_month": costs}
     return section
+
+
+# How reconciliation words a withdrawn cut in the evidence of the item that won over it.
+_WITHHELD = re.compile(r"withheld: (.+?) of (\S+) \(")
+
+
+def _withheld_cuts(window: ReportWindow) -> list[str]:
+    """`container: change` of the request cuts the week's recommendations withdrew."""
+    as_of = window.as_of(RECOMMENDATIONS_TABLE.name)
+    if as_of is None:
+        return []
+    rows = window.rows_at(RECOMMENDATIONS_TABLE.name, as_of).filter(pl.col("status") == "open")
+    found = {
+        f"{target} {change}"
+        for evidence in rows["evidence"].drop_nulls()
+        for change, target in _WITHHELD.findall(evidence)
+    }
+    return sorted(found)

@@ -17,6 +17,7 @@ from capacity_pipelines.forecasting.fleet import (
     FORECAST_TABLE,
     RUNWAY_TABLE,
     accuracy_by_family,
+    chart_labels,
 )
 from capacity_pipelines.reporting.model import Chart, ReportTable, Section
 from capacity_pipelines.reporting.sections.reads import ReportWindow, Unavailable
@@ -54,7 +55,11 @@ def runway_section(window: ReportWindow) -> Section:
     """Runway per service against its limits, with forecast charts and the backtest accuracy."""
     section = Section("runway", "Capacity runway")
     as_of = window.week_as_of(RUNWAY_TABLE.name)
-    runway = window.rows_at(RUNWAY_TABLE.name, as_of).filter(pl.col("capacity").is_not_null())
+    every = window.rows_at(RUNWAY_TABLE.name, as_of)
+    runway = every.filter(pl.col("capacity").is_not_null())
+    unlimited = every.filter(
+        pl.col("capacity").is_null() & pl.col("family").is_in(["workload_cpu", "workload_memory"])
+    ).sort("series_id")
     if runway.height == 0:
         raise Unavailable(f"no series with a capacity in {RUNWAY_TABLE.name} at {utc_day(as_of)}")
     runway = runway.with_columns(
@@ -86,9 +91,19 @@ def runway_section(window: ReportWindow) -> Section:
     section.facts = {"as_of": as_of, "at_risk": risks}
     section.bullets.append(
         f"Forecast made from history up to {utc_day(as_of)}; runway = days until the hourly p90 "
-        f"forecast first reaches the sum of limits (requests where no limit), within "
-        f"{RUNWAY_AT_RISK_DAYS:.0f} days."
+        f"forecast first reaches the sum of limits, within {RUNWAY_AT_RISK_DAYS:.0f} days."
     )
+    if unlimited.height:
+        section.bullets.append(
+            f"No runway for {unlimited.height} series without a limit on every container (a "
+            "request is not a ceiling; use beyond it is borrowed from the node, and rightsizing "
+            "raises requests use exceeds): "
+            + ", ".join(
+                f"{entity(s)} {FAMILY_NAMES.get(f, f)}"
+                for s, f in zip(unlimited["series_id"], unlimited["family"], strict=True)
+            )
+            + "."
+        )
     section.bullets.append(
         f"{len(risks)} of {runway.height} series reach capacity within the week: "
         + (", ".join(f"{k} ({v})" for k, v in risks.items()) if risks else "none")
@@ -118,8 +133,9 @@ def _runway_charts(
         future = forecast.filter(pl.col("series_id") == series_id)
         past = history.filter(pl.col("series_id") == series_id)
         if future.height and past.height:
-            title = f"{series_id}: last {CHART_HISTORY_DAYS} days and next 7 (p50–p95 band)"
-            charts.append(Chart(title, png=forecast_chart(past, future, title)))
+            title, unit, scale = chart_labels(series_id, CHART_HISTORY_DAYS)
+            png = forecast_chart(past, future, title, unit=unit, scale=scale)
+            charts.append(Chart(title, png=png))
     return charts
 
 

@@ -60,10 +60,16 @@ def summary_section(window: ReportWindow, sections: dict[str, Section]) -> tuple
         compute = _compute_spend(window)
     except READ_ERRORS:
         compute = None
+    measured = estimated = expected = None
     if recommendations.unavailable is None:
         savings, savings_from = recommendations.facts["savings_usd_month"], "open recommendations"
+        headline = recommendations.facts["headline"]
+        measured, estimated = headline.measured_usd_month, headline.estimated_usd_month
+        expected = headline.expected_usd_month
     elif rightsizing.unavailable is None:
+        # rightsizing prices requests sized from observed usage: all of it is measured
         savings, savings_from = rightsizing.facts["savings_usd_month"], "rightsizing"
+        measured = savings
     else:
         savings, savings_from = None, "no savings source yet"
     # From the sections, which already turned a malformed table into an "unavailable" box.
@@ -76,7 +82,11 @@ def summary_section(window: ReportWindow, sections: dict[str, Section]) -> tuple
         "llm_spend_usd": llm,
         "llm_spend_previous_week_usd": llm_before,
         "compute_spend_usd": compute,
+        # measured and estimated together: quote it only with the split below
         "savings_available_usd_month": savings,
+        "savings_measured_usd_month": measured,
+        "savings_estimated_usd_month": estimated,
+        "savings_expected_usd_month": expected,
         "savings_source": savings_from,
         "services_at_risk": {k: "; ".join(v) for k, v in at_risk.items()},
     }
@@ -85,7 +95,19 @@ def summary_section(window: ReportWindow, sections: dict[str, Section]) -> tuple
         f"Spend this week: {usd(total)} = LLM {usd(llm)} + compute {usd(compute)} "
         "(requested CPU and memory at list price)."
     )
-    section.bullets.append(f"Savings available: {usd_per_month(savings)} (from {savings_from}).")
+    # Measured first: estimates rest on assumed shares and would drown it (99.9 % of the
+    # demo's summed "savings available" was assumption).
+    section.bullets.append(
+        f"Savings measured: {usd_per_month(measured)} (from {savings_from}, priced from observed "
+        "usage)"
+        + (
+            f"; estimated on stated assumptions: {usd_per_month(estimated)} more, expected value "
+            f"{usd_per_month(expected)} (saving x confidence)"
+            if estimated
+            else ""
+        )
+        + "."
+    )
     section.bullets.append(
         f"Services at risk: {len(at_risk)}"
         + (": " + "; ".join(f"{k} ({', '.join(v)})" for k, v in at_risk.items()) if at_risk else "")
@@ -98,15 +120,20 @@ def summary_section(window: ReportWindow, sections: dict[str, Section]) -> tuple
     summary["changes"] = changes
     section.bullets.extend(f"Since last week: {c}" for c in changes)
     summary["headline"] = (
-        f"{window.week.label}: spend {usd(total)} (LLM {usd(llm)}), savings available "
-        f"{usd_per_month(savings)}, {len(at_risk)} services at risk"
+        f"{window.week.label}: spend {usd(total)} (LLM {usd(llm)}), measured savings "
+        f"{usd_per_month(measured)} (estimated {usd_per_month(estimated)} more), "
+        f"{len(at_risk)} services at risk"
     )
     kpis = pl.DataFrame(
         {
-            "measure": ["LLM spend", "compute spend", "savings available", "services at risk"],
-            "this week": [usd(llm), usd(compute), usd_per_month(savings), str(len(at_risk))],
-            "last week": [usd(llm_before), "", "", ""],
-            "change": [change(llm, llm_before), "", "", ""],
+            "measure": ["LLM spend", "compute spend", "savings measured",
+                        "savings estimated (assumptions)", "expected value of savings",
+                        "services at risk"],  # fmt: skip
+            "this week": [usd(llm), usd(compute), usd_per_month(measured),
+                          usd_per_month(estimated), usd_per_month(expected),
+                          str(len(at_risk))],  # fmt: skip
+            "last week": [usd(llm_before), "", "", "", "", ""],
+            "change": [change(llm, llm_before), "", "", "", "", ""],
         }
     )
     section.tables.append(ReportTable("summary", "Headline numbers", kpis, kpis))
