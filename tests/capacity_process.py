@@ -10,14 +10,17 @@ the home folder, and every table of the warehouse.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -42,10 +45,19 @@ TEMPORARY = re.compile(r"\..+\.draft-\d+\.duckdb|\..+\.\d+\.tmp|\..+\.capacity-s
 
 
 def capacity_env(home: Path) -> dict[str, str]:
-    """The environment of a `capacity` command whose every output goes under `home`."""
+    """The environment of a `capacity` command whose every output goes under `home`, with a
+    temporary folder of its own (`temp_folder`) so that what it leaves there can be seen."""
     env = {k: v for k, v in os.environ.items() if k not in _FOREIGN_SETTINGS}
     env["CAPACITY_HOME"] = str(home)
+    env["TMPDIR"] = str(temp_folder(home))
     return env
+
+
+def temp_folder(home: Path) -> Path:
+    """The TMPDIR of the commands run on `home`."""
+    folder = home.parent / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def run_capacity(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -69,6 +81,7 @@ class Capacity:
 
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        self.started = datetime.now(UTC)
         self._arrived = threading.Condition()
         self.process = subprocess.Popen(
             [*CAPACITY, *self.args], env=capacity_env(self.home), cwd=self.home.parent,
@@ -143,6 +156,55 @@ class Capacity:
         os.killpg(worker, signal.SIGKILL)
 
 
+    def wait_for_step(self, step: str, timeout: float = 300) -> str:
+        """The id of this command's run in which `step` has started (STEP_START in the
+        instance's event log); the step is running, or just finished, when this returns."""
+        import dagster as dg
+
+        deadline = time.monotonic() + timeout
+        with _instance(self.home) as instance:
+            while time.monotonic() < deadline:
+                for run in instance.get_runs(filters=self._mine()):
+                    started = instance.all_logs(
+                        run.run_id, of_type=dg.DagsterEventType.STEP_START
+                    )
+                    if any(record.step_key == step for record in started):
+                        return run.run_id
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise AssertionError(f"step {step} did not start:\n{self.output()}")
+
+    def _mine(self):
+        import dagster as dg
+
+        # a pid is unique among live processes only: a copied instance holds older runs
+        tags = {"capacity/supervisor_pid": str(self.pid)}
+        return dg.RunsFilter(tags=tags, created_after=self.started)
+
+    def runs(self) -> dict[str, str]:
+        """run id -> status of the runs this command launched, in launch order."""
+        with _instance(self.home) as instance:
+            found = instance.get_runs(filters=self._mine())
+            return {r.run_id: r.status.value for r in reversed(found)}
+
+    def wait_for_temporary(self, folder: Path, pattern: str, timeout: float = 120) -> Path:
+        """The first file or folder in `folder` whose name matches `pattern`, polled every
+        millisecond: a temporary lives for the tens of milliseconds a write takes."""
+        wanted = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if wanted.fullmatch(entry.name):
+                            return Path(entry.path)
+            except FileNotFoundError:
+                pass
+            time.sleep(0.001)
+        raise AssertionError(f"no {pattern} appeared in {folder}:\n{self.output()}")
+
+
 # -- processes ---------------------------------------------------------------------------------
 
 
@@ -198,13 +260,16 @@ def wait_until_no_processes(home: Path, timeout: float = 15) -> dict[int, str]:
 # -- what a run leaves behind ------------------------------------------------------------------
 
 
-def runs(home: Path) -> dict[str, str]:
-    """run id -> status of every run in the instance under `home` (oldest first)."""
+def _instance(home: Path):
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    ref = InstanceRef.from_dir(str(home / "dagster_home"))
-    with dg.DagsterInstance.from_ref(ref) as instance:
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster_home")))
+
+
+def runs(home: Path) -> dict[str, str]:
+    """run id -> status of every run in the instance under `home` (oldest first)."""
+    with _instance(home) as instance:
         return {r.run_id: r.status.value for r in reversed(instance.get_runs())}
 
 
@@ -234,5 +299,45 @@ def table_counts(path: Path) -> dict[str, int]:
             rows = con.execute(f"SELECT * FROM {quoted}").fetchall()  # every column, every row
             counts[name] = len(rows)
         return counts
+    finally:
+        con.close()
+
+
+# -- a home that has run once, with SRE decisions -----------------------------------------------
+
+DEMO = ("demo", "--days", "8")
+REVIEWER = "sre-on-call"
+
+
+def accepted_home(folder: Path) -> Path:
+    """A CAPACITY_HOME after one complete `capacity demo --days 8` and two accepted
+    recommendations (through `capacity recs accept`, as an SRE records them)."""
+    home = folder / "home"
+    done = run_capacity(home, *DEMO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = run_capacity(home, "recs", "list", "--json", "--limit", "2")
+    assert listed.returncode == 0, listed.stderr
+    for line in listed.stdout.splitlines():
+        rec = json.loads(line)["recommendation_id"]
+        accepted = run_capacity(home, "recs", "accept", rec, "--by", REVIEWER, "-m", "tested")
+        assert accepted.returncode == 0, accepted.stderr
+    assert len(decisions(home)) == 2
+    return home
+
+
+def copy_home(seed: Path, folder: Path) -> Path:
+    """A private copy of a seeded home (warehouse, decisions, snapshot, Dagster instance)."""
+    home = folder / "home"
+    shutil.copytree(seed, home)
+    return home
+
+
+def decisions(home: Path) -> list[tuple]:
+    """Every SRE decision in the home's decisions store, in order."""
+    con = duckdb.connect(str(home / "decisions.duckdb"), read_only=True)
+    try:
+        return con.execute(
+            "SELECT * FROM recommendation_decisions ORDER BY decided_at, recommendation_id"
+        ).fetchall()
     finally:
         con.close()

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -120,6 +121,44 @@ class Progress:
                 print(f"      check {line}", flush=True)
 
 
+INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def _ended_by_interrupts(events: Iterable[dg.DagsterEvent]) -> Iterator[dg.DagsterEvent]:
+    """The run's events, with an interrupt ending the run even inside a step that has a
+    RetryPolicy.
+
+    Dagster's in-process executor turns an interrupt inside such a step into a retry
+    (dagster-io/dagster#15026, open), so a canceled run went on with its other steps until the
+    supervisor's grace period ran out and killed it, or finished as SUCCESS although the
+    command said it was canceled. Thrown back in where the retry was announced, the interrupt
+    ends the run the way Dagster ends any interrupted run: CANCELED once the supervisor has
+    marked it CANCELING, failed when nobody asked (the supervisor died).
+    """
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    stream = iter(events)
+    try:
+        event = next(stream)
+        while True:
+            yield event
+            retry = event.event_specific_data if event.is_step_up_for_retry else None
+            if retry is not None and _caused_by_interrupt(retry.error):
+                event = stream.throw(DagsterExecutionInterruptedError())
+            else:
+                event = next(stream)
+    except StopIteration:
+        return
+
+
+def _caused_by_interrupt(error) -> bool:
+    while error is not None:
+        if error.cls_name in INTERRUPTS:
+            return True
+        error = error.cause
+    return False
+
+
 def _failure_message(event: dg.DagsterEvent) -> str:
     """The innermost cause of a step failure, one line (Dagster wraps the asset's exception)."""
     error = event.step_failure_data.error if event.step_failure_data else None
@@ -127,7 +166,7 @@ def _failure_message(event: dg.DagsterEvent) -> str:
         error = error.cause
     if error is None:
         return "see the run in the Dagster UI"
-    if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+    if error.cls_name in INTERRUPTS:
         return "interrupted"
     return safe_text(error.message.strip().split(": ", 1)[-1].splitlines()[0])
 
@@ -189,7 +228,7 @@ def execute(spec: RunSpec, failures: list[str]) -> int:
         steps = job_def.get_subset(asset_selection=selection) if selection else job_def
         progress = Progress(total=len(steps.nodes_in_topological_order))
         began = time.monotonic()
-        for event in execute_run_iterator(recon, run, instance):
+        for event in _ended_by_interrupts(execute_run_iterator(recon, run, instance)):
             progress.record(event)
         final = instance.get_run_by_id(run.run_id)
     status = final.status if final else dg.DagsterRunStatus.FAILURE

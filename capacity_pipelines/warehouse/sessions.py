@@ -167,7 +167,10 @@ def remove_leftovers(path: Path) -> list[Path]:
     patterns = (f".{path.stem}.draft-*{path.suffix}*", f".{path.name}.*.tmp*")
     removed = [leftover for pattern in patterns for leftover in path.parent.glob(pattern)]
     for leftover in removed:
-        leftover.unlink(missing_ok=True)
+        if leftover.is_dir() and not leftover.is_symlink():  # DuckDB's spill folder `<db>.tmp`
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
     return removed
 
 
