@@ -332,12 +332,14 @@ def copy_home(seed: Path, folder: Path) -> Path:
     return home
 
 
-def decisions(home: Path) -> list[tuple]:
-    """Every SRE decision in the home's decisions store, in order."""
+def decisions(home: Path) -> list[dict]:
+    """Every SRE decision in the home's decisions store (column -> value), in order."""
     con = duckdb.connect(str(home / "decisions.duckdb"), read_only=True)
     try:
-        return con.execute(
+        cursor = con.execute(
             "SELECT * FROM recommendation_decisions ORDER BY decided_at, recommendation_id"
-        ).fetchall()
+        )
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         con.close()

@@ -115,7 +115,7 @@ def assert_interrupted(cap: Capacity, signum: int, sent: float, case: str) -> St
     return Stopped(case, code, seconds, statuses)
 
 
-def assert_intact(home: Path, tables: set[str], kept: list[tuple]) -> None:
+def assert_intact(home: Path, tables: set[str], kept: list[dict]) -> None:
     """Every table of the warehouse and of the snapshot reads back in full, none is missing,
     and the SRE decisions are exactly the ones recorded."""
     assert set(table_counts(home / "warehouse.duckdb")) == tables
