@@ -137,7 +137,8 @@ def test_a_lost_warehouse_is_rebuilt_by_the_next_demo_and_every_decision_is_stil
     assert decisions(home) == kept and sha256(store) == kept_bytes  # a run never writes it
     listed = run_capacity(home, "recs", "list", "--status", "accepted", "--json")
     accepted = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert {r["recommendation_id"] for r in accepted} == {d["recommendation_id"] for d in kept}, listed.stderr
+    ids = {d["recommendation_id"] for d in kept}
+    assert {r["recommendation_id"] for r in accepted} == ids, listed.stderr
     assert all(r["review_status"] == "accepted" for r in accepted)
 
 

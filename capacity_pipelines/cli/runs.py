@@ -108,11 +108,15 @@ def _alive(pid: int, started: str | None) -> bool:
 
 
 def recover_dead_runs(
-    home: Path, log: Callable[[str], None] = print, by: str = "the next `capacity` command"
+    home: Path,
+    log: Callable[[str], None] = print,
+    by: str = "the next `capacity` command",
+    only: list[str] | None = None,
 ) -> list[str]:
     """Mark failed the runs launched by `capacity` whose worker process is gone; returns ids.
 
-    `by` says who noticed, in the run's failure message and the line printed for each run.
+    `by` says who noticed, in the run's failure message and the line printed for each run;
+    `only` limits it to these run ids (a supervisor closing its own runs).
     """
     import dagster as dg
 
@@ -122,6 +126,8 @@ def recover_dead_runs(
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in OPEN_STATUSES])
         )
         for run in open_runs:
+            if only is not None and run.run_id not in only:
+                continue
             pid = run.tags.get("capacity/worker_pid")
             if pid is None or _alive(int(pid), run.tags.get("capacity/worker_started")):
                 continue
@@ -236,7 +242,11 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:
-        outcome = "the run was canceled" if len(run_ids) == 1 else "its runs were canceled"
+        outcome = (
+            "the run was canceled"
+            if len(run_ids) == 1
+            else "the run in progress was canceled and the later ones not started"
+        )
         raise RunInterrupted(received[0], outcome)
     if code != 0:
         if code < 0:  # killed: its open runs were marked failed (one line each) just now
@@ -278,7 +288,7 @@ def _supervise(
     if received:
         _cancel(home, run_ids, final=True)
     elif code != 0:
-        recover_dead_runs(home, by="its `capacity` command")
+        recover_dead_runs(home, by="its `capacity` command", only=run_ids)
     return code
 
 
