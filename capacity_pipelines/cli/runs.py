@@ -242,12 +242,7 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:
-        outcome = (
-            "the run was canceled"
-            if len(run_ids) == 1
-            else "the run in progress was canceled and the later ones not started"
-        )
-        raise RunInterrupted(received[0], outcome)
+        raise RunInterrupted(received[0], _outcome(home, run_ids))
     if code != 0:
         if code < 0:  # killed: its open runs were marked failed (one line each) just now
             why = [f"the run worker was killed by {signal.Signals(-code).name}"] + why
@@ -256,6 +251,20 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
             + " (the run's steps and logs are in the Dagster UI: `capacity ui`)"
         )
     return run_ids
+
+
+def _outcome(home: Path, run_ids: list[str]) -> str:
+    """What became of the runs of an interrupted command, for its last line: the one canceled
+    (or how else it ended), and how many never started."""
+    with _instance(home) as instance:
+        found = [instance.get_run_by_id(run_id) for run_id in run_ids]
+    ended = [f"run {r.run_id} {r.status.value.lower()}" for r in found
+             if r is not None and r.status.value != "SUCCESS"]  # fmt: skip
+    never = sum(r is None for r in found)
+    parts = ended or ["no run was in progress"]
+    if never:
+        parts.append(f"{never} later run{'s' if never > 1 else ''} not started")
+    return ", ".join(parts)
 
 
 def _supervise(
