@@ -327,7 +327,15 @@ LABELS = st.one_of(
     st.sampled_from(["", ".", "..", "a/b", "-1", "=1+1", HYPERLINK.format(1)]),
 )
 KINDS = st.one_of(st.none(), st.sampled_from([*PATCHABLE_KINDS, "CronJob", "Job"]), HOSTILE_TEXT)
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same examples on every run, so CI cannot fail on a draw the previous run
+# did not make; no example database written into the checkout.
+PROPERTY = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @PROPERTY
@@ -375,9 +383,15 @@ def test_patches_parse_to_exactly_the_containers_resources(rows):
         assert printable_lines(refused.workload + refused.reason)
 
 
+# A kind that is never empty, built rather than filtered (filtering starves Hypothesis).
+SOME_KIND = st.one_of(
+    st.sampled_from(["Deployment", *PATCHABLE_KINDS, "CronJob", "Job"]),
+    HOSTILE_TEXT.map(lambda text: text or "Deployment"),
+)
+
+
 @PROPERTY
-@given(st.lists(st.tuples(LABELS, LABELS, st.one_of(st.just("Deployment"), KINDS.filter(bool))),
-                unique=True, min_size=2, max_size=10))  # fmt: skip
+@given(st.lists(st.tuples(LABELS, LABELS, SOME_KIND), unique=True, min_size=2, max_size=10))
 def test_distinct_workloads_never_share_a_file_and_no_name_leaves_the_folder(keys):
     names = [patch_file_name(Workload(n, w, k)) for n, w, k in keys]
     assert len(set(names)) == len(names)

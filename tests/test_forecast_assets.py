@@ -41,6 +41,8 @@ def run(tmp_path_factory):
             resources=resources,
             instance=instance,
             partition_key="2026-10-19",
+            # a non-default risk profile, as a user sets it in the launchpad
+            run_config={"ops": {"container_rightsizing": {"config": {"profile": "conservative"}}}},
         )
     return result, root
 
@@ -87,13 +89,17 @@ def test_rightsizing_recommends_every_container_and_exports_patches(run):
     result, root = run
     con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
     rows = con.execute(
-        "SELECT container, status, current_cpu_request, cpu_request, confidence, rationale "
-        "FROM container_rightsizing ORDER BY container"
+        "SELECT container, status, current_cpu_request, cpu_request, confidence, rationale, "
+        "profile, recommender FROM container_rightsizing ORDER BY container"
     ).fetchall()
     assert [r[0] for r in rows] == ["app0", "app1", "app2"]  # none silently skipped
-    for _, status, current, recommended, confidence, rationale in rows:
+    for _, status, current, recommended, confidence, rationale, profile, recommender in rows:
         assert status == "ok" and 0 < confidence <= 1 and rationale
         assert current > 0 and recommended > 0
+        assert profile == "conservative" and "profile conservative" in rationale
+        assert "chosen by backtest" in rationale and recommender  # 14 days read: backtested
+    [mat] = result.asset_materializations_for_node("container_rightsizing")[-1:]
+    assert mat.metadata["profile"].value == "conservative"
     exports = root / "reports" / "latest" / "rightsizing"
     assert any(p.suffix == ".csv" for p in exports.iterdir())
     [evaluation] = [

@@ -63,8 +63,8 @@ def rightsizing_rows(as_of: datetime, planner_saving: float = 120.0) -> pl.DataF
         "status": "ok", "kind": "save",
         "current_cpu_request": 1.0, "cpu_request": 0.25, "current_memory_request": 2.0 * GIB,
         "memory_request": 0.5 * GIB, "confidence": 0.9, "monthly_saving_usd": planner_saving,
-        "forecast_used": True, "hpa": False, "oom_kills": 0,
-        "rationale": "14.0 d of history, volatility 0.10; CPU p95 200m",
+        "forecast_used": True, "hpa": False, "oom_kills": 0, "profile": "balanced",
+        "recommender": "p95/3d", "rationale": "14.0 d of history, volatility 0.10; CPU p95 200m",
     }  # fmt: skip
     summarizer = base | {
         "rank": 1, "container_id": "demo/agents/summarizer/summarizer", "namespace": "agents",
@@ -72,7 +72,8 @@ def rightsizing_rows(as_of: datetime, planner_saving: float = 120.0) -> pl.DataF
         "status": "ok", "kind": "risk",
         "current_cpu_request": 0.25, "cpu_request": 0.25, "current_memory_request": 0.5 * GIB,
         "memory_request": 2.0 * GIB, "confidence": 0.85, "monthly_saving_usd": -6.0,
-        "forecast_used": True, "hpa": False, "oom_kills": 2,
+        "forecast_used": True, "hpa": False, "oom_kills": 2, "profile": "balanced",
+        "recommender": "p95/3d",
         "rationale": "sizes memory up 300%; 14.0 d of history, volatility 0.17",
     }  # fmt: skip
     frame = pl.DataFrame([planner, summarizer], infer_schema_length=None)

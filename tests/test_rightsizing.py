@@ -141,7 +141,8 @@ def test_steady_container_is_cut_to_its_load_and_saves_money(fleet: pl.DataFrame
     assert steady["kind"] == "save" and steady["forecast_used"]
     # p95 of 0.3 + 0.1 sin(.) is ~0.4 cores: request between that and a modest margin
     assert 0.38 <= steady["cpu_request"] <= 0.55
-    assert 400 * MIB * 1.15 <= steady["memory_request"] <= 400 * MIB * 1.5
+    # above the observed peak, with less than KRR's 15 % on a flat working set
+    assert 400 * MIB * 1.01 <= steady["memory_request"] <= 400 * MIB * 1.15
     assert steady["cpu_limit"] is None  # default policy: no CPU limit
     assert steady["memory_limit"] == steady["memory_request"]
     prices = load_compute_prices()
@@ -460,10 +461,17 @@ def test_compute_price_book_has_dated_sourced_rates():
 
 
 def test_strategy_settings_are_declared_and_change_the_result():
-    usage = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
-    p95 = recommend_usage(usage).row(0, named=True)["cpu_request"]
-    p50 = ForecastAwareStrategy(ForecastAwareSettings(cpu_quantile=0.5))
-    assert recommend_usage(usage, strategy=p50).row(0, named=True)["cpu_request"] < p95
+    # too short to backtest: the profile's fallback percentile decides
+    short = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    balanced = recommend_usage(short).row(0, named=True)["cpu_request"]
+    aggressive = ForecastAwareStrategy(ForecastAwareSettings(profile="aggressive"))
+    assert recommend_usage(short, strategy=aggressive).row(0, named=True)["cpu_request"] < balanced
+    # long enough to backtest: only the candidates named in the settings compete
+    usage = usage_frame("shop/api/app", 7, daily(0.3, 0.1), lambda i: 400 * MIB + 0 * i)
+    p80 = ForecastAwareStrategy(ForecastAwareSettings(candidates=("p80/3d",)))
+    only = recommend_usage(usage, strategy=p80).row(0, named=True)
+    assert only["recommender"] == "p80/3d" and "p80/3d chosen by backtest" in only["rationale"]
+    assert only["cpu_request"] < recommend_usage(usage).row(0, named=True)["cpu_request"]
 
 
 def test_rightsizing_package_does_not_import_dagster():
@@ -527,7 +535,7 @@ def test_rollout_surge_pods_are_not_mistaken_for_an_hpa():
 
 
 def test_a_proven_memory_limit_is_not_raised_without_an_oom():
-    usage = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 850 * MIB + 0 * i)
+    usage = usage_frame("shop/api/app", 2, daily(0.3, 0.1), lambda i: 900 * MIB + 0 * i)
     spec = spec_frame({"shop/api/app": (1.0, None, 1.0 * GIB, 1.0 * GIB)})
     api = recommend_usage(usage, spec).row(0, named=True)
     assert api["memory_request"] == GIB and "capped at the current limit" in api["rationale"]

@@ -230,3 +230,93 @@ def test_capacity_console_script_has_the_rightsize_command(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert pl.read_parquet(out)["container_id"].to_list() == ["shop/api/app"]
+
+
+def cyclic_usage(days: int, seed: int = 5) -> pl.DataFrame:
+    """A service busy by day (0.8 cores, 08-20 UTC) and quiet by night (0.1), and a flat
+    sidecar, every 15 min from START."""
+    rng = np.random.default_rng(seed)
+    n = days * 96
+    index = np.arange(n)
+    hour = (index % 96) / 4
+    busy = np.where((hour >= 8) & (hour < 20), 0.8, 0.1) + 0.03 * rng.standard_normal(n)
+    flat = 0.2 + 0.01 * rng.standard_normal(n)
+    ts = [START + dt.timedelta(minutes=15 * int(i)) for i in index]
+    return pl.concat(
+        [
+            pl.DataFrame({"container_id": "shop/web/app", "ts": ts,
+                          "cpu_cores": np.clip(busy, 0, None), "memory_bytes": np.full(n, 4e8)}),
+            pl.DataFrame({"container_id": "shop/web/proxy", "ts": ts,
+                          "cpu_cores": np.clip(flat, 0, None), "memory_bytes": np.full(n, 1e8)}),
+        ]
+    )  # fmt: skip
+
+
+def test_schedule_and_profile_through_the_console_script(tmp_path: Path):
+    u, s = tmp_path / "u.parquet", tmp_path / "s.parquet"
+    cyclic_usage(14).write_parquet(u)
+    pl.DataFrame(
+        {
+            "container_id": ["shop/web/app", "shop/web/proxy"],
+            "cpu_request": [2.0, 1.0],
+            "cpu_limit": [None, None],
+            "memory_request": [1.0 * 1024**3, 0.5 * 1024**3],
+            "memory_limit": [1.0 * 1024**3, 0.5 * 1024**3],
+        },
+        schema_overrides={"cpu_limit": pl.Float64},
+    ).write_parquet(s)
+    capacity = Path(sys.executable).with_name("capacity")
+    command = (
+        [str(capacity)] if capacity.exists() else [sys.executable, "-m", "capacity_pipelines.cli"]
+    )
+    exports = tmp_path / "exports"
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [*command, "rightsize", "--usage", str(u), "--spec", str(s), "--out", str(out),
+             "--exports", str(exports), *extra],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    constant_out, schedule_out = tmp_path / "r.parquet", tmp_path / "schedule.parquet"
+    run(constant_out, "--profile", "conservative")
+    conservative = pl.read_parquet(constant_out)
+    assert set(conservative["profile"]) == {"conservative"}
+    run(constant_out)
+    done = run(schedule_out, "--schedule")
+    assert "hourly CPU schedule for 1" in done.stdout
+    constant, schedule = pl.read_parquet(constant_out), pl.read_parquet(schedule_out)
+    # the contract: R's columns plus an integer hour_utc, 24 rows per container
+    assert "hour_utc" not in constant.columns and constant.height == 2
+    assert schedule.columns == [*constant.columns, "hour_utc"]
+    assert schedule["hour_utc"].dtype == pl.Int64
+    counts = schedule.group_by("container_id").agg(pl.col("hour_utc").sort()).sort("container_id")
+    assert counts["hour_utc"].to_list() == [list(range(24))] * 2
+    assert set(schedule["profile"]) == {"balanced"}
+    # the conservative profile asks for more CPU than the default (balanced) one
+    assert (conservative.sort("container_id")["cpu_request"]
+            > constant.sort("container_id")["cpu_request"]).all()  # fmt: skip
+    app = schedule.filter(pl.col("container_id") == "shop/web/app").sort("hour_utc")
+    by_hour = app["cpu_request"].to_list()
+    assert max(by_hour[2:6]) < 0.5 < min(by_hour[10:18])  # quiet nights, busy days
+    assert "schedule by UTC hour (backtest" in app["rationale"][0]
+    proxy = schedule.filter(pl.col("container_id") == "shop/web/proxy")
+    assert proxy["cpu_request"].n_unique() == 1
+    assert "no schedule:" in proxy["rationale"][0]
+    # exports: resize patches at the hours the request changes, and a rollback to 2 cores
+    folder = exports / "schedules" / "shop__web"
+    hours = sorted(p.name for p in folder.iterdir())
+    assert "rollback.yaml" in hours and len(hours) >= 3
+    text = (folder / hours[0]).read_text()
+    assert "--subresource resize --type strategic" in text
+    body = yaml.safe_load(text)
+    assert [c["name"] for c in body["spec"]["containers"]] == ["app"]
+    back = yaml.safe_load((folder / "rollback.yaml").read_text())["spec"]["containers"][0]
+    assert back["resources"] == {"requests": {"cpu": "2"}}
+    assert pl.read_csv(exports / "schedule.csv").height == 48
+    # without --schedule the output is unchanged and the previous schedules are removed
+    run(constant_out)
+    assert pl.read_parquet(constant_out).equals(constant)
+    assert not (exports / "schedules").exists() and not (exports / "schedule.csv").exists()

@@ -110,3 +110,68 @@ def test_ui_is_bound_to_loopback_only(webserver):
     sockets = [line.split()[3] for line in listening.splitlines()[1:] if line.split()]
     mine = [s for s in sockets if s.endswith(f":{port}")]
     assert mine and all(s.startswith("127.0.0.1:") for s in mine)
+
+
+def _listening(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc), at any depth."""
+    children: dict[int, set[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), set()).add(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_capacity_ui_stops_everything_it_started_on_sigterm(tmp_path):
+    """`kill <pid>` of `capacity ui` used to leave the webserver, daemon and code server running."""
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "CAPACITY_HOME": str(tmp_path)}
+    env.pop("DAGSTER_HOME", None)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "capacity_pipelines.cli", "ui", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not _listening(port):
+            assert ui.poll() is None and time.monotonic() < deadline, "the UI did not start"
+            time.sleep(1)
+        started = _descendants(ui.pid)
+        assert started  # the webserver, the daemon, the code server
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    assert not _listening(port)
+    deadline = time.monotonic() + 10  # a process killed a moment ago may still be exiting
+    while (alive := {pid for pid in started if _running(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"left running: {alive}"
+
+
+def _running(pid: int) -> bool:
+    """True for a live process (a zombie waiting to be reaped has already stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

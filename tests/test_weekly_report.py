@@ -124,6 +124,8 @@ def _rightsizing(saving: float) -> list[dict]:
             "forecast_used": True,
             "hpa": False,
             "oom_kills": 0,
+            "profile": "balanced",
+            "recommender": "p95/3d",
             "rationale": f"p95 well below request {EVIL}",
         }
     ]

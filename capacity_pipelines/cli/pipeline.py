@@ -107,11 +107,12 @@ def source_config(prometheus_url: str | None, files: list[str] | None) -> tuple[
         MetricSourceResource,
         prometheus_from_environment,
     )
-    from capacity_pipelines.ingest.sources.prometheus import split_credentials
+    from capacity_pipelines.ingest.sources.prometheus import checked_url, split_credentials
 
     env: dict[str, str] = {}
     url = ""
     if prometheus_url:
+        checked_url(prometheus_url)  # a URL that can never work fails here, in seconds
         url, user, password = split_credentials(prometheus_url)
         if user and password:
             env = {"CAPACITY_PROMETHEUS_USER": user, "CAPACITY_PROMETHEUS_PASSWORD": password}
@@ -199,49 +200,38 @@ def _days(args: argparse.Namespace) -> tuple[date, date]:
     return first, end - timedelta(days=1)
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
-    """Extract whole days from Prometheus (or exports) into the warehouse, nothing else."""
+def _daily_job_over(args: argparse.Namespace, command: str, title: str, assets=None) -> int:
+    """The daily job over the days of --start/--end, reading --prometheus-url or --files."""
     first, last = _days(args)
     sources, env = source_config(args.prometheus_url, args.files)
-    home = _prepare("capacity extract")
-    print(f"Extracting {first} .. {last} into {paths.warehouse_path()}")
-    launch(
-        [RunRequest(
-            job=DAILY_JOB,
-            command="capacity extract",
-            partition_range=(first.isoformat(), last.isoformat()),
-            assets=[*_ingest_assets(), "warehouse_snapshot"],
-            resources=sources,
-            executor=_executor(),
-            env=env,
-        )],
-        home,
+    home = _prepare(command)
+    print(f"{title} {first} .. {last} into {paths.warehouse_path()}")
+    one_day = first == last
+    request = RunRequest(
+        job=DAILY_JOB,
+        command=command,
+        partition_key=first.isoformat() if one_day else None,
+        partition_range=None if one_day else (first.isoformat(), last.isoformat()),
+        assets=assets,
+        resources=sources,
+        executor=_executor(),
+        env=env,
     )
+    launch([request], home)
     print(f"Analyst snapshot: {paths.snapshot_path()}")
     return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    """Extract whole days from Prometheus (or exports) into the warehouse, nothing else."""
+    assets = [*_ingest_assets(), "warehouse_snapshot"]
+    return _daily_job_over(args, "capacity extract", "Extracting", assets)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The daily job (what the schedule runs) for each day from --start to --end (exclusive):
     extraction, and every as-of answer (forecasts, rightsizing, ...) computed for each day."""
-    first, last = _days(args)
-    sources, env = source_config(args.prometheus_url, args.files)
-    home = _prepare("capacity run")
-    print(f"The daily pipeline for {first} .. {last} into {paths.warehouse_path()}")
-    launch(
-        [RunRequest(
-            job=DAILY_JOB,
-            command="capacity run",
-            partition_key=first.isoformat() if first == last else None,
-            partition_range=None if first == last else (first.isoformat(), last.isoformat()),
-            resources=sources,
-            executor=_executor(),
-            env=env,
-        )],
-        home,
-    )
-    print(f"Analyst snapshot: {paths.snapshot_path()}")
-    return 0
+    return _daily_job_over(args, "capacity run", "The daily pipeline for")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -262,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the supervisor, not a traceback
+        text = str(exc).strip().splitlines()
+        failures.append(f"{type(exc).__name__}: {safe_text(text[0] if text else '')}")
+        print(f"the run could not start: {failures[-1]}", file=sys.stderr)
+        return 1
     finally:
         if len(args) > 1 and failures:
             with os.fdopen(int(args[1]), "w", encoding="utf-8", closefd=False) as out:

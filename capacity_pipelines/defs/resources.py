@@ -216,6 +216,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             path=str(paths.warehouse_path()),
             snapshot_path=str(paths.snapshot_path()),
             decisions_path=str(paths.decisions_path()),
+            lock_wait_s=float(env.get("CAPACITY_LOCK_WAIT_S", "120") or 120),
         ),
         "reports": ReportsResource(
             reports_dir=str(paths.reports_dir()),

@@ -29,13 +29,9 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.contracts import ContractError
-from capacity_pipelines.common.files import (
-    PathError,
-    check_input_file,
-    check_output_file,
-    replaced_on_success,
-)
+from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.common.path_checks import PathError, check_input_file, check_output_file
 from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
 from capacity_pipelines.forecasting.frames import HistoryError, validate_history
 

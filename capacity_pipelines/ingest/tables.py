@@ -25,6 +25,8 @@ SCHEMA_VERSION = "schema_version"
 # instead of retyping it (tests/test_catalog.py checks the catalog still declares them).
 CONTAINER_USAGE_TABLE = "container_usage"
 SERVICE_TRAFFIC_TABLE = "service_traffic"
+WORKLOAD_REPLICAS_TABLE = "workload_replicas"
+LLM_TOKEN_USAGE_TABLE = "llm_token_usage"
 
 
 def table_ddl(table: TableSpec) -> str:

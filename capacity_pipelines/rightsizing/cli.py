@@ -1,5 +1,6 @@
 """`capacity rightsize --usage U.parquet [--spec S.parquet] --out R.parquet [--exports DIR]
-[--policy policy.yaml] [--prices compute.yaml] [--node-class aws/m6i]`.
+[--policy policy.yaml] [--prices compute.yaml] [--node-class aws/m6i]
+[--profile conservative|balanced|aggressive] [--schedule]`.
 
 U needs `container_id, ts, cpu_cores, memory_bytes`; optional U columns are used when present:
 `pod` (samples of several pods per container; duplicates are then checked per pod), `workload`,
@@ -22,6 +23,10 @@ An output that would overwrite an input (any spelling or link of it), an export 
 input or R, a folder where a file is expected or the reverse, and a parent that cannot be
 written are refused the same way before any work. Missing parent folders are created.
 
+With `--schedule`, R is the same columns plus `hour_utc` (int 0-23), 24 rows per container (the
+CPU request of each UTC hour; containers whose own backtest does not support a schedule repeat
+their constant request, the rationale says why). Without it, R is unchanged.
+
 R has no timestamps; the usage `ts` is read as UTC when it has no zone and converted otherwise,
 so the same instants give the same recommendation whatever zone the export used.
 """
@@ -37,19 +42,20 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.contracts import ContractError
-from capacity_pipelines.common.files import (
+from capacity_pipelines.common.files import PublishError, replaced_on_success
+from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.common.path_checks import (
     PathError,
-    PublishError,
     check_input_file,
     check_output_file,
     check_output_folder,
-    replaced_on_success,
 )
-from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.rightsizing.outputs import EXPORT_NAMES, build_exports, publish_exports
 from capacity_pipelines.rightsizing.policy import PolicyError, load_policy
 from capacity_pipelines.rightsizing.prices import PriceBookError, load_compute_prices
-from capacity_pipelines.rightsizing.recommend import InputError, recommend_usage, validate_usage
+from capacity_pipelines.rightsizing.profiles import DEFAULT_PROFILE, PROFILES
+from capacity_pipelines.rightsizing.recommend import InputError, rightsize_usage, validate_usage
+from capacity_pipelines.rightsizing.strategies import ForecastAwareSettings, ForecastAwareStrategy
 from capacity_pipelines.rightsizing.workloads import LabelError, check_usage_names
 
 EXIT_BAD_INPUT = 2
@@ -82,6 +88,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--policy", type=Path, help="limits policy YAML (default: no CPU limit)")
     parser.add_argument("--prices", type=Path, help="compute price book YAML (default: built-in)")
     parser.add_argument("--node-class", help="price book node class, e.g. gcp/n2")
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="risk profile: the CPU violation target and memory margin the recommendations "
+        f"aim at (default {DEFAULT_PROFILE}; see docs/rightsizing.md)",
+    )
+    parser.add_argument(
+        "--schedule",
+        action="store_true",
+        help="opt-in CPU requests by UTC hour of day (in-place pod resize): R gets hour_utc, 24 "
+        "rows per container; --exports adds schedule.csv and schedules/ (resize patches by "
+        "hour and a rollback)",
+    )
     parser.set_defaults(func=run_rightsize)
     return parser
 
@@ -115,18 +135,22 @@ def run_rightsize(args: argparse.Namespace) -> int:
         prices = load_compute_prices(args.prices) if args.prices else load_compute_prices()
         if args.node_class:
             prices.price(args.node_class)
-        frame = recommend_usage(
+        strategy = ForecastAwareStrategy(ForecastAwareSettings(profile=args.profile))
+        result = rightsize_usage(
             usage,
             spec,
+            strategy=strategy,
             policy=policy,
             prices=prices,
             node_class=args.node_class,
             usage_source=str(args.usage),
             spec_source=str(args.spec),
+            schedule=args.schedule,
         )
-        exports = build_exports(frame) if args.exports else None
+        frame = result.recommendations
+        exports = build_exports(frame, result.schedule) if args.exports else None
         with replaced_on_success(args.out) as tmp:
-            frame.write_parquet(tmp)
+            (result.schedule if args.schedule else frame).write_parquet(tmp)
         if exports is not None:
             publish_exports(exports, args.exports)
     except BAD_INPUT as error:
@@ -139,10 +163,14 @@ def run_rightsize(args: argparse.Namespace) -> int:
     kinds = frame["kind"].value_counts().sort("kind")
     summary = ", ".join(f"{k} {n}" for k, n in kinds.iter_rows())
     saving = frame["monthly_saving_usd"].drop_nulls().sum()
+    scheduled = ""
+    if result.schedule is not None:
+        moving = result.schedule.group_by("container_id").agg(pl.col("cpu_request").n_unique())
+        scheduled = f"; hourly CPU schedule for {int((moving['cpu_request'] > 1).sum())}"
     print(
         safe_text(
             f"wrote {frame.height} recommendations to {args.out} ({summary}); "
-            f"net ${saving:,.2f}/month"
+            f"net ${saving:,.2f}/month{scheduled}"
         )
     )
     return 0

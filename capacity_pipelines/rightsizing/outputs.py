@@ -33,8 +33,13 @@ from capacity_pipelines.rightsizing.workloads import (
 
 EXPORTS_OWNER = "rightsizing"  # owner name in the folder's ownership manifest
 PATCHES_FOLDER = "patches"
+SCHEDULES_FOLDER = "schedules"  # with --schedule: in-place resize patches by hour
+SCHEDULE_CSV = "schedule.csv"
 # Everything an export writes in its folder (the rest of the folder is left alone).
-EXPORT_NAMES = ("rightsizing.csv", "rightsizing.json", "rightsizing.md", PATCHES_FOLDER)
+EXPORT_NAMES = (
+    "rightsizing.csv", "rightsizing.json", "rightsizing.md", PATCHES_FOLDER, SCHEDULE_CSV,
+    SCHEDULES_FOLDER,
+)  # fmt: skip
 
 TABLE_COLUMNS = (
     "rank",
@@ -193,24 +198,14 @@ def _patch_text(workload: Workload, kind_known: bool, rows: list[dict]) -> str:
     )
 
 
-def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
-    """One strategic-merge patch of the changed container resources per workload.
-
-    Containers without enough data, changes too small to be worth a rollout (`no_change`: less
-    than 5 % of the cost, nothing sized up) and workloads with nothing to change get no patch.
-    A workload whose namespace, name or any patched container is not a valid Kubernetes name, or
-    whose kind `kubectl patch` cannot change in place, is refused (listed in `refused`), never
-    written. The kind comes from `workload_kind` (a missing column or null: Deployment, and the
-    patch says so).
-    """
-    groups: dict[tuple, list[dict]] = {}
-    worth_applying = (pl.col("status") == "ok") & (pl.col("kind") != "no_change")
-    for row in recommendations.filter(worth_applying).iter_rows(named=True):
-        if not _resources(row):
-            continue
-        key = (row["namespace"], row["workload"], row.get("workload_kind") or DEFAULT_KIND)
-        groups.setdefault(key, []).append(row)
-    patches: list[WorkloadPatch] = []
+def _patchable(
+    groups: dict[tuple, list[dict]],
+) -> tuple[list[tuple[Workload, bool, str, list[dict]]], list[RefusedPatch]]:
+    """The workloads (namespace, name, kind) -> rows that may get a patch file, as (workload,
+    kind known, file name, rows), and the refused ones with the reason: names Kubernetes would
+    refuse, a kind `kubectl patch` cannot change in place, a container listed twice (one
+    workload in several clusters), a file name already taken (only a hash collision)."""
+    accepted: list[tuple[Workload, bool, str, list[dict]]] = []
     refused: list[RefusedPatch] = []
     files: dict[str, Workload] = {}
     for (namespace, name, kind), rows in sorted(groups.items(), key=lambda g: str(g[0])):
@@ -239,8 +234,105 @@ def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
             )
             continue
         files[file_name] = workload
+        accepted.append((workload, kind_known, file_name, rows))
+    return accepted, refused
+
+
+def workload_patches(recommendations: pl.DataFrame) -> PatchSet:
+    """One strategic-merge patch of the changed container resources per workload.
+
+    Containers without enough data, changes too small to be worth a rollout (`no_change`: less
+    than 5 % of the cost, nothing sized up) and workloads with nothing to change get no patch.
+    A workload whose namespace, name or any patched container is not a valid Kubernetes name, or
+    whose kind `kubectl patch` cannot change in place, is refused (listed in `refused`), never
+    written. The kind comes from `workload_kind` (a missing column or null: Deployment, and the
+    patch says so).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    worth_applying = (pl.col("status") == "ok") & (pl.col("kind") != "no_change")
+    for row in recommendations.filter(worth_applying).iter_rows(named=True):
+        if not _resources(row):
+            continue
+        key = (row["namespace"], row["workload"], row.get("workload_kind") or DEFAULT_KIND)
+        groups.setdefault(key, []).append(row)
+    patches: list[WorkloadPatch] = []
+    accepted, refused = _patchable(groups)
+    for workload, kind_known, file_name, rows in accepted:
         text = _patch_text(workload, kind_known, rows)
         patches.append(WorkloadPatch(workload, file_name, text))
+    return PatchSet(patches, refused)
+
+
+def _resize_text(workload: Workload, title: str, rows: list[dict], requests: dict) -> str:
+    """A pod `resize` patch: each container's CPU request (and limit, when it has one)."""
+    resource = PATCHABLE_KINDS[workload.kind]
+    selector = (
+        f"$(kubectl get {resource} {workload.name} -n {workload.namespace} -o go-template="
+        "'{{range $k, $v := .spec.selector.matchLabels}}{{$k}}={{$v}},{{end}}' | sed 's/,$//')"
+    )
+    comments = [
+        f"capacity rightsize --schedule: {workload.kind} {workload.namespace}/{workload.name}: "
+        f"{title}",
+        "resizes the running pods in place (pod resize subresource, Kubernetes >= 1.33; CPU "
+        "resizes restart nothing):",
+        f'for pod in $(kubectl get pods -n {workload.namespace} -o name -l "{selector}"); do '
+        f'kubectl patch "$pod" -n {workload.namespace} --subresource resize --type strategic '
+        "--patch-file <this file>; done",
+        "pods created later start at the template's request (patches/) until the next change; "
+        "roll back with rollback.yaml the same way, and stop the daily runs",
+    ]
+    containers = []
+    for row in sorted(rows, key=lambda r: r["container"]):
+        request, limit = requests[row["container"]]
+        resources: dict[str, dict[str, str]] = {"requests": {"cpu": request}}
+        if limit is not None:
+            resources["limits"] = {"cpu": limit}
+        containers.append({"name": row["container"], "resources": resources})
+        comments.append(f"{row['container']}: CPU request {request}")
+    body = {"spec": {"containers": containers}}
+    return "".join(f"# {safe_text(c)}\n" for c in comments) + yaml.safe_dump(
+        body, sort_keys=False, default_flow_style=False, allow_unicode=False
+    )
+
+
+def schedule_patches(schedule: pl.DataFrame) -> PatchSet:
+    """Per workload whose CPU requests change over the day: `<stem>/hour-HH.yaml` at each UTC
+    hour where a container's request changes (patches/ naming, same refusals) and
+    `<stem>/rollback.yaml`, which restores the current requests (containers without a known
+    current request are left out of it and named in its comments)."""
+    by_container: dict[str, list[dict]] = {}
+    for row in schedule.filter(pl.col("status") == "ok").sort("hour_utc").iter_rows(named=True):
+        by_container.setdefault(row["container_id"], []).append(row)
+    groups: dict[tuple, list[dict]] = {}
+    for rows in by_container.values():
+        if len(rows) == 24 and len({r["cpu_request"] for r in rows}) > 1:
+            first = rows[0]
+            kind = first.get("workload_kind") or DEFAULT_KIND
+            groups.setdefault((first["namespace"], first["workload"], kind), []).append(rows)
+    accepted, refused = _patchable({k: [c[0] for c in v] for k, v in groups.items()})
+    patches: list[WorkloadPatch] = []
+    for workload, _, file_name, firsts in accepted:
+        containers = groups[(workload.namespace, workload.name, workload.kind)]
+        stem = file_name.removesuffix(".yaml")
+        for hour in range(24):
+            now = {c[hour]["container"]: (c[hour]["cpu_request_quantity"],
+                                          c[hour]["cpu_limit_quantity"]) for c in containers}
+            before = {c[hour - 1]["container"]: (c[hour - 1]["cpu_request_quantity"],
+                                                 c[hour - 1]["cpu_limit_quantity"])
+                      for c in containers}  # fmt: skip
+            if now != before:
+                text = _resize_text(workload, f"CPU requests from {hour:02d}:00 UTC", firsts, now)
+                patches.append(WorkloadPatch(workload, f"{stem}/hour-{hour:02d}.yaml", text))
+        known = [r for r in firsts if r["current_cpu_request"] is not None]
+        back = {r["container"]: (format_cpu(r["current_cpu_request"]),
+                                 format_cpu(r["current_cpu_limit"])) for r in known}  # fmt: skip
+        title = "roll back to the current CPU requests"
+        unknown = sorted(r["container"] for r in firsts if r["current_cpu_request"] is None)
+        if unknown:
+            title += f" (current request unknown, set by hand: {', '.join(unknown)})"
+        if known:
+            text = _resize_text(workload, title, known, back)
+            patches.append(WorkloadPatch(workload, f"{stem}/rollback.yaml", text))
     return PatchSet(patches, refused)
 
 
@@ -250,21 +342,32 @@ class RightsizingExports:
 
     files: dict[str, Content]
     patches: PatchSet
+    schedules: PatchSet | None = None
 
 
-def build_exports(recommendations: pl.DataFrame) -> RightsizingExports:
-    """CSV (for spreadsheets), JSON (raw values), the Markdown table, one patch per workload."""
+def build_exports(
+    recommendations: pl.DataFrame, schedule: pl.DataFrame | None = None
+) -> RightsizingExports:
+    """CSV (for spreadsheets), JSON (raw values), the Markdown table, one patch per workload;
+    with a schedule, `schedule.csv` and the hourly resize patches under `schedules/`."""
     patches = workload_patches(recommendations)
     files: dict[str, Content] = {
         f"{PATCHES_FOLDER}/{patch.file_name}": patch.text for patch in patches.patches
     }
+    schedules = None
+    if schedule is not None:
+        schedules = schedule_patches(schedule)
+        files |= {f"{SCHEDULES_FOLDER}/{p.file_name}": p.text for p in schedules.patches}
+        files[SCHEDULE_CSV] = spreadsheet_csv(schedule)
     files["rightsizing.csv"] = spreadsheet_csv(recommendations)
     files["rightsizing.json"] = json.dumps(recommendations.to_dicts(), indent=2, default=str) + "\n"
     files["rightsizing.md"] = ranked_markdown(recommendations) + "\n"
-    return RightsizingExports(files, patches)
+    return RightsizingExports(files, patches, schedules)
 
 
 def publish_exports(exports: RightsizingExports, folder: Path) -> list[Path]:
     """Publish into `folder`: this run's files replace the previous run's (a workload that
-    dropped out loses its patch; `patches/` is swapped in whole); anything else stays."""
-    return publish_files(folder, exports.files, owner=EXPORTS_OWNER, whole_folders=[PATCHES_FOLDER])
+    dropped out loses its patch; `patches/` and `schedules/` are swapped in whole, and a run
+    without a schedule removes the previous run's); anything else stays."""
+    whole = [PATCHES_FOLDER] + ([SCHEDULES_FOLDER] if exports.schedules is not None else [])
+    return publish_files(folder, exports.files, owner=EXPORTS_OWNER, whole_folders=whole)

@@ -9,7 +9,6 @@ DESIGN.md), `recommend_from_warehouse` takes frames shaped like the warehouse's
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -17,13 +16,9 @@ import polars as pl
 from capacity_pipelines.common.contracts import Column, ContractError, check_frame, column_error
 from capacity_pipelines.rightsizing.history import ContainerHistory, CurrentSpec
 from capacity_pipelines.rightsizing.policy import LimitsPolicy
-from capacity_pipelines.rightsizing.prices import ComputePriceBook, load_compute_prices
-from capacity_pipelines.rightsizing.quantities import format_cpu, format_memory
-from capacity_pipelines.rightsizing.strategies import (
-    THROTTLING_ALERT_RATIO,
-    ForecastAwareStrategy,
-    epoch_seconds,
-)
+from capacity_pipelines.rightsizing.prices import ComputePriceBook
+from capacity_pipelines.rightsizing.results import WORKLOAD_KIND, Rightsizing, recommend_histories
+from capacity_pipelines.rightsizing.strategies import ForecastAwareStrategy, epoch_seconds
 from capacity_pipelines.rightsizing.workloads import split_container_id
 
 USAGE_OPTIONAL_NUMERIC = (
@@ -34,9 +29,6 @@ USAGE_OPTIONAL_NUMERIC = (
     "memory_limit_bytes",
 )
 USAGE_OPTIONAL_STRING = ("workload", "namespace", "container", "pod")
-# Kind of the workload's controller (Deployment, StatefulSet, DaemonSet, ...), optional in U or
-# S and nullable: the patch must name the right object, and NULL says "unknown" honestly.
-WORKLOAD_KIND = "workload_kind"
 # Kubernetes kinds are CamelCase identifiers; "deployment" or "statefulsets" is a resource
 # name, not a kind, and would make a wrong `kubectl patch` target.
 KUBERNETES_KIND = r"^[A-Z][A-Za-z0-9]*$"
@@ -58,10 +50,6 @@ SPEC_CONTRACT = (
     *(Column(c, "number", nullable=True) for c in SPEC_COLUMNS),
     Column(WORKLOAD_KIND, "string", required=False, nullable=True),
 )
-# Rank groups: risks first, then savings, then nothing to do, then what could not be judged.
-RANK_GROUPS = {"risk": 0, "save": 1, "unpriced": 2, "no_change": 3, "insufficient_data": 4}
-# A change smaller than this share of the current request is not worth a rollout.
-NO_CHANGE_SHARE = 0.05
 
 
 class InputError(ContractError):
@@ -263,7 +251,7 @@ def _spec_map(spec: pl.DataFrame | None) -> dict[str, CurrentSpec]:
 # -- the two doors ---------------------------------------------------------------------------
 
 
-def recommend_usage(
+def rightsize_usage(
     usage: pl.DataFrame,
     spec: pl.DataFrame | None = None,
     strategy: ForecastAwareStrategy | None = None,
@@ -272,8 +260,10 @@ def recommend_usage(
     node_class: str | None = None,
     usage_source: str = "usage",
     spec_source: str = "spec",
-) -> pl.DataFrame:
-    """The `capacity rightsize` contract: U (+ optional S) -> ranked recommendation frame.
+    schedule: bool = False,
+) -> Rightsizing:
+    """U (+ optional S) -> the ranked recommendations and, with `schedule`, the hour-of-day
+    schedule (what `capacity rightsize` writes; `recommend_usage` returns one of the two).
 
     `workload_kind` (optional, nullable, in U or S) is carried to the result; U's rows of one
     container must agree, and S's value fills U's gaps but may not contradict it.
@@ -283,7 +273,26 @@ def recommend_usage(
         spec = validate_spec(spec, spec_source)
     normalised = _with_spec_kinds(_normalised_usage(usage), spec, usage_source, spec_source)
     histories = build_histories(normalised, _spec_map(spec))
-    return _recommend(histories, strategy, policy, prices, node_class)
+    return recommend_histories(histories, strategy, policy, prices, node_class, schedule)
+
+
+def recommend_usage(
+    usage: pl.DataFrame,
+    spec: pl.DataFrame | None = None,
+    strategy: ForecastAwareStrategy | None = None,
+    policy: LimitsPolicy | None = None,
+    prices: ComputePriceBook | None = None,
+    node_class: str | None = None,
+    usage_source: str = "usage",
+    spec_source: str = "spec",
+    schedule: bool = False,
+) -> pl.DataFrame:
+    """The `capacity rightsize` contract: U (+ optional S) -> R, the ranked recommendation
+    frame; with `schedule`, R plus `hour_utc`, 24 rows per container (see `rightsize_usage`)."""
+    result = rightsize_usage(
+        usage, spec, strategy, policy, prices, node_class, usage_source, spec_source, schedule
+    )
+    return result.schedule if schedule else result.recommendations
 
 
 def recommend_from_warehouse(
@@ -303,7 +312,7 @@ def recommend_from_warehouse(
     the warehouse never knew it, e.g. rows written before owner series were extracted).
     """
     if container_usage.height == 0:
-        return _recommend([], strategy, policy, prices, node_class)
+        return recommend_histories([], strategy, policy, prices, node_class).recommendations
     key = ["cluster", "namespace", "workload", "container"]
     frame = container_usage.with_columns(
         pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in key], separator="/").alias(
@@ -380,142 +389,4 @@ def recommend_from_warehouse(
                 workload_kind=row[WORKLOAD_KIND],
             )
         )
-    return _recommend(histories, strategy, policy, prices, node_class)
-
-
-# -- strategy, pricing, ranking --------------------------------------------------------------
-
-RESULT_SCHEMA = {
-    "rank": pl.Int64,
-    "container_id": pl.String,
-    "namespace": pl.String,
-    "workload": pl.String,
-    WORKLOAD_KIND: pl.String,
-    "container": pl.String,
-    "status": pl.String,
-    "kind": pl.String,
-    "cpu_request": pl.Float64,
-    "cpu_limit": pl.Float64,
-    "memory_request": pl.Float64,
-    "memory_limit": pl.Float64,
-    "confidence": pl.Float64,
-    "rationale": pl.String,
-    "current_cpu_request": pl.Float64,
-    "current_cpu_limit": pl.Float64,
-    "current_memory_request": pl.Float64,
-    "current_memory_limit": pl.Float64,
-    "cpu_request_quantity": pl.String,
-    "cpu_limit_quantity": pl.String,
-    "memory_request_quantity": pl.String,
-    "memory_limit_quantity": pl.String,
-    "replicas": pl.Float64,
-    "monthly_saving_usd": pl.Float64,
-    "monthly_current_usd": pl.Float64,
-    "monthly_recommended_usd": pl.Float64,
-    "price_id": pl.String,
-    "history_days": pl.Float64,
-    "forecast_used": pl.Boolean,
-    "hpa": pl.Boolean,
-    "oom_kills": pl.Int64,
-    "throttled_p90": pl.Float64,
-    "limits_policy": pl.String,
-}
-
-
-def _kind(row: dict) -> str:
-    """Rank group of a recommendation: risk, save, no_change, unpriced or insufficient_data."""
-    if row["status"] != "ok":
-        return "insufficient_data"
-    if row["oom_kills"] or (row["throttled_p90"] or 0.0) > THROTTLING_ALERT_RATIO:
-        return "risk"
-    current_cpu, current_memory = row["current_cpu_request"], row["current_memory_request"]
-    if current_cpu is None or current_memory is None:
-        return "unpriced"
-    if row["cpu_request"] > current_cpu * (1 + NO_CHANGE_SHARE) or row[
-        "memory_request"
-    ] > current_memory * (1 + NO_CHANGE_SHARE):
-        return "risk"
-    if (row["monthly_saving_usd"] or 0.0) > NO_CHANGE_SHARE * (row["monthly_current_usd"] or 0.0):
-        return "save"
-    return "no_change"
-
-
-def _recommend(
-    histories: Sequence[ContainerHistory],
-    strategy: ForecastAwareStrategy | None,
-    policy: LimitsPolicy | None,
-    prices: ComputePriceBook | None,
-    node_class: str | None,
-) -> pl.DataFrame:
-    strategy = strategy or ForecastAwareStrategy()
-    policy = policy or LimitsPolicy()
-    prices = prices or load_compute_prices()
-    eligible = [h for h in histories if h.ts_s.size]
-    forecasts = strategy.forecasts(eligible)
-    rows = []
-    for history in histories:
-        rule = policy.rule(history.namespace, history.workload)
-        rec = strategy.recommend(history, forecasts.get(history.container_id), rule)
-        # the saving accrues from now on, so today's price applies, whatever the history's age
-        price = prices.price(node_class)
-        replicas = history.replica_series()[1] if history.ts_s.size else np.ones(1)
-        replica_mean = float(np.nanmean(replicas)) if replicas.size else 1.0
-        current = history.current
-        row = {
-            "container_id": history.container_id,
-            "namespace": history.namespace,
-            "workload": history.workload,
-            WORKLOAD_KIND: history.workload_kind,
-            "container": history.container,
-            "status": rec.status,
-            "cpu_request": rec.cpu_request,
-            "cpu_limit": rec.cpu_limit,
-            "memory_request": rec.memory_request,
-            "memory_limit": rec.memory_limit,
-            "confidence": rec.confidence,
-            "rationale": rec.rationale,
-            "current_cpu_request": current.cpu_request,
-            "current_cpu_limit": current.cpu_limit,
-            "current_memory_request": current.memory_request,
-            "current_memory_limit": current.memory_limit,
-            "cpu_request_quantity": format_cpu(rec.cpu_request),
-            "cpu_limit_quantity": format_cpu(rec.cpu_limit),
-            "memory_request_quantity": format_memory(rec.memory_request),
-            "memory_limit_quantity": format_memory(rec.memory_limit),
-            "replicas": replica_mean,
-            "price_id": price.price_id,
-            "history_days": history.history_days,
-            "forecast_used": rec.forecast_used,
-            "hpa": rec.hpa,
-            "oom_kills": rec.oom_kills,
-            "throttled_p90": rec.throttled_p90,
-            "limits_policy": rule.describe(),
-        }
-        recommended_usd = (
-            prices.monthly_usd(rec.cpu_request, rec.memory_request, price) * replica_mean
-            if rec.cpu_request is not None and rec.memory_request is not None
-            else None
-        )
-        current_usd = (
-            prices.monthly_usd(current.cpu_request, current.memory_request, price) * replica_mean
-            if current.cpu_request is not None and current.memory_request is not None
-            else None
-        )
-        row["monthly_recommended_usd"] = recommended_usd
-        row["monthly_current_usd"] = current_usd
-        row["monthly_saving_usd"] = (
-            current_usd - recommended_usd
-            if current_usd is not None and recommended_usd is not None
-            else None
-        )
-        if row["monthly_saving_usd"] is None and rec.status == "ok":
-            row["rationale"] += "; no current requests known: saving not priced"
-        row["kind"] = _kind(row)
-        rows.append(row)
-    frame = pl.DataFrame(rows, schema={k: v for k, v in RESULT_SCHEMA.items() if k != "rank"})
-    frame = frame.with_columns(
-        pl.col("kind").replace_strict(RANK_GROUPS, return_dtype=pl.Int64).alias("_group"),
-        pl.col("monthly_saving_usd").abs().fill_null(0.0).alias("_impact"),
-    ).sort(["_group", "_impact", "container_id"], descending=[False, True, False])
-    frame = frame.with_columns(pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("rank"))
-    return frame.select(list(RESULT_SCHEMA))
+    return recommend_histories(histories, strategy, policy, prices, node_class).recommendations

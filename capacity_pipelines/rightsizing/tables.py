@@ -38,6 +38,11 @@ RIGHTSIZING_TABLE = DerivedTable(
         "forecast_used": "True when the forecasting engine's upper quantile shaped the request.",
         "hpa": "True when replicas scale (sized per replica at the target utilisation).",
         "oom_kills": "OOM kills seen in the history.",
+        "profile": "Risk profile the recommendation was made under (conservative, balanced, "
+        "aggressive): its CPU violation target and memory margin.",
+        "recommender": "CPU recommender used: the candidate the container's own backtest chose "
+        "(e.g. p95/3d, vpa-p90, peak/7d, trend-p95), the fallback percentile when the history "
+        "was too short to backtest, or hpa.",
         "rationale": "One-line reason for the recommendation.",
     },
 )

@@ -30,14 +30,9 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.contracts import ContractError
-from capacity_pipelines.common.files import (
-    PathError,
-    PublishError,
-    check_output_file,
-    check_output_folder,
-    replaced_on_success,
-)
+from capacity_pipelines.common.files import PublishError, replaced_on_success
 from capacity_pipelines.common.formatting import safe_text
+from capacity_pipelines.common.path_checks import PathError, check_output_file, check_output_folder
 from capacity_pipelines.tokens.batches import BATCH_ROWS, cost_usage_file
 from capacity_pipelines.tokens.prices import PriceBookError, load_price_book
 from capacity_pipelines.tokens.report import (

@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from capacity_pipelines.common.contracts import utc_timestamps
-from capacity_pipelines.common.files import check_input_file
+from capacity_pipelines.common.path_checks import check_input_file
 from capacity_pipelines.tokens.usage import UsageContractError
 
 # Contract column -> names seen in trace files and exporters (first present wins).

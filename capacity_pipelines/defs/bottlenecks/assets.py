@@ -18,6 +18,12 @@ from capacity_pipelines.defs.checks import WARN, blocking_failures, check, refus
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
+from capacity_pipelines.ingest.tables import (
+    CONTAINER_USAGE_TABLE,
+    LLM_TOKEN_USAGE_TABLE,
+    SERVICE_TRAFFIC_TABLE,
+    WORKLOAD_REPLICAS_TABLE,
+)
 
 SHOWN = ["service", "horizon", "bottleneck_class", "probability", "expected_at", "evidence"]
 
@@ -47,10 +53,10 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[
-        "container_usage",
-        "service_traffic",
-        "llm_token_usage",
-        "workload_replicas",
+        CONTAINER_USAGE_TABLE,
+        SERVICE_TRAFFIC_TABLE,
+        LLM_TOKEN_USAGE_TABLE,
+        WORKLOAD_REPLICAS_TABLE,
         "load_forecasts",
     ],
     check_specs=[

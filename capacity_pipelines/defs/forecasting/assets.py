@@ -27,6 +27,11 @@ from capacity_pipelines.forecasting.fleet import (
     forecast_load,
     load_series,
 )
+from capacity_pipelines.ingest.tables import (
+    CONTAINER_USAGE_TABLE,
+    LLM_TOKEN_USAGE_TABLE,
+    SERVICE_TRAFFIC_TABLE,
+)
 
 # Settings both forecast assets share: they read the same series and write the warehouse.
 FORECAST_ASSET = dict(
@@ -36,7 +41,7 @@ FORECAST_ASSET = dict(
     tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["container_usage", "service_traffic", "llm_token_usage"],
+    deps=[CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE, LLM_TOKEN_USAGE_TABLE],
 )
 CHARTS = 3  # forecast plots attached to the materialisation: the series closest to capacity
 

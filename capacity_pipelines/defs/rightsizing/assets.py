@@ -1,6 +1,7 @@
 """Rightsizing: forecast-aware CPU and memory recommendations per container."""
 
 from datetime import timedelta
+from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -11,11 +12,19 @@ from capacity_pipelines.defs.checks import WARN, check
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
 from capacity_pipelines.defs.resources import ComputeResource, ReportsResource, WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
+from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE, WORKLOAD_REPLICAS_TABLE
 from capacity_pipelines.rightsizing.checks import risky_cuts
 from capacity_pipelines.rightsizing.outputs import build_exports, publish_exports, ranked_markdown
 from capacity_pipelines.rightsizing.recommend import recommend_from_warehouse
 from capacity_pipelines.rightsizing.strategies import ForecastAwareSettings, ForecastAwareStrategy
 from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABLE
+
+
+class RightsizingConfig(dg.Config):
+    """The risk profile the recommendations aim at (docs/rightsizing.md): its CPU violation
+    target and memory margin, the same as `capacity rightsize --profile`."""
+
+    profile: Literal["conservative", "balanced", "aggressive"] = "balanced"
 
 
 @dg.asset(
@@ -29,7 +38,7 @@ from capacity_pipelines.rightsizing.tables import HISTORY_DAYS, RIGHTSIZING_TABL
     tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["container_usage", "workload_replicas"],
+    deps=[CONTAINER_USAGE_TABLE, WORKLOAD_REPLICAS_TABLE],
     check_specs=[
         dg.AssetCheckSpec(
             "no_risky_cuts",
@@ -50,15 +59,16 @@ def container_rightsizing(
     warehouse: WarehouseResource,
     reports: ReportsResource,
     compute: ComputeResource,
+    config: RightsizingConfig,
 ) -> dg.MaterializeResult:
     strategy = ForecastAwareStrategy(
-        ForecastAwareSettings(forecast_workers=compute.worker_count())
+        ForecastAwareSettings(forecast_workers=compute.worker_count(), profile=config.profile)
     )
     for as_of in as_of_days(context):
         start = as_of - timedelta(days=HISTORY_DAYS)
         with warehouse.reader() as con:
-            usage = wh.read_window(con, "container_usage", start, as_of)
-            replicas = wh.read_window(con, "workload_replicas", start, as_of)
+            usage = wh.read_window(con, CONTAINER_USAGE_TABLE, start, as_of)
+            replicas = wh.read_window(con, WORKLOAD_REPLICAS_TABLE, start, as_of)
         recommendations = recommend_from_warehouse(usage, replicas, strategy=strategy)
         table = recommendations.with_columns(pl.lit(as_of.replace(tzinfo=None)).alias("as_of"))
         with warehouse.writer(f"container_rightsizing as of {as_of:%Y-%m-%d}") as con:
@@ -73,6 +83,7 @@ def container_rightsizing(
             "dagster/row_count": rows,
             "as_of": str(as_of),
             "days_computed": len(context.partition_keys),
+            "profile": config.profile,
             "monthly_saving_usd": float(recommendations["monthly_saving_usd"].sum() or 0.0),
             "top": dg.MetadataValue.md(ranked_markdown(recommendations, top=10)),
             "exports": dg.MetadataValue.path(str(folder)),

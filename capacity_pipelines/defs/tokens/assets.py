@@ -10,6 +10,7 @@ from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.partitions import daily_partitions
 from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
 from capacity_pipelines.defs.warehouse.assets import WRITES_WAREHOUSE
+from capacity_pipelines.ingest.tables import LLM_TOKEN_USAGE_TABLE
 from capacity_pipelines.tokens.fleet import (
     TOKEN_COST_TABLE,
     cost_warehouse_usage,
@@ -31,7 +32,7 @@ REPORT_DAYS = 30  # the token-cost report looks back a month, like a monthly bil
     tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["llm_token_usage"],
+    deps=[LLM_TOKEN_USAGE_TABLE],
     check_specs=[
         dg.AssetCheckSpec(
             "all_models_priced",
@@ -47,7 +48,7 @@ def llm_token_cost(
     try:
         book = load_price_book()
         with warehouse.reader() as con:
-            usage = wh.read_window(con, "llm_token_usage", window.start, window.end)
+            usage = wh.read_window(con, LLM_TOKEN_USAGE_TABLE, window.start, window.end)
         costed = cost_warehouse_usage(usage, book, "warehouse table llm_token_usage")
     except (PriceBookError, UsageContractError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -81,7 +81,7 @@ class PrometheusSettings:
         A URL that cannot be parsed is refused here, in seconds, with its credentials masked:
         retrying could never make it work.
         """
-        clean = _checked_url(url)
+        clean = checked_url(url)
         if chunk_hours is not None:
             settings["chunk_s"] = _chunk_seconds(chunk_hours)
         return cls(url=clean, **settings)
@@ -140,7 +140,7 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     return f"{scheme}://{host}", unquote(user) or None, unquote(password) or None
 
 
-def _checked_url(url: str) -> str:
+def checked_url(url: str) -> str:
     """The URL, credentials removed, trailing `/` dropped; PrometheusConfigError if malformed."""
     clean = split_credentials(url.strip())[0].rstrip("/")
     if not clean:
