@@ -22,3 +22,12 @@ def shared_data() -> Path:
 def require_prometheus() -> None:
     if not prometheus_available():
         pytest.skip("needs the Debian prometheus package (prometheus + promtool on PATH)")
+
+
+@pytest.fixture(scope="session")
+def accepted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CAPACITY_HOME after one `capacity demo --days 8` and two accepted recommendations
+    (tests copy it with `tests.capacity_process.copy_home`; about a minute, once)."""
+    from tests.capacity_process import accepted_home as seeded
+
+    return seeded(tmp_path_factory.mktemp("accepted"))

@@ -79,7 +79,7 @@ def build_parser(domain: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `capacity` console script."""
     from capacity_pipelines.cli.pipeline import UsageError
-    from capacity_pipelines.cli.runs import RunFailed, RunInterrupted
+    from capacity_pipelines.cli.runs import RunFailed, RunInterrupted, interruptible
     from capacity_pipelines.ingest.catalog import CatalogError
     from capacity_pipelines.ingest.sources.base import SourceError
     from capacity_pipelines.ingest.sources.openmetrics import ExportFormatError
@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         WarehouseCorruptError, RestoreError, FileExistsError,
     )  # fmt: skip
     try:
-        return args.func(args)
+        with interruptible():
+            return args.func(args)
     except bad_input as exc:
         print(f"capacity {args.command}: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
-        message = f"capacity {args.command}: interrupted ({exc}); the run was canceled"
-        print(message, file=sys.stderr)
+        outcome = f"; {exc.outcome}" if exc.outcome else ""
+        print(f"capacity {args.command}: interrupted ({exc}){outcome}", file=sys.stderr)
         return EXIT_INTERRUPTED.get(exc.signum, 128 + exc.signum)
     except RunFailed as exc:
         print(f"capacity {args.command}: {exc}", file=sys.stderr)

@@ -74,8 +74,16 @@ def check_days(first: date, last: date) -> None:
 
 
 def _prepare(command: str) -> Path:
+    """The instance, once runs whose worker died are closed and the stores the runs will read
+    have read back whole (a damaged file is one line saying how to restore it, before any run
+    starts and fails on it step after step)."""
+    from capacity_pipelines import warehouse as wh
+
     home = dagster_home()
     recover_dead_runs(home)
+    for store in (paths.warehouse_path(), paths.decisions_path()):
+        if store.exists():
+            wh.verify(store)
     for run in live_runs(home):
         print(
             f"Another run is in progress: {run}; this one's writes wait for its writes "

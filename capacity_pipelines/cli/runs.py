@@ -7,9 +7,14 @@ processes), wait a bounded time, then kill what is left and mark the run CANCELE
 130 (SIGINT) or 143 (SIGTERM) within seconds, and the warehouse stays consistent because every
 write session is published all or nothing.
 
-A run whose worker was killed (SIGKILL, the OOM killer, a node going away) stays STARTED in the
-instance forever unless somebody says otherwise: every command that launches runs first marks
-such runs failed (their worker pid is gone) and says so in one line.
+Whatever way the worker ends, nothing of it outlives it: what is left of its process group (a
+forecasting pool, a compute-log `tail`) is killed, and its runs that are still open are closed,
+CANCELED after an interruption, failed otherwise (the OOM killer took the worker).
+
+A run whose worker and supervisor were both killed (a node going away, the OOM killer of a
+whole cgroup) stays STARTED in the instance forever unless somebody says otherwise: every command
+that launches runs first marks such runs failed (their worker pid is gone) and says so in one
+line.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +53,36 @@ class RunFailed(RuntimeError):
     """A run ended without success; the message names the run (see it in the UI)."""
 
 
-class RunInterrupted(Exception):
-    """The command was interrupted; the run was canceled. `signum` is the signal received."""
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command; `signum` is the signal, `outcome` what became of
+    the runs (empty when none had started). A KeyboardInterrupt, so that no `except Exception`
+    on the way swallows a SIGTERM any more than it would swallow Ctrl-C."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, outcome: str = ""):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.outcome = outcome
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    raise RunInterrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM stops the command the way Ctrl-C does, by an exception (`RunInterrupted`), so
+    `finally` blocks run and the exit code says which signal it was. (By default SIGTERM ends
+    Python on the spot.) The previous handlers come back afterwards; off the main thread,
+    where handlers cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def dagster_home() -> Path:
@@ -77,8 +107,17 @@ def _alive(pid: int, started: str | None) -> bool:
     return now is not None and (not started or now == started)
 
 
-def recover_dead_runs(home: Path, log: Callable[[str], None] = print) -> list[str]:
-    """Mark failed the runs launched by `capacity` whose worker process is gone; returns ids."""
+def recover_dead_runs(
+    home: Path,
+    log: Callable[[str], None] = print,
+    by: str = "the next `capacity` command",
+    only: list[str] | None = None,
+) -> list[str]:
+    """Mark failed the runs launched by `capacity` whose worker process is gone; returns ids.
+
+    `by` says who noticed, in the run's failure message and the line printed for each run;
+    `only` limits it to these run ids (a supervisor closing its own runs).
+    """
     import dagster as dg
 
     recovered = []
@@ -87,12 +126,13 @@ def recover_dead_runs(home: Path, log: Callable[[str], None] = print) -> list[st
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in OPEN_STATUSES])
         )
         for run in open_runs:
+            if only is not None and run.run_id not in only:
+                continue
             pid = run.tags.get("capacity/worker_pid")
             if pid is None or _alive(int(pid), run.tags.get("capacity/worker_started")):
                 continue
             message = (
-                f"its worker process (pid {pid}) is gone (killed or crashed); marked failed by "
-                "the next `capacity` command"
+                f"its worker process (pid {pid}) is gone (killed or crashed); marked failed by {by}"
             )
             instance.report_run_failed(run, message)
             storage = instance.event_log_storage
@@ -118,17 +158,18 @@ def live_runs(home: Path) -> list[str]:
     ]
 
 
-def _cancel(home: Path, run_id: str, final: bool) -> None:
-    """Mark the run CANCELING (before interrupting it) or, when forced, CANCELED; a run that
-    has not been created yet, or has finished, is left alone."""
+def _cancel(home: Path, run_ids: list[str], final: bool) -> None:
+    """Mark the runs CANCELING (before interrupting them) or, once their worker is gone,
+    CANCELED; a run that was never created, or has finished, is left alone."""
     with _instance(home) as instance:
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.is_finished:
-            return
-        if final:
-            instance.report_run_canceled(run, "the `capacity` command was interrupted")
-        elif run.status.value != "CANCELING":
-            instance.report_run_canceling(run, "the `capacity` command was interrupted")
+        for run_id in run_ids:
+            run = instance.get_run_by_id(run_id)
+            if run is None or run.is_finished:
+                continue
+            if final:
+                instance.report_run_canceled(run, "the `capacity` command was interrupted")
+            elif run.status.value != "CANCELING":
+                instance.report_run_canceling(run, "the `capacity` command was interrupted")
 
 
 @dataclass
@@ -173,30 +214,38 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     for request in requests:
         env |= request.env or {}
-    failures = Path(tempfile.mkstemp(prefix="capacity-run-", suffix=".txt")[1])
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "capacity_pipelines.cli.worker", specs_to_json(specs),
-         str(failures)],
-        env=env,
-        start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the run in order
-    )  # fmt: skip
     received: list[int] = []
 
     def on_signal(signum, _frame):
         received.append(signum)
 
+    # Recorded from before the worker exists: a signal in between must not leave it orphaned.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     run_ids = [s.run_id for s in specs]
     try:
-        code = _supervise(worker, received, home, run_ids, grace_s)
+        # The worker writes to the same terminal or pipe: what we printed must come first.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Why runs failed comes back in an unnamed file, so a killed command leaves none behind.
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as failures:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "capacity_pipelines.cli.worker", specs_to_json(specs),
+                 str(failures.fileno())],
+                env=env,
+                pass_fds=[failures.fileno()],
+                start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the run
+            )  # fmt: skip
+            code = _supervise(worker, received, home, run_ids, grace_s)
+            failures.seek(0)
+            why = failures.read().strip().splitlines()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    why = failures.read_text(encoding="utf-8").strip().splitlines()
-    failures.unlink(missing_ok=True)
     if received:
-        raise RunInterrupted(received[0])
+        raise RunInterrupted(received[0], _outcome(home, run_ids))
     if code != 0:
+        if code < 0:  # killed: its open runs were marked failed (one line each) just now
+            why = [f"the run worker was killed by {signal.Signals(-code).name}"] + why
         raise RunFailed(
             (why[0] if why else f"a run failed (exit {code})")
             + " (the run's steps and logs are in the Dagster UI: `capacity ui`)"
@@ -204,30 +253,56 @@ def launch(requests: list[RunRequest], home: Path, grace_s: float = GRACE_S) -> 
     return run_ids
 
 
+def _outcome(home: Path, run_ids: list[str]) -> str:
+    """What became of the runs of an interrupted command, for its last line: the one canceled
+    (or how else it ended), and how many never started."""
+    with _instance(home) as instance:
+        found = [instance.get_run_by_id(run_id) for run_id in run_ids]
+    ended = [f"run {r.run_id} {r.status.value.lower()}" for r in found
+             if r is not None and r.status.value != "SUCCESS"]  # fmt: skip
+    never = sum(r is None for r in found)
+    parts = ended or ["no run was in progress"]
+    if never:
+        parts.append(f"{never} later run{'s' if never > 1 else ''} not started")
+    return ", ".join(parts)
+
+
 def _supervise(
     worker: subprocess.Popen, received: list[int], home: Path, run_ids: list[str], grace_s: float
 ) -> int:
+    """Wait for the worker, stopping it in order when a signal is received; once it is gone,
+    kill what is left of its process group and close its runs that are still open."""
     interrupted_at: float | None = None
     while True:
         try:
-            return worker.wait(timeout=0.2)
+            code = worker.wait(timeout=0.2)
+            break
         except subprocess.TimeoutExpired:
             pass
         if received and interrupted_at is None:
             interrupted_at = time.monotonic()
-            for run_id in run_ids:
-                _cancel(home, run_id, final=False)
-            _signal_group(worker, signal.SIGINT)
+            _cancel(home, run_ids, final=False)
+            # The worker alone: Dagster stops the step and its processes in order (a SIGINT to
+            # the group would make each of them print a traceback first).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGINT)
         elif interrupted_at is not None and (
             len(received) > 1 or time.monotonic() - interrupted_at > grace_s
         ):
             _signal_group(worker, signal.SIGKILL)
-            worker.wait()
-            for run_id in run_ids:
-                _cancel(home, run_id, final=True)
-            return -signal.SIGKILL
+            code = worker.wait()
+            break
+    # The group outlives its leader: a forecasting pool or a log tail would run on unattended.
+    _signal_group(worker, signal.SIGKILL)
+    if received:
+        _cancel(home, run_ids, final=True)
+    elif code != 0:
+        recover_dead_runs(home, by="its `capacity` command", only=run_ids)
+    return code
 
 
 def _signal_group(worker: subprocess.Popen, signum: int) -> None:
+    """Signal the worker's process group (the worker leads it; its id outlives the worker for
+    as long as any member does, so it is never another process's)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.pid, signum)  # the worker and its step processes
+        os.killpg(worker.pid, signum)

@@ -6,7 +6,9 @@ creates the run in the Dagster instance (so it shows in the UI like a scheduled 
 the same job definition the schedule launches, and prints one line per finished step.
 
 It dies with its supervisor: on Linux the kernel sends it SIGTERM when the supervisor exits for
-any reason (a SIGKILL included), and Dagster turns that into a clean interruption of the run.
+any reason (a SIGKILL included), and Dagster turns that into a clean interruption of the run
+(which fails it: nobody asked for a cancel). SIGTERM and SIGINT outside a run's execution (while
+the definitions load) end the worker quietly; the supervisor closes the run it leaves open.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -118,6 +121,44 @@ class Progress:
                 print(f"      check {line}", flush=True)
 
 
+INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+
+
+def _ended_by_interrupts(events: Iterable[dg.DagsterEvent]) -> Iterator[dg.DagsterEvent]:
+    """The run's events, with an interrupt ending the run even inside a step that has a
+    RetryPolicy.
+
+    Dagster's in-process executor turns an interrupt inside such a step into a retry
+    (dagster-io/dagster#15026, open), so a canceled run went on with its other steps until the
+    supervisor's grace period ran out and killed it, or finished as SUCCESS although the
+    command said it was canceled. Thrown back in where the retry was announced, the interrupt
+    ends the run the way Dagster ends any interrupted run: CANCELED once the supervisor has
+    marked it CANCELING, failed when nobody asked (the supervisor died).
+    """
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    stream = iter(events)
+    try:
+        event = next(stream)
+        while True:
+            yield event
+            retry = event.event_specific_data if event.is_step_up_for_retry else None
+            if retry is not None and _caused_by_interrupt(retry.error):
+                event = stream.throw(DagsterExecutionInterruptedError())
+            else:
+                event = next(stream)
+    except StopIteration:
+        return
+
+
+def _caused_by_interrupt(error) -> bool:
+    while error is not None:
+        if error.cls_name in INTERRUPTS:
+            return True
+        error = error.cause
+    return False
+
+
 def _failure_message(event: dg.DagsterEvent) -> str:
     """The innermost cause of a step failure, one line (Dagster wraps the asset's exception)."""
     error = event.step_failure_data.error if event.step_failure_data else None
@@ -125,6 +166,8 @@ def _failure_message(event: dg.DagsterEvent) -> str:
         error = error.cause
     if error is None:
         return "see the run in the Dagster UI"
+    if error.cls_name in INTERRUPTS:
+        return "interrupted"
     return safe_text(error.message.strip().split(": ", 1)[-1].splitlines()[0])
 
 
@@ -137,14 +180,16 @@ def process_start_ticks(pid: int) -> str | None:
         return None
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(supervisor_pid: int | None) -> None:
     """Ask the kernel for SIGTERM when the supervisor exits (Linux); elsewhere nothing."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         return
-    if os.getppid() == 1:  # the supervisor died before we asked
+    # The supervisor died before we asked: we were adopted, by init or by a subreaper (a
+    # systemd user instance, a container's init), so the parent's pid is no longer its own.
+    if os.getppid() == 1 or (supervisor_pid is not None and os.getppid() != supervisor_pid):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -183,30 +228,40 @@ def execute(spec: RunSpec, failures: list[str]) -> int:
         steps = job_def.get_subset(asset_selection=selection) if selection else job_def
         progress = Progress(total=len(steps.nodes_in_topological_order))
         began = time.monotonic()
-        for event in execute_run_iterator(recon, run, instance):
+        for event in _ended_by_interrupts(execute_run_iterator(recon, run, instance)):
             progress.record(event)
         final = instance.get_run_by_id(run.run_id)
     status = final.status if final else dg.DagsterRunStatus.FAILURE
     failures.extend(progress.failures)
     if status != dg.DagsterRunStatus.SUCCESS:
-        print(f"run {run.run_id} {status.value.lower()} after {time.monotonic() - began:.1f} s")
+        print(
+            f"run {run.run_id} {status.value.lower()} after {time.monotonic() - began:.1f} s",
+            flush=True,
+        )
         return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m capacity_pipelines.cli.worker '<JSON list of RunSpec>' [FAILURES_FILE]`: the
+    """`python -m capacity_pipelines.cli.worker '<JSON list of RunSpec>' [FAILURES_FD]`: the
     runs in order, in one process (the definitions load once); stops at the first run that does
-    not succeed and writes why to FAILURES_FILE (one line per failed step) for the supervisor."""
-    _die_with_parent()
+    not succeed and writes why to the open file FAILURES_FD (one line per failed step) for the
+    supervisor. Interrupted (SIGINT, SIGTERM) outside a run's execution, it exits 130 quietly."""
     args = sys.argv[1:] if argv is None else argv
+    specs = specs_from_json(args[0])
+    supervisor = specs[0].tags.get("capacity/supervisor_pid") if specs else None
+    _die_with_parent(int(supervisor) if supervisor else None)
+    # As Dagster does while it executes a run: SIGTERM (the supervisor's death) is an interrupt.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     failures: list[str] = []
     try:
-        for spec in specs_from_json(args[0]):
+        for spec in specs:
             code = execute(spec, failures)
             if code:
                 return code
         return 0
+    except KeyboardInterrupt:
+        return 130
     except Exception as exc:  # noqa: BLE001 - one line for the supervisor, not a traceback
         text = str(exc).strip().splitlines()
         failures.append(f"{type(exc).__name__}: {safe_text(text[0] if text else '')}")
@@ -214,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if len(args) > 1 and failures:
-            with open(args[1], "w", encoding="utf-8") as out:
+            with os.fdopen(int(args[1]), "w", encoding="utf-8", closefd=False) as out:
                 out.write("\n".join(failures) + "\n")
 
 

@@ -189,8 +189,14 @@ class CapacityForecaster:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_local_forecasts, task) for task in tasks]
-            global_results = self._run_global(h, cuts)
-            local_results = [r for future in futures for r in future.result()]
+            try:
+                global_results = self._run_global(h, cuts)
+                local_results = [r for future in futures for r in future.result()]
+            except BaseException:
+                # Interrupted (a canceled run) or failed: stop after the chunks in flight
+                # instead of computing every queued one before the error can leave.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         return local_results, global_results
 
     def _run_global(self, h: int, cuts: list[list[int]]) -> list[dict[int, np.ndarray | None]]:

@@ -9,6 +9,7 @@ from capacity_pipelines.warehouse.sessions import (
     connect,
     holder,
     reader,
+    verify,
     writer,
 )
 from capacity_pipelines.warehouse.snapshot import (
@@ -54,5 +55,6 @@ __all__ = [
     "restore",
     "sql_literal",
     "table_exists",
+    "verify",
     "writer",
 ]

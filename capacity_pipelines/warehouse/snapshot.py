@@ -3,7 +3,9 @@
 With draft-and-swap writes the live file is always a closed, consistent DuckDB file, so a byte
 copy taken while holding a reader's lock (which keeps writers from swapping) is a consistent
 copy, comments and all. Only when an in-place writer (a DuckDB shell) left a WAL behind is the
-copy made table by table through DuckDB instead.
+copy made table by table through DuckDB instead. Every copy first reads every block of the
+source, so a damaged file is refused in one line instead of being copied on to analysts or
+into a backup.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,20 +27,22 @@ from capacity_pipelines.warehouse.sessions import (
     _writer_lock,
     copy_file,
     fsync_directory,
+    read_every_block,
     reader,
+    remove_leftovers,
+    tmp_sibling,
+    verify,
 )
 from capacity_pipelines.warehouse.tables import quote_identifier, sql_literal
 
 MANIFEST = "MANIFEST.json"
 
 
-def _tmp_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
-
-
 def _consistent_copy(source: Path, target: Path, wait_s: float, durable: bool = False) -> None:
-    """Copy the DuckDB file `source` to `target` as one committed state."""
+    """Copy the DuckDB file `source` to `target` as one committed state, once every block of
+    it has read back (`WarehouseCorruptError` naming `source` otherwise)."""
     with reader(source, wait_s) as con:
+        read_every_block(con)
         if source.with_name(source.name + ".wal").exists():
             source_db = con.execute("SELECT current_database()").fetchone()[0]
             con.execute(f"ATTACH {sql_literal(str(target))} AS copy_target (READ_WRITE)")
@@ -84,20 +89,22 @@ def publish_snapshot(
 
     `side_files` are other DuckDB files (the SRE decisions) whose tables are copied in beside
     the warehouse's, so analysts find everything in one file. A reader holding the old snapshot
-    open keeps its consistent view; a new reader sees the new one.
+    open keeps its consistent view; a new reader sees the new one. Publishers take the
+    snapshot's writer lock, so the copy a killed publisher left is removed by the next one.
     """
     snapshot = Path(snapshot)
     snapshot.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(snapshot)
-    tmp.unlink(missing_ok=True)
-    try:
-        _consistent_copy(Path(warehouse), tmp, wait_s)
-        for side in side_files:
-            if Path(side).exists():
-                _add_tables(tmp, Path(side), wait_s)
-        os.replace(tmp, snapshot)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _writer_lock(snapshot, wait_s, "publish the analysts' snapshot"):
+        remove_leftovers(snapshot)
+        tmp = tmp_sibling(snapshot)
+        try:
+            _consistent_copy(Path(warehouse), tmp, wait_s)
+            for side in side_files:
+                if Path(side).exists():
+                    _add_tables(tmp, Path(side), wait_s)
+            os.replace(tmp, snapshot)
+        finally:
+            tmp.unlink(missing_ok=True)
     return snapshot
 
 
@@ -123,24 +130,31 @@ def backup(files: dict[str, Path], folder: Path, wait_s: float = 60.0) -> list[B
     """Copy each DuckDB file (role -> live path) into `folder` with a manifest.
 
     Byte copies of committed states: schema, `COMMENT ON` documentation and every row come back
-    exactly as they were. Files that do not exist yet are left out (and listed as absent).
+    exactly as they were. Files that do not exist yet are left out (and listed as absent). A
+    file that does not read back whole (`WarehouseCorruptError`) is not backed up, and the new
+    folder is removed: a backup that cannot be restored is worse than none. The manifest is
+    written last, so a backup cut short (a kill) is refused by `restore`.
     """
     folder.mkdir(parents=True, exist_ok=False)
-    written: list[BackupFile] = []
-    for role, live in files.items():
-        live = Path(live)
-        if not live.exists():
-            continue
-        target = folder / f"{role}.duckdb"
-        _consistent_copy(live, target, wait_s, durable=True)
-        written.append(BackupFile(role, target.name, _sha256(target), target.stat().st_size))
-    manifest = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": [f.__dict__ for f in written],
-        "absent": sorted(set(files) - {f.role for f in written}),
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    fsync_directory(folder)
+    try:
+        written: list[BackupFile] = []
+        for role, live in files.items():
+            live = Path(live)
+            if not live.exists():
+                continue
+            target = folder / f"{role}.duckdb"
+            _consistent_copy(live, target, wait_s, durable=True)
+            written.append(BackupFile(role, target.name, _sha256(target), target.stat().st_size))
+        manifest = {
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": [f.__dict__ for f in written],
+            "absent": sorted(set(files) - {f.role for f in written}),
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        fsync_directory(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return written
 
 
@@ -160,7 +174,9 @@ def read_manifest(folder: Path) -> list[BackupFile]:
         if not path.is_file() or _sha256(path) != entry.sha256:
             raise RestoreError(f"{path}: missing or changed since the backup was made")
         try:
-            duckdb.connect(str(path), read_only=True).close()
+            verify(path)
+        except WarehouseCorruptError as exc:
+            raise RestoreError(f"{path}: not a readable DuckDB file ({exc.reason})") from None
         except duckdb.Error as exc:
             raise RestoreError(f"{path}: not a readable DuckDB file ({exc})") from None
     return files
@@ -180,6 +196,7 @@ def restore(folder: Path, targets: dict[str, Path], wait_s: float = 60.0) -> lis
         live = Path(targets[entry.role])
         live.parent.mkdir(parents=True, exist_ok=True)
         with _writer_lock(live, wait_s, f"capacity restore from {folder}"):
+            remove_leftovers(live)
             guard = None
             if live.exists():
                 try:
@@ -187,7 +204,7 @@ def restore(folder: Path, targets: dict[str, Path], wait_s: float = 60.0) -> lis
                 except (WarehouseCorruptError, duckdb.Error):
                     guard = None  # unreadable: nothing to protect, replace it
             try:
-                tmp = _tmp_sibling(live)
+                tmp = tmp_sibling(live)
                 with open(folder / entry.name, "rb") as source:
                     copy_file(source, tmp, durable=True)
                 live.with_name(live.name + ".wal").unlink(missing_ok=True)
