@@ -177,9 +177,10 @@ def print_steps(runs: dict[str, list[DemoRun]], ref: str) -> None:
     for step in order:
         cells = [f"{medians[n][step]:.1f}" if step in medians[n] else "" for n in (ref, THIS)]
         print(f"| {step} | {cells[0]} | {cells[1]} |")
-    print(f"\n### Timeline of the last {THIS} run (seconds since start, each output line)\n")
-    for at, text in runs[THIS][-1].lines:
-        print(f"    {at:6.1f}  {text}")
+    for name, demo_runs in runs.items():
+        print(f"\n### Timeline of the last {name} run (seconds since start, each output line)\n")
+        for at, text in demo_runs[-1].lines:
+            print(f"    {at:6.1f}  {text}")
 
 
 def time_load(tree: Path) -> float:
