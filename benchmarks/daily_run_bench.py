@@ -116,9 +116,8 @@ def _asked_by() -> str:
     warehouse code (the recs CLI)."""
     import dagster as dg
 
-    context = dg.OpExecutionContext.get()
-    if context is not None:
-        return context.op.name
+    with contextlib.suppress(dg.DagsterInvariantViolationError):  # no op running
+        return dg.OpExecutionContext.get().op.name
     stack = traceback.extract_stack()[:-2]
     ours = [f for f in stack if "capacity_pipelines" in f.filename]
     outside = [f for f in ours if "warehouse" not in Path(f.filename).as_posix()]
@@ -346,7 +345,7 @@ def fresh_home(prepared: Path, work: Path) -> Path:
 
 
 def _mib(n: float) -> str:
-    return f"{n / 2**20:,.1f}"
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.0f} KiB"
 
 
 def print_copies(name: str, action: str, result: dict) -> None:
@@ -355,13 +354,13 @@ def print_copies(name: str, action: str, result: dict) -> None:
     for copy in copies:
         by_file.setdefault(copy["source"], []).append(copy)
     files = "; ".join(
-        f"{f}: {len(c)} ({_mib(sum(x['bytes'] for x in c))} MiB, "
+        f"{f}: {len(c)} ({_mib(sum(x['bytes'] for x in c))}, "
         f"{sum(x['seconds'] for x in c):.2f} s)"
         for f, c in by_file.items()
     )
     snapshots = result["snapshots"]
     print(f"| {name} | {action} | {result['wall']:.1f} | {_mib(result['warehouse_bytes'])} | "
-          f"{files or 'none'} | {len(snapshots)} ({_mib(sum(snapshots))} MiB) |")  # fmt: skip
+          f"{files or 'none'} | {len(snapshots)} ({_mib(sum(snapshots))}) |")  # fmt: skip
 
 
 def copies(trees: dict[str, Path], work: Path) -> None:
@@ -375,7 +374,7 @@ def copies(trees: dict[str, Path], work: Path) -> None:
         }
     print("## Copies of DuckDB files: the demo's daily run of its last day, then one "
           f"`capacity recs accept`\n\nload average at end: {_load()}\n")  # fmt: skip
-    print("| code | action | wall s | warehouse after, MiB | copies per file (bytes, time) | "
+    print("| code | action | wall s | warehouse after | copies per file (bytes, time) | "
           "snapshots published (bytes) |")  # fmt: skip
     print("|---|---|---:|---:|---|---|")
     for name, actions in results.items():
