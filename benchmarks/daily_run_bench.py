@@ -354,8 +354,7 @@ def print_copies(name: str, action: str, result: dict) -> None:
     for copy in copies:
         by_file.setdefault(copy["source"], []).append(copy)
     files = "; ".join(
-        f"{f}: {len(c)} ({_mib(sum(x['bytes'] for x in c))}, "
-        f"{sum(x['seconds'] for x in c):.2f} s)"
+        f"{f}: {len(c)} ({_mib(sum(x['bytes'] for x in c))}, {sum(x['seconds'] for x in c):.2f} s)"
         for f, c in by_file.items()
     )
     snapshots = result["snapshots"]
