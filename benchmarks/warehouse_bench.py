@@ -238,18 +238,48 @@ PUBLISH = (
     "import sys; from capacity_pipelines import warehouse as wh; "
     "wh.publish_snapshot(sys.argv[1], sys.argv[2])"
 )
-# argv: a recommendation id; prints the seconds `capacity recs accept` took. A `recs list` first
-# (untimed) imports what the command imports inside its functions, so only the decision counts.
+# argv: a recommendation id; prints (JSON) the seconds `capacity recs accept` took and where
+# they went: the functions below that exist in the side's code, wrapped to count and time their
+# calls (nested: a copy's time is also inside its caller's). A `recs list` first (untimed)
+# imports what the command imports inside its functions, so only the decision counts.
 DECIDE = """
-import contextlib, io, sys, time
+import contextlib, importlib, io, json, os, sys, time
 from capacity_pipelines.recommendations import cli
+PARTS = [
+    ("capacity_pipelines.recommendations.cli", "read_current"),  # after: snapshot read
+    ("capacity_pipelines.recommendations.cli", "adopt_legacy_decisions"),  # after
+    ("capacity_pipelines.recommendations.cli", "append_decision"),  # after: the store's write
+    ("capacity_pipelines.warehouse", "publish_snapshot"),  # before: the republish
+    ("capacity_pipelines.warehouse", "_copy"),  # before: a draft copy
+    ("capacity_pipelines.warehouse.sessions", "copy_file"),  # after: a draft copy
+    ("capacity_pipelines.warehouse.sessions", "_swap_in"),  # after: fsync, rename, fsync
+    ("os", "fsync"),
+]
+parts = {}
+def timed(name, function):
+    def call(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            count, seconds = parts.get(name, (0, 0.0))
+            parts[name] = (count + 1, seconds + time.perf_counter() - began)
+    return call
+for module_name, attr in PARTS:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        continue
+    if hasattr(module, attr):
+        setattr(module, attr, timed(attr, getattr(module, attr)))
 with contextlib.redirect_stdout(io.StringIO()):
     assert cli.main(["list", "--limit", "1"]) == 0
+    parts.clear()
     began = time.perf_counter()
     code = cli.main(["accept", sys.argv[1], "--by", "bench", "-m", "warehouse_bench --decision"])
     seconds = time.perf_counter() - began
 assert code == 0, f"capacity recs accept {sys.argv[1]} exited {code}"
-print(seconds)
+print(json.dumps({"seconds": seconds, "parts": parts}))
 """
 
 
@@ -315,15 +345,21 @@ def decision(ref: str, work: Path, target_mb: int, repeats: int) -> None:
         homes = {name: decision_home(t, work, name, target_mb) for name, t in trees.items()}
         ids = {name: top_recommendations(home, repeats) for name, home in homes.items()}
         times: dict[str, list[float]] = {name: [] for name in trees}
+        parts: dict[str, list[dict]] = {name: [] for name in trees}
         loads = [load_average()]
         for index in range(repeats):
             for name, t in trees.items():
                 rid = ids[name][index % len(ids[name])]
+                # The other side's gigabytes written just before would otherwise still be
+                # flushing when this side fsyncs (ext4 commits its journal for every fsync).
+                os.sync()
                 proc = subprocess.run(
                     [sys.executable, "-c", DECIDE, rid], cwd=t, env=tree_env(t, homes[name]),
                     check=True, capture_output=True, text=True,
                 )  # fmt: skip
-                times[name].append(float(proc.stdout.split()[-1]))
+                measured = json.loads(proc.stdout.splitlines()[-1])
+                times[name].append(measured["seconds"])
+                parts[name].append(measured["parts"])
             loads.append(load_average())
         sizes = {n: (h / "warehouse.duckdb").stat().st_size / 2**20 for n, h in homes.items()}
     print(f"## One SRE decision (`capacity recs accept`) with a ~{target_mb} MiB warehouse, "
@@ -336,9 +372,15 @@ def decision(ref: str, work: Path, target_mb: int, repeats: int) -> None:
               f"{statistics.median(runs):.3f} |")  # fmt: skip
     after = statistics.median(times[THIS])
     print(f"\nthis checkout / {ref} = {after / statistics.median(times[ref]):.4f}")
+    print("\nWhere the time went (calls x seconds per decision, each run; nested: a copy or an "
+          "fsync is also inside the function that asked for it):\n")  # fmt: skip
+    for name, runs in parts.items():
+        print(f"- {name}:")
+        for run in runs:
+            print("  - " + ", ".join(f"{part} {n} x {s:.3f} s" for part, (n, s) in run.items()))
     print(f"\ngoal: < {GOAL_DECISION_S} s after: "
           f"{'met' if after < GOAL_DECISION_S else 'NOT met'} ({after:.3f} s)")  # fmt: skip
-    print(json.dumps({"seconds": times, "mib": sizes}))
+    print(json.dumps({"seconds": times, "parts": parts, "mib": sizes}))
 
 
 def main() -> None:
