@@ -368,7 +368,7 @@ def decision(ref: str, work: Path, target_mb: int, repeats: int) -> None:
           f"{repeats} processes per side, alternating\n")  # fmt: skip
     print(f"load averages (1, 5, 15 min), at the start and after each round: {loads}\n")
     print("CPU seconds count every thread of the process (DuckDB's included); on a machine "
-          "whose cores are shared, wall time waits for a core and CPU time does not.\n")  # fmt: skip
+          "with shared cores, wall time waits for a core and CPU time does not.\n")  # fmt: skip
     print("| code | warehouse MiB | decision s (runs) | median s | CPU s (runs) | median CPU s |")
     print("|---|---:|---|---:|---|---:|")
     for name, runs in times.items():
