@@ -83,13 +83,66 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+# Where a demo's wall time goes, from the Dagster instance it leaves in its home (run records
+# and step events carry wall-clock times). Their sum is the wall time.
+PHASES = {
+    "to_first_run": "start-up until the first run is created (Python, imports, the fleet's "
+    "time range, definitions; after: also the supervisor and the worker process)",
+    "launching": "runs created but not started (planning, run storage)",
+    "steps": "steps' own seconds (STEP_START to STEP_SUCCESS)",
+    "in_runs": "inside runs, outside steps (resources, IO, events, run teardown)",
+    "between_runs": "from one run's end to the next run's creation",
+    "after_last_run": "from the last run's end to the command's exit",
+}
+
+
+def demo_phases(dagster_home: Path, began: float, ended: float) -> tuple[dict, dict]:
+    """({phase: seconds}, {step: own seconds summed over runs}) of the runs in an instance;
+    `began` and `ended` are the command's wall-clock start and end (time.time())."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    phases = dict.fromkeys(PHASES, 0.0)
+    steps: dict[str, float] = {}
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+        records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        previous_end = None
+        for record in records:
+            created = record.create_timestamp.timestamp()
+            if previous_end is None:
+                phases["to_first_run"] = created - began
+            else:
+                phases["between_runs"] += created - previous_end
+            phases["launching"] += record.start_time - created
+            started: dict[str, float] = {}
+            own = 0.0
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                event = entry.dagster_event
+                if event is None or not event.step_key:
+                    continue
+                if event.event_type.name == "STEP_START":
+                    started[event.step_key] = entry.timestamp
+                elif event.event_type.name in ("STEP_SUCCESS", "STEP_FAILURE"):
+                    seconds = entry.timestamp - started[event.step_key]
+                    steps[event.step_key] = steps.get(event.step_key, 0.0) + seconds
+                    own += seconds
+            phases["steps"] += own
+            phases["in_runs"] += record.end_time - record.start_time - own
+            previous_end = record.end_time
+        phases["after_last_run"] = ended - previous_end
+    return phases, steps
+
+
 @dataclass
 class DemoRun:
-    """One `capacity demo`: wall seconds, the load when it started, its timestamped lines."""
+    """One `capacity demo`: wall seconds, the load when it started, its timestamped lines, and
+    where the time went (phases and steps' own seconds, from its Dagster instance)."""
 
     wall: float
     load: str
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, text)
+    phases: dict[str, float] = field(default_factory=dict)
+    step_own: dict[str, float] = field(default_factory=dict)
 
     @property
     def steps(self) -> list[tuple[str, float]]:
@@ -111,20 +164,22 @@ def run_demo(tree: Path) -> DemoRun:
     """`capacity demo` with the package imported from `tree`, in a fresh home."""
     with tempfile.TemporaryDirectory(prefix="demo_bench_") as home:
         load = load_average()
-        began = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from capacity_pipelines.cli import main; "
-             "sys.exit(main(['demo']))"],
-            cwd=tree, env=tree_env(tree, home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        lines = [(time.perf_counter() - began, line.rstrip("\n")) for line in proc.stdout]
-        stderr = proc.stderr.read()
-        code = proc.wait()
-        wall = time.perf_counter() - began
-    if code != 0:
-        sys.exit(f"capacity demo failed in {tree} ({code}): {stderr[-2000:]}")
-    return DemoRun(wall, load, lines)
+        errors = Path(home) / "stderr.txt"
+        with open(errors, "w") as stderr:
+            began, began_at = time.perf_counter(), time.time()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from capacity_pipelines.cli import main; "
+                 "sys.exit(main(['demo']))"],
+                cwd=tree, env=tree_env(tree, home), stdout=subprocess.PIPE, stderr=stderr,
+                text=True,
+            )  # fmt: skip
+            lines = [(time.perf_counter() - began, line.rstrip("\n")) for line in proc.stdout]
+            code = proc.wait()
+            wall, ended_at = time.perf_counter() - began, time.time()
+        if code != 0:
+            sys.exit(f"capacity demo failed in {tree} ({code}): {errors.read_text()[-2000:]}")
+        phases, step_own = demo_phases(Path(home) / "dagster_home", began_at, ended_at)
+    return DemoRun(wall, load, lines, phases, step_own)
 
 
 def compare(ref: str, rounds: int) -> None:
@@ -153,12 +208,39 @@ def compare(ref: str, rounds: int) -> None:
         r.wall for r in runs[ref]
     )
     print(f"\nthis checkout / {ref} = {ratio:.3f}")
+    print_phases(runs, ref)
     print_steps(runs, ref)
 
 
+def print_phases(runs: dict[str, list[DemoRun]], ref: str) -> None:
+    """Where each run's wall time went, from its Dagster instance; medians and difference."""
+    print("\n### Where the time went (from each run's Dagster instance), s\n")
+    for key, meaning in PHASES.items():
+        print(f"- `{key}`: {meaning}")
+    print("\n| round | code | " + " | ".join(PHASES) + " | wall |")
+    print("|---:|---|" + "---:|" * (len(PHASES) + 1))
+    for index in range(len(runs[ref])):
+        for name in runs:
+            run = runs[name][index]
+            cells = " | ".join(f"{run.phases[k]:.1f}" for k in PHASES)
+            print(f"| {index + 1} | {name} | {cells} | {run.wall:.1f} |")
+    medians = {
+        name: {k: statistics.median(r.phases[k] for r in demo_runs) for k in PHASES}
+        for name, demo_runs in runs.items()
+    }
+    for name in runs:
+        cells = " | ".join(f"{medians[name][k]:.1f}" for k in PHASES)
+        wall = statistics.median(r.wall for r in runs[name])
+        print(f"| median | {name} | {cells} | {wall:.1f} |")
+    cells = " | ".join(f"{medians[THIS][k] - medians[ref][k]:+.1f}" for k in PHASES)
+    print(f"| | difference of medians | {cells} | |")
+
+
 def print_steps(runs: dict[str, list[DemoRun]], ref: str) -> None:
-    """Median seconds per step (a step that runs in several runs of one demo is summed)."""
-    medians: dict[str, dict[str, float]] = {}
+    """Median seconds per step: as printed (a step in several runs of one demo is summed), and
+    the step's own seconds from the instance's events."""
+    printed: dict[str, dict[str, float]] = {}
+    own: dict[str, dict[str, float]] = {}
     for name, demo_runs in runs.items():
         per_step: dict[str, list[float]] = {}
         for run in demo_runs:
@@ -167,16 +249,24 @@ def print_steps(runs: dict[str, list[DemoRun]], ref: str) -> None:
                 totals[step] = totals.get(step, 0.0) + seconds
             for step, seconds in totals.items():
                 per_step.setdefault(step, []).append(seconds)
-        medians[name] = {step: statistics.median(s) for step, s in per_step.items()}
-    order = list(medians[ref]) + [s for s in medians[THIS] if s not in medians[ref]]
-    print(f"\n### Per step, median s ({ref}: one run per asset over all days, time of the "
-          f"whole `materialize` call; {THIS}: the step's own duration, summed over the "
-          "demo's runs)\n")  # fmt: skip
-    print(f"| step | {ref} | {THIS} |")
-    print("|---|---:|---:|")
+        printed[name] = {step: statistics.median(s) for step, s in per_step.items()}
+        steps = {step for run in demo_runs for step in run.step_own}
+        own[name] = {
+            step: statistics.median(run.step_own.get(step, 0.0) for run in demo_runs)
+            for step in steps
+        }
+    order = list(printed[ref]) + [s for s in printed[THIS] if s not in printed[ref]]
+    print(f"\n### Per step, median s (printed: {ref} times the whole `materialize` call of "
+          f"each asset, over all days; {THIS} prints the step's own duration, summed over the "
+          "demo's runs; own: STEP_START to STEP_SUCCESS in the instance)\n")  # fmt: skip
+    print(f"| step | {ref} printed | {THIS} printed | {ref} own | {THIS} own | own difference |")
+    print("|---|---:|---:|---:|---:|---:|")
     for step in order:
-        cells = [f"{medians[n][step]:.1f}" if step in medians[n] else "" for n in (ref, THIS)]
-        print(f"| {step} | {cells[0]} | {cells[1]} |")
+        cells = [f"{printed[n][step]:.1f}" if step in printed[n] else "" for n in (ref, THIS)]
+        mine, theirs = own[THIS].get(step), own[ref].get(step)
+        cells += [f"{x:.1f}" if x is not None else "" for x in (theirs, mine)]
+        cells.append(f"{mine - theirs:+.1f}" if mine is not None and theirs is not None else "")
+        print(f"| {step} | " + " | ".join(cells) + " |")
     for name, demo_runs in runs.items():
         print(f"\n### Timeline of the last {name} run (seconds since start, each output line)\n")
         for at, text in demo_runs[-1].lines:
