@@ -315,7 +315,7 @@ def accepted_home(folder: Path) -> Path:
     home = folder / "home"
     done = run_capacity(home, *DEMO)
     assert done.returncode == 0, done.stdout + done.stderr
-    listed = run_capacity(home, "recs", "list", "--json", "--limit", "2")
+    listed = run_capacity(home, "recs", "list", "--jsonl", "--limit", "2")
     assert listed.returncode == 0, listed.stderr
     for line in listed.stdout.splitlines():
         rec = json.loads(line)["recommendation_id"]

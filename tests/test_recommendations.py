@@ -513,11 +513,62 @@ def test_a_bottleneck_seen_last_week_becomes_its_fix():
     recent = recent_bottlenecks(labelled, DAY1)
     assert recent.height == 1
     row = recent.row(0, named=True)
-    assert row["probability"] == pytest.approx(0.5 + 0.1 * 2)  # two hours seen this week
+    # the episode 9 days ago came back within a week: 1 of 1, Laplace's (1 + 1) / (1 + 2)
+    assert row["probability"] == pytest.approx(2 / 3)
+    assert "1 of 1 past episodes recurred within 7 d" in row["evidence"]
     found = bottleneck_findings(recent, load_playbook(), observed=True)
     assert found["kind"].to_list() == ["fix_database_bottleneck"]
     assert "seen 2 h in the last 7 d" in found["evidence"][0]
     assert found["source_table"][0] == "service windows (USE rules)"
+
+
+def test_a_seen_bottleneck_risks_what_the_fleet_learned_not_a_constant():
+    """On a fleet whose bottlenecks came once and did not return, one seen last week is listed
+    with the learned risk (under 50 %, so not 'at risk'); one going on now keeps its high risk."""
+    from capacity_pipelines.recommendations.findings import bottleneck_findings, recent_bottlenecks
+    from capacity_pipelines.recommendations.findings.bottleneck import recurrence_rate
+
+    end = DAY1.replace(tzinfo=None)
+    past = [  # three past episodes, each alone for the week after it (and a 3-hour one)
+        ("platform", "postgres", "io_database", end - timedelta(days=13, hours=h))
+        for h in (0, 1, 2)
+    ] + [
+        ("agents", "coder", "cpu", end - timedelta(days=12)),
+        ("agents", "router", "queueing", end - timedelta(days=10)),
+    ]
+    recent = [
+        ("agents", "researcher", "queueing", end - timedelta(days=3)),  # seen, over
+        ("agents", "summarizer", "memory", end - timedelta(hours=1)),  # going on now
+        ("agents", "summarizer", "memory", end - timedelta(hours=2)),
+    ]
+    namespace, service, cls, start = zip(*(past + recent), strict=True)
+    labelled = pl.DataFrame(
+        {
+            "namespace": namespace,
+            "service": service,
+            "window_start": start,
+            "bottleneck_class": cls,
+            "evidence": ["why"] * len(start),
+        }
+    )
+    since = end - timedelta(days=14)
+    assert recurrence_rate(labelled, DAY1, since) == (pytest.approx(1 / 5), 0, 3)
+    # an episode too recent for its following week to be seen is not judged
+    assert recurrence_rate(labelled, DAY1, end - timedelta(days=11))[2] == 1
+    rows = {
+        r["service"]: r for r in recent_bottlenecks(labelled, DAY1, since).iter_rows(named=True)
+    }
+    assert set(rows) == {"researcher", "summarizer"}
+    assert rows["researcher"]["probability"] == pytest.approx(0.2)
+    assert "0 of 3 past episodes recurred" in rows["researcher"]["evidence"]
+    assert rows["summarizer"]["probability"] == pytest.approx(0.5 + 0.1 * 2)
+    assert "going on now" in rows["summarizer"]["evidence"]
+    found = bottleneck_findings(
+        recent_bottlenecks(labelled, DAY1, since), load_playbook(), observed=True
+    )
+    risk = dict(zip(found["service"], found["slo_risk_avoided"], strict=False))
+    assert risk["researcher"] == pytest.approx(0.2)  # listed, below the 0.5 of a prediction
+    assert risk["summarizer"] == pytest.approx(0.7)
 
 
 def test_checks_flag_missing_evidence_and_duplicate_ids():
@@ -653,8 +704,10 @@ def test_a_raise_claims_no_slo_risk_of_its_own_but_is_kept_when_use_exceeds_the_
     stays on the list whatever it costs, a raise to a floor never reached does not."""
     from capacity_pipelines.recommendations.findings import rightsizing_findings
 
-    row = rightsizing_rows(DAY1).filter(pl.col("container") == "summarizer").with_columns(
-        pl.lit(0, dtype=pl.Int64).alias("oom_kills")
+    row = (
+        rightsizing_rows(DAY1)
+        .filter(pl.col("container") == "summarizer")
+        .with_columns(pl.lit(0, dtype=pl.Int64).alias("oom_kills"))
     )
 
     def peaks(memory_max: float) -> pl.DataFrame:

@@ -137,7 +137,7 @@ def test_a_lost_warehouse_is_rebuilt_by_the_next_demo_and_every_decision_is_stil
     assert done.returncode == 0, done.stdout + done.stderr
     assert table_counts(home / "warehouse.duckdb") == counts  # rebuilt whole
     assert decisions(home) == kept and sha256(store) == kept_bytes  # a run never writes it
-    listed = run_capacity(home, "recs", "list", "--status", "accepted", "--json")
+    listed = run_capacity(home, "recs", "list", "--status", "accepted", "--jsonl")
     accepted = [json.loads(line) for line in listed.stdout.splitlines()]
     ids = {d["recommendation_id"] for d in kept}
     assert {r["recommendation_id"] for r in accepted} == ids, listed.stderr
@@ -187,7 +187,7 @@ def test_backup_then_restore_brings_back_schema_comments_rows_and_decisions(
     assert made.stdout.splitlines()[-1] == f"Restore it with: capacity restore --from {backup}"
 
     # Afterwards: a third decision, rows deleted, a table dropped, a comment rewritten.
-    listed = run_capacity(home, "recs", "list", "--status", "pending", "--json", "--limit", "1")
+    listed = run_capacity(home, "recs", "list", "--status", "pending", "--jsonl", "--limit", "1")
     third = json.loads(listed.stdout.splitlines()[0])["recommendation_id"]
     assert run_capacity(home, "recs", "reject", third, "--by", REVIEWER).returncode == 0
     con = duckdb.connect(str(warehouse))

@@ -7,6 +7,7 @@ go through the same playbook matching and wording.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -65,8 +66,10 @@ def bottleneck_findings(
     An expected time at or before `as_of` is stated as "now", never as a time in the past.
     """
     least = playbook.settings["min_bottleneck_probability"]
+    # A bottleneck already seen is listed whatever its chance of recurring (the chance is
+    # its risk); a predicted one only when likely enough.
     likely = outlook.filter(
-        (pl.col("bottleneck_class") != "none") & (pl.col("probability") >= least)
+        (pl.col("bottleneck_class") != "none") & ((pl.col("probability") >= least) | observed)
     ).sort(["probability", "horizon"], descending=[True, False])
     kinds = [k for k in playbook.kinds.values() if k.params.get("classes")]
     databases = {d for k in kinds for d in (k.params.get("databases") or [])}
@@ -123,17 +126,95 @@ def bottleneck_findings(
 
 
 RECENT_DAYS = 7  # a bottleneck seen in the last week and not fixed is worth a line
-# A bottleneck already seen is likely to recur: 0.5, plus 0.1 per hour it lasted (at most 0.95).
+# Hours without a class that end an episode of it (as `benchmarks/recs_bench.py` counts them).
+EPISODE_GAP_HOURS = 24
+# A bottleneck labelled in the last hours before the list is going on, not a recurrence: its
+# risk stays 0.5 plus 0.1 per hour seen this week (at most 0.95).
+ONGOING_HOURS = 2
 RECENT_BASE, RECENT_PER_HOUR, RECENT_MAX = 0.5, 0.1, 0.95
 
 
-def recent_bottlenecks(labelled: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+def bottleneck_episodes(labelled: pl.DataFrame) -> pl.DataFrame:
+    """Labelled service-hours -> episodes (namespace, service, bottleneck_class, start, end):
+    runs of one class on one service, a gap of `EPISODE_GAP_HOURS` or more ending each."""
+    hours = labelled.filter(pl.col("bottleneck_class") != "none").sort(
+        "namespace", "service", "bottleneck_class", "window_start"
+    )
+    key = ["namespace", "service", "bottleneck_class"]
+    gap = pl.col("window_start").diff().over(key)
+    return (
+        hours.with_columns(
+            ((gap.is_null()) | (gap >= timedelta(hours=EPISODE_GAP_HOURS)))
+            .cum_sum()
+            .over(key)
+            .alias("episode")
+        )
+        .group_by(*key, "episode")
+        .agg(pl.col("window_start").min().alias("start"), pl.col("window_start").max().alias("end"))
+        .drop("episode")
+        .sort(*key, "start")
+    )
+
+
+# Before anything is learned, a bottleneck seen and not fixed recurs within the week at even
+# odds: one recurrence per 7 / ln 2 days watched (the prior's weight: one event, ~10 days).
+PRIOR_RECURRENCES, PRIOR_DAYS = 1.0, RECENT_DAYS / math.log(2)
+
+
+def recurrence_rate(
+    labelled: pl.DataFrame, as_of: datetime, since: datetime
+) -> tuple[float, int, float]:
+    """The chance that a bottleneck seen on this fleet comes back within `RECENT_DAYS`, learned
+    from the episodes that began at or after `since`: (chance, recurrences, days watched).
+
+    Each episode is watched from its end for `RECENT_DAYS`, until the next episode of its class
+    on its service (a recurrence), or until `as_of` (an episode of yesterday counts a day of
+    watching, so evidence builds up from the first day instead of after a week). Recurrences
+    per day watched are a Poisson rate with a Gamma prior (`PRIOR_RECURRENCES` in `PRIOR_DAYS`:
+    even odds with no past); the chance is 1 - exp(-rate x RECENT_DAYS). A fixed "seen once,
+    recurs" constant made most of the demo's "at risk" statements false (its incidents happen
+    once; `benchmarks/results/recommendations.md`).
+    """
+    end, since = as_of.replace(tzinfo=None), since.replace(tzinfo=None)
+    key = ["namespace", "service", "bottleneck_class"]
+    week = timedelta(days=RECENT_DAYS)
+    watched = (
+        bottleneck_episodes(labelled)
+        .with_columns(pl.col("start").shift(-1).over(key).alias("next_start"))
+        .filter((pl.col("start") >= since) & (pl.col("end") < end))
+        .with_columns(
+            (
+                pl.col("next_start").is_not_null() & (pl.col("next_start") <= pl.col("end") + week)
+            ).alias("recurred"),
+            pl.min_horizontal(
+                pl.col("next_start").fill_null(end), pl.col("end") + week, pl.lit(end)
+            ).alias("until"),
+        )
+    )
+    recurrences = int(watched["recurred"].sum())
+    days = float(
+        watched.select(
+            ((pl.col("until") - pl.col("end")).dt.total_seconds() / 86_400).clip(0.0).sum()
+        ).item()
+    )
+    rate = (recurrences + PRIOR_RECURRENCES) / (days + PRIOR_DAYS)
+    return 1.0 - math.exp(-rate * RECENT_DAYS), recurrences, days
+
+
+def recent_bottlenecks(
+    labelled: pl.DataFrame, as_of: datetime, learn_since: datetime | None = None
+) -> pl.DataFrame:
     """USE-rule labelled service-hours of the last `RECENT_DAYS` -> outlook-shaped rows.
 
     `labelled` is `bottlenecks.labels.label_windows` output (namespace, service, window_start,
-    bottleneck_class, evidence); the worst hour's evidence is kept.
+    bottleneck_class, evidence); the worst hour's evidence is kept. The probability of a
+    bottleneck that is not going on now is the fleet's `recurrence_rate`, learned from the
+    episodes labelled since `learn_since` (default: the start of `labelled`).
     """
     end = as_of.replace(tzinfo=None)
+    if learn_since is None:
+        learn_since = labelled["window_start"].min() if labelled.height else end
+    rate, recurred, judged = recurrence_rate(labelled, as_of, learn_since)
     seen = labelled.filter(
         (pl.col("bottleneck_class") != "none")
         & (pl.col("window_start") >= end - timedelta(days=RECENT_DAYS))
@@ -144,17 +225,28 @@ def recent_bottlenecks(labelled: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
         pl.col("window_start").max().alias("last"),
         pl.col("evidence").first().alias("worst"),
     )
+    ongoing = pl.col("last") >= end - timedelta(hours=ONGOING_HOURS)
+    learned = f"on this fleet {recurred} of {judged} past episodes recurred within {RECENT_DAYS} d"
     return grouped.select(
         "namespace",
         "service",
         "bottleneck_class",
         pl.format("seen {} h in the last {} d", "hours", pl.lit(RECENT_DAYS)).alias("horizon"),
-        pl.min_horizontal(
-            pl.lit(RECENT_MAX), RECENT_BASE + RECENT_PER_HOUR * pl.col("hours").cast(pl.Float64)
-        ).alias("probability"),
-        pl.format("last {}; {}", pl.col("last").dt.strftime("%a %d %b %H:%M UTC"), "worst").alias(
-            "evidence"
-        ),
+        pl.when(ongoing)
+        .then(
+            pl.min_horizontal(
+                pl.lit(RECENT_MAX),
+                RECENT_BASE + RECENT_PER_HOUR * pl.col("hours").cast(pl.Float64),
+            )
+        )
+        .otherwise(pl.lit(rate))
+        .alias("probability"),
+        pl.format(
+            "last {}; {}; {}",
+            pl.col("last").dt.strftime("%a %d %b %H:%M UTC"),
+            pl.when(ongoing).then(pl.lit("going on now")).otherwise(pl.lit(learned)),
+            "worst",
+        ).alias("evidence"),
         pl.lit(None, dtype=pl.Datetime("us")).alias("expected_at"),
         pl.lit("rules").alias("method"),
     ).sort("namespace", "service", "bottleneck_class")

@@ -7,7 +7,7 @@ several tables becomes one finding with the strongest evidence.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
@@ -213,11 +213,13 @@ def _recent_bottleneck_findings(
         missing = f"{CONTAINER_USAGE_TABLE} or {SERVICE_TRAFFIC_TABLE} missing"
         notes.append(f"recent bottlenecks skipped: {missing}")
         return empty_findings()
-    # two weeks, so the last week's hours have their seasonal baselines
-    windows, _ = read_inputs(con, as_of, history_days=2 * RECENT_DAYS)
+    # three weeks: each week's hours have their seasonal baselines in the week before, the
+    # middle week's episodes (and the week after them) teach how often bottlenecks recur here
+    windows, _ = read_inputs(con, as_of, history_days=3 * RECENT_DAYS)
     if windows.height == 0:
         return empty_findings()
-    recent = recent_bottlenecks(label_windows(windows), as_of)
+    learn_since = as_of.replace(tzinfo=None) - timedelta(days=2 * RECENT_DAYS)
+    recent = recent_bottlenecks(label_windows(windows), as_of, learn_since)
     return bottleneck_findings(recent, playbook, observed=True)
 
 
