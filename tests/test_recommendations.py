@@ -513,9 +513,11 @@ def test_a_bottleneck_seen_last_week_becomes_its_fix():
     recent = recent_bottlenecks(labelled, DAY1)
     assert recent.height == 1
     row = recent.row(0, named=True)
-    # the episode 9 days ago came back within a week: 1 of 1, Laplace's (1 + 1) / (1 + 2)
-    assert row["probability"] == pytest.approx(2 / 3)
-    assert "1 of 1 past episodes recurred within 7 d" in row["evidence"]
+    # the episode 9 days ago came back within a week (6.96 d watched), the one of 2 days ago
+    # has been watched for 2 d since: 1 recurrence (+1 of the prior) in 8.96 d (+7 / ln 2)
+    rate = 2 / (8 + 23 / 24 + 7 / math.log(2))
+    assert row["probability"] == pytest.approx(1 - math.exp(-7 * rate))
+    assert "1 recurrence(s) in 9 d watched after bottlenecks" in row["evidence"]
     found = bottleneck_findings(recent, load_playbook(), observed=True)
     assert found["kind"].to_list() == ["fix_database_bottleneck"]
     assert "seen 2 h in the last 7 d" in found["evidence"][0]
@@ -552,22 +554,25 @@ def test_a_seen_bottleneck_risks_what_the_fleet_learned_not_a_constant():
         }
     )
     since = end - timedelta(days=14)
-    assert recurrence_rate(labelled, DAY1, since) == (pytest.approx(1 / 5), 0, 3)
-    # an episode too recent for its following week to be seen is not judged
-    assert recurrence_rate(labelled, DAY1, end - timedelta(days=11))[2] == 1
+    # three past episodes watched a week each, researcher's for the 3 days since; summarizer's
+    # is not over (seen within 24 h), so not watched
+    chance = 1 - math.exp(-7 * 1 / (24 + 7 / math.log(2)))
+    assert recurrence_rate(labelled, DAY1, since) == (pytest.approx(chance), 0, pytest.approx(24))
+    # episodes that began before `since` are not watched
+    assert recurrence_rate(labelled, DAY1, end - timedelta(days=11))[2] == pytest.approx(10)
     rows = {
         r["service"]: r for r in recent_bottlenecks(labelled, DAY1, since).iter_rows(named=True)
     }
     assert set(rows) == {"researcher", "summarizer"}
-    assert rows["researcher"]["probability"] == pytest.approx(0.2)
-    assert "0 of 3 past episodes recurred" in rows["researcher"]["evidence"]
+    assert rows["researcher"]["probability"] == pytest.approx(chance) and chance < 0.3
+    assert "0 recurrence(s) in 24 d watched" in rows["researcher"]["evidence"]
     assert rows["summarizer"]["probability"] == pytest.approx(0.5 + 0.1 * 2)
     assert "going on now" in rows["summarizer"]["evidence"]
     found = bottleneck_findings(
         recent_bottlenecks(labelled, DAY1, since), load_playbook(), observed=True
     )
     risk = dict(zip(found["service"], found["slo_risk_avoided"], strict=False))
-    assert risk["researcher"] == pytest.approx(0.2)  # listed, below the 0.5 of a prediction
+    assert risk["researcher"] == pytest.approx(chance)  # listed, below the 0.5 of a prediction
     assert risk["summarizer"] == pytest.approx(0.7)
 
 

@@ -39,6 +39,13 @@ _AT_LIMIT_ACTIONS = {
     "memory": "Raise {service}'s memory limit and request, or find what grows (memory at its "
     "limit)",
 }
+# A predicted cpu or memory bottleneck is one of those labels expected: the same fix, ahead.
+_PREDICTED_AT_LIMIT_ACTIONS = {
+    "cpu": "Raise or remove {service}'s CPU limit, or scale it out (throttling at its CPU "
+    "limit predicted)",
+    "memory": "Raise {service}'s memory limit and request, or find what grows (memory at its "
+    "limit predicted)",
+}
 # Which resource a class of bottleneck puts under pressure: the fix adds to it.
 _CLASS_RESOURCE = {"cpu": "cpu_direction", "memory": "memory_direction"}
 
@@ -82,8 +89,8 @@ def bottleneck_findings(
             seen.add((kind.name, service))
             actions = _OBSERVED_ACTIONS if observed else _BOTTLENECK_ACTIONS
             template = actions.get(kind.name, kind.title + " ({service})")
-            if observed and kind.name == "scale_out" and cls in _AT_LIMIT_ACTIONS:
-                template = _AT_LIMIT_ACTIONS[cls]
+            if kind.name == "scale_out" and cls in _AT_LIMIT_ACTIONS:
+                template = (_AT_LIMIT_ACTIONS if observed else _PREDICTED_AT_LIMIT_ACTIONS)[cls]
             target = (
                 f"{namespace}/{service}"
                 if kind.source == "runway"
@@ -128,9 +135,9 @@ def bottleneck_findings(
 RECENT_DAYS = 7  # a bottleneck seen in the last week and not fixed is worth a line
 # Hours without a class that end an episode of it (as `benchmarks/recs_bench.py` counts them).
 EPISODE_GAP_HOURS = 24
-# A bottleneck labelled in the last hours before the list is going on, not a recurrence: its
-# risk stays 0.5 plus 0.1 per hour seen this week (at most 0.95).
-ONGOING_HOURS = 2
+# A bottleneck labelled less than `EPISODE_GAP_HOURS` before the list is an episode not over
+# (a daily throttling is one long episode): going on, not a recurrence. Its risk stays 0.5
+# plus 0.1 per hour seen this week (at most 0.95).
 RECENT_BASE, RECENT_PER_HOUR, RECENT_MAX = 0.5, 0.1, 0.95
 
 
@@ -167,9 +174,10 @@ def recurrence_rate(
     """The chance that a bottleneck seen on this fleet comes back within `RECENT_DAYS`, learned
     from the episodes that began at or after `since`: (chance, recurrences, days watched).
 
-    Each episode is watched from its end for `RECENT_DAYS`, until the next episode of its class
-    on its service (a recurrence), or until `as_of` (an episode of yesterday counts a day of
-    watching, so evidence builds up from the first day instead of after a week). Recurrences
+    Each episode that is over (`EPISODE_GAP_HOURS` without its class) is watched from its end
+    for `RECENT_DAYS`, until the next episode of its class on its service (a recurrence), or
+    until `as_of` (an episode that ended two days ago counts two days of watching, so evidence
+    builds up from the first days instead of after a week). Recurrences
     per day watched are a Poisson rate with a Gamma prior (`PRIOR_RECURRENCES` in `PRIOR_DAYS`:
     even odds with no past); the chance is 1 - exp(-rate x RECENT_DAYS). A fixed "seen once,
     recurs" constant made most of the demo's "at risk" statements false (its incidents happen
@@ -181,7 +189,10 @@ def recurrence_rate(
     watched = (
         bottleneck_episodes(labelled)
         .with_columns(pl.col("start").shift(-1).over(key).alias("next_start"))
-        .filter((pl.col("start") >= since) & (pl.col("end") < end))
+        # only episodes that are over: less than a gap ago, the next hour may still belong to it
+        .filter(
+            (pl.col("start") >= since) & (pl.col("end") <= end - timedelta(hours=EPISODE_GAP_HOURS))
+        )
         .with_columns(
             (
                 pl.col("next_start").is_not_null() & (pl.col("next_start") <= pl.col("end") + week)
@@ -214,7 +225,7 @@ def recent_bottlenecks(
     end = as_of.replace(tzinfo=None)
     if learn_since is None:
         learn_since = labelled["window_start"].min() if labelled.height else end
-    rate, recurred, judged = recurrence_rate(labelled, as_of, learn_since)
+    rate, recurred, watched = recurrence_rate(labelled, as_of, learn_since)
     seen = labelled.filter(
         (pl.col("bottleneck_class") != "none")
         & (pl.col("window_start") >= end - timedelta(days=RECENT_DAYS))
@@ -225,8 +236,8 @@ def recent_bottlenecks(
         pl.col("window_start").max().alias("last"),
         pl.col("evidence").first().alias("worst"),
     )
-    ongoing = pl.col("last") >= end - timedelta(hours=ONGOING_HOURS)
-    learned = f"on this fleet {recurred} of {judged} past episodes recurred within {RECENT_DAYS} d"
+    ongoing = pl.col("last") > end - timedelta(hours=EPISODE_GAP_HOURS)
+    learned = f"on this fleet {recurred} recurrence(s) in {watched:.0f} d watched after bottlenecks"
     return grouped.select(
         "namespace",
         "service",

@@ -18,6 +18,7 @@ from capacity_pipelines.forecasting.fleet import FORECAST_TABLE, RUNWAY_TABLE
 from capacity_pipelines.ingest.tables import CONTAINER_USAGE_TABLE, SERVICE_TRAFFIC_TABLE
 from capacity_pipelines.recommendations.findings import reads
 from capacity_pipelines.recommendations.findings.bottleneck import (
+    OBSERVED_SOURCE,
     RECENT_DAYS,
     bottleneck_findings,
     recent_bottlenecks,
@@ -162,12 +163,14 @@ def reconcile_directions(findings: pl.DataFrame) -> tuple[pl.DataFrame, dict[tup
 
 
 def merge_duplicates(findings: pl.DataFrame) -> pl.DataFrame:
-    """Same kind on the same target from several tables -> one finding (strongest evidence)."""
+    """Same kind on the same target from several tables -> one finding (strongest evidence;
+    between equals, what was seen before what is predicted: its action names what happened)."""
     if findings.height == 0:
         return findings
+    seen = (pl.col("source_table") == OBSERVED_SOURCE).alias("_seen")
     ordered = findings.sort(
-        ["kind", "target", "slo_risk_avoided", "impact_usd_month", "source_table"],
-        descending=[False, False, True, True, False],
+        ["kind", "target", "slo_risk_avoided", "impact_usd_month", seen, "source_table"],
+        descending=[False, False, True, True, True, False],
         nulls_last=True,
     )
     return (
