@@ -56,6 +56,14 @@ from capacity_pipelines.bottlenecks.outlook import (  # noqa: E402
 )
 from capacity_pipelines.bottlenecks.signals import KEY  # noqa: E402
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, HORIZONS  # noqa: E402
+from capacity_pipelines.common.utilisation import (  # noqa: E402
+    CPU_UTIL_MAX,
+    MEMORY_UTIL_MAX,
+    REASONS,
+    Reading,
+    count_problems,
+    utilisation,
+)
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -345,33 +353,98 @@ def _complete(windows: pl.DataFrame) -> pl.DataFrame:
     return grid.join(windows, on=[*KEY, "window_start"], how="left").sort([*KEY, "window_start"])
 
 
-def real_windows() -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    frames = []
+# What each real source measures, as utilisation readings: usage over a capacity column and the
+# bound a real reading stays under (common/utilisation.py: the warehouse path's gate). Sources
+# that give a percentage are read against a capacity of 100 %; Bitbrains gives MHz and KB.
+BITBRAINS_READINGS = (
+    Reading("cpu", "cpu_usage_mhz", "cpu_capacity_mhz", CPU_UTIL_MAX),
+    Reading("memory", "mem_usage_kb", "mem_capacity_kb", MEMORY_UTIL_MAX),
+)
+
+
+def _gated(
+    frame: pl.DataFrame, readings: dict[str, Reading], source: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`frame` with one utilisation column per `readings` key (null where the row is not a
+    reading: capacity 0 or null, or usage above the bound), and the rows not readings, counted
+    per resource and reason for `source`."""
+    gated = frame.with_columns(
+        utilisation(r.used, r.capacity, r.plausible_max).alias(column)
+        for column, r in readings.items()
+    )
+    problems = count_problems(frame, tuple(readings.values())).with_columns(
+        pl.lit(source).alias("source")
+    )
+    return gated, problems
+
+
+def bitbrains_windows(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Hourly windows per Bitbrains VM, and its rows that are not readings.
+
+    A VM switched off reports a provisioned capacity of 0 (dividing by it gave NaN and inf),
+    and the trace records memory used at up to 64x the provisioned memory: neither is a
+    saturated VM, so both stay out of the labels and are counted instead.
+    """
+    gated, problems = _gated(
+        frame.with_columns(pl.from_epoch("timestamp_s").alias("ts")),
+        dict(zip(("cpu_limit_util_max", "memory_limit_util_max"), BITBRAINS_READINGS, strict=True)),
+        "bitbrains",
+    )
+    windows = [
+        _hourly(group, f"bitbrains/vm{vm}", "bitbrains")
+        for (vm,), group in gated.group_by("vm_id", maintain_order=True)
+    ]
+    return pl.concat(windows, how="diagonal_relaxed"), problems
+
+
+def _percent(resource: str, used: str, capacity: str) -> Reading:
+    return Reading(
+        resource, used, capacity, CPU_UTIL_MAX if resource == "cpu" else MEMORY_UTIL_MAX
+    )
+
+
+def real_windows() -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]:
+    """Hourly windows of every real source, NAB's anomaly windows, and per source the rows
+    that are not utilisation readings (dropped before labelling)."""
+    frames, problems = [], []
     for path in sorted((DATA / "nab_aws").glob("*cpu_utilization_*.csv")):
-        nab = pl.read_csv(path, try_parse_dates=True).select(
-            pl.col("timestamp").alias("ts"), (pl.col("value") / 100).alias("cpu_limit_util_max")
+        nab, bad = _gated(
+            pl.read_csv(path, try_parse_dates=True).with_columns(
+                pl.col("timestamp").alias("ts"), pl.lit(100.0).alias("capacity_percent")
+            ),
+            {"cpu_limit_util_max": _percent("cpu", "value", "capacity_percent")},
+            "nab",
         )
         frames.append(_hourly(nab, f"nab/{path.stem}", "nab"))
-    bitbrains = pl.read_csv(DATA / "bitbrains_rnd_6vms_2013-07.csv.gz").with_columns(
-        pl.from_epoch("timestamp_s").alias("ts"),
-        (pl.col("cpu_usage_mhz") / pl.col("cpu_capacity_mhz")).alias("cpu_limit_util_max"),
-        (pl.col("mem_usage_kb") / pl.col("mem_capacity_kb")).alias("memory_limit_util_max"),
+        problems.append(bad)
+    bitbrains, bad = bitbrains_windows(pl.read_csv(DATA / "bitbrains_rnd_6vms_2013-07.csv.gz"))
+    frames.append(bitbrains)
+    problems.append(bad)
+    alibaba, bad = _gated(
+        pl.read_csv(
+            DATA / "alibaba_v2018_machine_usage_3machines.csv", infer_schema_length=100_000
+        ).with_columns(
+            (pl.datetime(2018, 1, 1) + pl.duration(seconds=pl.col("time_stamp"))).alias("ts"),
+            pl.lit(100.0).alias("capacity_percent"),
+        ),
+        {
+            "cpu_limit_util_max": _percent("cpu", "cpu_util_percent", "capacity_percent"),
+            "memory_limit_util_max": _percent("memory", "mem_util_percent", "capacity_percent"),
+        },
+        "alibaba2018",
     )
-    for (vm,), group in bitbrains.group_by("vm_id", maintain_order=True):
-        frames.append(_hourly(group, f"bitbrains/vm{vm}", "bitbrains"))
-    alibaba = pl.read_csv(
-        DATA / "alibaba_v2018_machine_usage_3machines.csv", infer_schema_length=100_000
-    ).with_columns(
-        (pl.datetime(2018, 1, 1) + pl.duration(seconds=pl.col("time_stamp"))).alias("ts"),
-        (pl.col("cpu_util_percent") / 100).alias("cpu_limit_util_max"),
-        (pl.col("mem_util_percent") / 100).alias("memory_limit_util_max"),
-    )
+    problems.append(bad)
     for (machine,), group in alibaba.group_by("machine_id", maintain_order=True):
         frames.append(_hourly(group, f"alibaba2018/{machine}", "alibaba2018"))
-    genai = pl.read_csv(DATA / "gentd26_pod_memory_util_10pods.csv").with_columns(
-        pl.from_epoch(pl.col("timestamp_anon").cast(pl.Int64)).alias("ts"),
-        pl.col("value").alias("memory_limit_util_max"),
+    genai, bad = _gated(
+        pl.read_csv(DATA / "gentd26_pod_memory_util_10pods.csv").with_columns(
+            pl.from_epoch(pl.col("timestamp_anon").cast(pl.Int64)).alias("ts"),
+            pl.lit(1.0).alias("capacity_fraction"),
+        ),
+        {"memory_limit_util_max": _percent("memory", "value", "capacity_fraction")},
+        "gentd26",
     )
+    problems.append(bad)
     for (pod,), group in genai.group_by("container_ip", maintain_order=True):
         frames.append(_hourly(group, f"gentd26/{pod[:8]}", "gentd26"))
     windows = _complete(pl.concat(frames, how="diagonal_relaxed"))
@@ -386,7 +459,32 @@ def real_windows() -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
                     for a, b in spans
                 ]
             )
-    return windows, nab_windows
+    return windows, nab_windows, pl.concat(problems)
+
+
+def readings_table(problems: pl.DataFrame) -> list[str]:
+    """Per source, resource and reason: rows dropped before labelling (zero rows listed too)."""
+    sources = ("nab", "bitbrains", "alibaba2018", "gentd26")
+    counts = {(s, r, why): n for r, why, n, s in problems.select(
+        "resource", "reason", "rows", "source").iter_rows()}
+    lines = [
+        "Rows that are not utilisation readings, dropped before labelling "
+        f"(`capacity_pipelines/common/utilisation.py`: capacity 0 or null is missing data; CPU "
+        f"above {CPU_UTIL_MAX:g}x or memory above {MEMORY_UTIL_MAX:g}x its capacity is a bad "
+        "reading):",
+        "",
+        "| source | " + " | ".join(REASONS) + " |",
+        "|---|" + "---|" * len(REASONS),
+    ]
+    for source in sources:
+        cells = []
+        for why in REASONS:
+            cells.append(" / ".join(
+                f"{resource} {counts.get((source, resource, why), 0)}"
+                for resource in ("cpu", "memory")
+            ))
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def nab_cross_check(labelled: pl.DataFrame, spans: dict[str, pl.DataFrame]) -> list[str]:
@@ -632,7 +730,8 @@ def main() -> int:
     if not DATA.exists():
         out += [f"{DATA} is absent: skipped.", ""]
     else:
-        real, nab_spans = real_windows()
+        real, nab_spans, not_readings = real_windows()
+        out += readings_table(not_readings)
         real_labelled = label_windows(real)
         counts = (
             real_labelled.group_by("namespace", "bottleneck_class")

@@ -16,6 +16,12 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from capacity_pipelines.common.utilisation import (
+    CONTAINER_CPU,
+    CONTAINER_MEMORY,
+    reading_utilisation,
+)
+
 STEP_MINUTES = 5  # warehouse step (metric_catalog.yaml defaults.step): per-step counts -> rates
 WINDOW = "1h"  # label windows: long enough to smooth 5-minute noise, short enough for episodes
 BASELINE_DAYS = 7  # seasonal baseline: median of the same hour on up to the 7 previous days
@@ -25,10 +31,12 @@ KEY = ["namespace", "service"]
 # other sources); the rules need only the ones their class uses.
 SIGNAL_DOCS = {
     "cpu_throttled_ratio_max": "Highest share of throttled CFS periods of any container.",
-    "cpu_limit_util_max": "Highest CPU used / CPU limit of any container with a limit.",
+    "cpu_limit_util_max": "Highest CPU used / CPU limit of any container with a limit (null "
+    "where the limit is 0 or the reading above common.utilisation.CPU_UTIL_MAX).",
     "cpu_container": "Container with the highest throttling (or CPU use / limit).",
     "cpu_limit_cores": "That container's CPU limit (cores).",
-    "memory_limit_util_max": "Highest working set / memory limit of any container with a limit.",
+    "memory_limit_util_max": "Highest working set / memory limit of any container with a "
+    "limit (null where the limit is 0 or the reading above MEMORY_UTIL_MAX).",
     "memory_container": "Container closest to its memory limit.",
     "memory_limit_bytes": "That container's memory limit (bytes).",
     "oom_kills": "OOM kills in the window (restarts while the last termination was OOMKilled).",
@@ -88,12 +96,15 @@ def container_signals(usage: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={"namespace": pl.Utf8, "service": pl.Utf8})
     usage = _with_columns(usage, USAGE_COLUMNS)
     usage = usage.rename({"workload": "service"}).with_columns(_hour())
+    # A limit of 0 (cAdvisor's "unset", a stopped VM) or a usage far above the limit is not a
+    # reading: its utilisation is null, so no rule labels it (common/utilisation.py; the
+    # extraction check and the data-quality report count those rows).
     per_container = usage.group_by([*KEY, "container", "window_start"]).agg(
         pl.col("cpu_throttled_ratio").max().alias("throttled"),
-        (pl.col("cpu_cores") / pl.col("cpu_limit_cores")).max().alias("cpu_util"),
-        pl.col("cpu_limit_cores").max().alias("cpu_limit_cores"),
-        (pl.col("memory_working_set_bytes") / pl.col("memory_limit_bytes")).max().alias("mem_util"),
-        pl.col("memory_limit_bytes").max().alias("memory_limit_bytes"),
+        reading_utilisation(CONTAINER_CPU).max().alias("cpu_util"),
+        pl.col("cpu_limit_cores").filter(pl.col("cpu_limit_cores") > 0).max(),
+        reading_utilisation(CONTAINER_MEMORY).max().alias("mem_util"),
+        pl.col("memory_limit_bytes").filter(pl.col("memory_limit_bytes") > 0).max(),
         (pl.col("restarts").fill_null(0) * pl.col("oom_killed").fill_null(0))
         .sum()
         .alias("oom_kills"),

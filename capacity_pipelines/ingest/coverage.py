@@ -14,9 +14,11 @@ import polars as pl
 
 from capacity_pipelines.common.files import publish_files
 from capacity_pipelines.common.formatting import markdown_table, safe_text
+from capacity_pipelines.common.utilisation import CONTAINER_READINGS, REASONS, count_problems
 from capacity_pipelines.ingest.catalog import Catalog
 
 DATA_QUALITY_OWNER = "data_quality"  # owner name in the folder's ownership manifest
+READING_BATCH_ROWS = 1_000_000  # usage rows judged at a time: weeks of per-pod rows stay on disk
 
 
 def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataFrame:
@@ -65,14 +67,80 @@ def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataF
     return pl.DataFrame(rows)
 
 
+def utilisation_readings(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataFrame:
+    """Per table, resource and reason: rows whose usage against a limit the bottleneck labels
+    skip (`common/utilisation.py`), with what each reason means (`table`, `resource`, `reason`,
+    `rows`, `meaning`).
+
+    The rows are judged with the same expressions the labels use, a batch at a time, so the
+    count is what the labels actually skipped and the largest table never sits in memory.
+    """
+    parts = []
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables"
+    ).fetchall()}
+    for name, table in catalog.tables.items():
+        readings = tuple(
+            r for r in CONTAINER_READINGS if {r.used, r.capacity} <= set(table.value_columns)
+        )
+        if not readings or name not in tables:
+            continue
+        columns = sorted({c for r in readings for c in (r.used, r.capacity)})
+        select = ", ".join(f'"{c}"' for c in columns)
+        batches = con.execute(f'SELECT {select} FROM "{name}"').fetch_record_batch(
+            READING_BATCH_ROWS
+        )
+        counted = [count_problems(pl.from_arrow(b), readings) for b in batches]
+        if counted:
+            parts.append(
+                pl.concat(counted)
+                .group_by("resource", "reason")
+                .agg(pl.col("rows").sum())
+                .with_columns(pl.lit(name).alias("table"))
+            )
+    schema = {"table": pl.Utf8, "resource": pl.Utf8, "reason": pl.Utf8, "rows": pl.Int64,
+              "meaning": pl.Utf8}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    meaning = pl.DataFrame(
+        [
+            {"resource": r.resource, "reason": code, "meaning": r.reason(code)}
+            for r in CONTAINER_READINGS
+            for code in REASONS
+        ]
+    )
+    return (
+        pl.concat(parts)
+        .join(meaning, on=["resource", "reason"], how="left")
+        .select(list(schema))
+        .sort("table", "resource", "reason")
+    )
+
+
 def write_data_quality_report(
-    coverage: pl.DataFrame, out_dir: Path, source: str, now: datetime | None = None
+    coverage: pl.DataFrame,
+    out_dir: Path,
+    source: str,
+    now: datetime | None = None,
+    readings: pl.DataFrame | None = None,
 ) -> list[Path]:
     """Publish `data_quality.md` and `data_quality.json` into `out_dir`; returns the paths.
 
+    `readings` (from `utilisation_readings`) adds the rows the bottleneck labels skip and why.
     `out_dir` is shared (`reports/latest/`): only these two files are replaced.
     """
     now = now or datetime.now(UTC)
+    skipped = ""
+    if readings is not None:
+        skipped = (
+            "\n## Usage against a limit that is not a reading\n\n"
+            "Rows whose CPU or memory use cannot be read against their limit. The bottleneck "
+            "labels skip them: a limit of 0 or absent is missing data, and usage far above the "
+            "limit is a bad reading (a reset counter, a series joined to the wrong limit), not a "
+            "saturated resource.\n\n"
+            + (markdown_table(readings, rows=None) if readings.height else "None.")
+            + "\n"
+        )
     markdown = (
         "# Warehouse data quality\n\n"
         f"Generated {now:%Y-%m-%d %H:%M} UTC from {safe_text(source, markdown=True)}.\n\n"
@@ -83,6 +151,7 @@ def write_data_quality_report(
         "(pod churn).\n\n"
         + markdown_table(coverage, rows=100)
         + "\n"
+        + skipped
     )
     return publish_files(
         out_dir,

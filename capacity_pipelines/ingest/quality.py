@@ -1,4 +1,5 @@
-"""Data-quality verdicts on an extracted window: completeness, gaps, sign, freshness.
+"""Data-quality verdicts on an extracted window: completeness, gaps, sign, freshness, and
+utilisation readings that cannot be labelled.
 
 Pure functions returning plain verdicts, so the same rules back the Dagster asset checks, the
 CLI and the weekly report's data-quality section.
@@ -10,6 +11,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from capacity_pipelines.common.utilisation import (
+    CONTAINER_READINGS,
+    NO_CAPACITY,
+    count_problems,
+)
 from capacity_pipelines.ingest.extract import ExtractedTable
 
 FULL_COVERAGE = 0.9  # a series is "complete" with at least 90 % of its expected points
@@ -114,6 +120,45 @@ def freshness(extracted: ExtractedTable, step_s: float, tolerance_steps: int = 3
     )
 
 
+def utilisation_verdict(extracted: ExtractedTable) -> Verdict:
+    """Rows whose CPU or memory use against its limit is not a reading, counted per reason.
+
+    The bottleneck labels skip them (`common/utilisation.py`): a limit of 0 (cAdvisor's "unset",
+    a stopped VM) or usage far above the limit would otherwise be labelled a saturated resource.
+    Those WARN. A container without a limit is normal (many teams set no CPU limit): it is
+    counted, for the metadata, but passes.
+    """
+    problems = count_problems(extracted.frame, CONTAINER_READINGS)
+    if not any({r.used, r.capacity} <= set(extracted.frame.columns) for r in CONTAINER_READINGS):
+        return Verdict("utilisation_readings", True, "warn", "no usage against a limit here", {})
+    counts = {
+        f"{resource}_{reason}": int(rows)
+        for resource, reason, rows in problems.iter_rows()
+    }
+    readings = {r.resource: r for r in CONTAINER_READINGS}
+    bad = problems.filter(pl.col("reason") != NO_CAPACITY)
+    description = (
+        "; ".join(
+            f"{rows:,} rows: {readings[resource].reason(reason)}"
+            for resource, reason, rows in bad.iter_rows()
+        )
+        if bad.height
+        else "every usage against a limit is a plausible reading"
+    )
+    return Verdict(
+        "utilisation_readings",
+        bad.height == 0,
+        "warn",
+        description,
+        counts or {"rows_not_readings": 0},
+    )
+
+
 def verdicts(extracted: ExtractedTable, step_s: float) -> list[Verdict]:
     """All data-quality verdicts for one extracted window."""
-    return [completeness(extracted), non_negative(extracted), freshness(extracted, step_s)]
+    return [
+        completeness(extracted),
+        non_negative(extracted),
+        freshness(extracted, step_s),
+        utilisation_verdict(extracted),
+    ]

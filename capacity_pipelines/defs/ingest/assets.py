@@ -41,6 +41,11 @@ CHECKS = {
     ),
     "non_negative": ("No negative usage, rate, size or token count.", True),
     "freshness": ("The data reaches the end of the window.", False),
+    "utilisation_readings": (
+        "Usage against a limit of 0 or far above the limit is not a reading: counted per reason "
+        "and never labelled a bottleneck; WARN when there are any.",
+        False,
+    ),
 }
 
 

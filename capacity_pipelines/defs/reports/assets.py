@@ -5,11 +5,13 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+import polars as pl
 
 from capacity_pipelines import reporting
 from capacity_pipelines import warehouse as wh
 from capacity_pipelines.common.charts import markdown_image
 from capacity_pipelines.common.formatting import markdown_table
+from capacity_pipelines.common.utilisation import NO_CAPACITY
 from capacity_pipelines.defs.partitions import weekly_partitions
 from capacity_pipelines.defs.resources import (
     ReportsResource,
@@ -17,7 +19,11 @@ from capacity_pipelines.defs.resources import (
     configured_catalog,
 )
 from capacity_pipelines.ingest.catalog import Catalog
-from capacity_pipelines.ingest.coverage import table_coverage, write_data_quality_report
+from capacity_pipelines.ingest.coverage import (
+    table_coverage,
+    utilisation_readings,
+    write_data_quality_report,
+)
 from capacity_pipelines.reporting.render import summary_markdown
 from capacity_pipelines.reporting.webhook import deliver_report, report_link
 from capacity_pipelines.reporting.weeks import ReportWeek
@@ -37,7 +43,8 @@ def build_report_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         description="Coverage and freshness of every warehouse table, published as Markdown and "
-        "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted. "
+        "JSON to reports/latest/ so a planner sees at a glance whether the numbers can be trusted, "
+        "with the usage rows the bottleneck labels skip (limit 0 or absent, usage far above it). "
         "Not partitioned: it always describes the latest snapshot.",
         group_name="reports",
         kinds={"duckdb", "markdown"},
@@ -49,8 +56,9 @@ def build_report_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         with wh.reader(warehouse.snapshot_path) as con:
             coverage = table_coverage(con, catalog)
+            readings = utilisation_readings(con, catalog)
         written = write_data_quality_report(
-            coverage, reports.latest_dir, source=str(warehouse.snapshot_path)
+            coverage, reports.latest_dir, source=str(warehouse.snapshot_path), readings=readings
         )
         return dg.MaterializeResult(
             metadata={
@@ -59,6 +67,10 @@ def build_report_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
                 "min_coverage": round(float(coverage["mean_coverage"].min()), 4)
                 if coverage.height
                 else 0.0,
+                # Containers without a limit are normal; zero limits and impossible usage not.
+                "usage_rows_bad_readings": int(
+                    readings.filter(pl.col("reason") != NO_CAPACITY)["rows"].sum()
+                ),
             }
         )
 
