@@ -245,3 +245,34 @@ def test_bitbrains_loader_gates_switched_off_and_impossible_rows_and_keeps_satur
         ("memory", ZERO_CAPACITY): 12,
         ("memory", ABOVE_PLAUSIBLE): 12,
     }
+
+
+def test_weekly_report_data_quality_names_the_weeks_bad_readings_as_problems(tmp_path):
+    from capacity_pipelines.reporting.sections.data_quality import data_quality_section
+    from capacity_pipelines.reporting.sections.reads import ReportWindow
+    from capacity_pipelines.reporting.weeks import ReportWeek
+
+    week = ReportWeek.from_partition_key("2026-09-28")  # T0 (1 Oct) lies in it
+    usage = pl.concat(
+        [
+            _usage(0.1, 1.0, 64 * GIB, 1 * GIB, workload="bad"),
+            _usage(0.9, 1.0, 0.5 * GIB, 1 * GIB, workload="ok"),
+            # the week before: not this report's problem
+            _usage(0.1, 1.0, 64 * GIB, 1 * GIB, workload="old").with_columns(
+                pl.col("ts") - timedelta(days=7)
+            ),
+        ]
+    )
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    con.register("usage_frame", usage)
+    con.execute("CREATE TABLE container_usage AS SELECT * FROM usage_frame")
+    window = ReportWindow(con, week, load_catalog(), forecaster=None)
+    section = data_quality_section(window)
+    table = next(t for t in section.tables if t.name == "utilisation_readings")
+    assert table.raw.select("resource", "reason", "rows").rows() == [
+        ("memory", ABOVE_PLAUSIBLE, 12)
+    ]
+    assert any(
+        p.startswith("container_usage: 12 rows: working set above 1.5x")
+        for p in section.facts["problems"]
+    )

@@ -69,10 +69,15 @@ def table_coverage(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataF
     return pl.DataFrame(rows)
 
 
-def utilisation_readings(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl.DataFrame:
+def utilisation_readings(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.DataFrame:
     """Per table, resource and reason: rows whose usage against a limit the bottleneck labels
     skip (`common/utilisation.py`), with what each reason means (`table`, `resource`, `reason`,
-    `rows`, `meaning`).
+    `rows`, `meaning`); rows with `start <= ts < end` when given, else all.
 
     The rows are judged with the same expressions the labels use, so the count is what the
     labels actually skipped.
@@ -89,15 +94,18 @@ def utilisation_readings(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> pl
         used_and_capacity = sorted({c for r in readings for c in (r.used, r.capacity)})
         columns = ", ".join(f'"{c}"' for c in used_and_capacity)
         first, last = con.execute(f'SELECT min(ts), max(ts) FROM "{name}"').fetchone()
+        if first is None:
+            continue
+        day = max(first, start) if start else first
+        stop = min(end, last + READING_PIECE) if end else last + READING_PIECE  # exclusive
         counted = []
-        day = first
-        while day is not None and day <= last:
+        while day < stop:
+            upto = min(day + READING_PIECE, stop)
             piece = con.execute(
-                f'SELECT {columns} FROM "{name}" WHERE ts >= ? AND ts < ?',
-                [day, day + READING_PIECE],
+                f'SELECT {columns} FROM "{name}" WHERE ts >= ? AND ts < ?', [day, upto]
             ).pl()
             counted.append(count_problems(piece, readings))
-            day += READING_PIECE
+            day = upto
         if counted:
             parts.append(
                 pl.concat(counted)

@@ -12,9 +12,10 @@ from datetime import timedelta
 import polars as pl
 
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_TABLE
+from capacity_pipelines.common.utilisation import NO_CAPACITY
 from capacity_pipelines.forecasting.fleet import BACKTEST_TABLE, FORECAST_TABLE, RUNWAY_TABLE
 from capacity_pipelines.ingest.catalog import load_catalog
-from capacity_pipelines.ingest.coverage import table_coverage
+from capacity_pipelines.ingest.coverage import table_coverage, utilisation_readings
 from capacity_pipelines.recommendations.tables import RECOMMENDATIONS_TABLE
 from capacity_pipelines.reporting.model import ReportTable, Section
 from capacity_pipelines.reporting.sections.reads import ReportWindow
@@ -98,8 +99,22 @@ def data_quality_section(window: ReportWindow) -> Section:
         derived.append({"table": table, "as_of used": utc_day(as_of), "status": why or "ok"})
     used = pl.DataFrame(derived, schema={c: pl.Utf8 for c in ("table", "as_of used", "status")})
     section.tables.append(ReportTable("derived_tables", "Derived tables used", used, used))
+    # Usage the bottleneck labels skip this week: a zero limit or impossible usage is a problem
+    # upstream; a container without a limit is how many teams run, shown but not flagged.
+    readings = utilisation_readings(window.con, present, window.start, window.end)
+    if readings.height:
+        shown = readings.with_columns(pl.col("rows").map_elements(
+            lambda n: f"{n:,}", return_dtype=pl.Utf8)).drop("reason")
+        section.tables.append(ReportTable(
+            "utilisation_readings", "Usage against a limit that is not a reading (not labelled)",
+            shown, readings,
+        ))
+    bad_readings = [
+        {"table": r["table"], "status": f"{r['rows']:,} rows: {r['meaning']}", "problem": True}
+        for r in readings.filter(pl.col("reason") != NO_CAPACITY).iter_rows(named=True)
+    ]
     # pod churn is how Kubernetes works, not a problem to attend to
-    problems = [r for r in rows + derived if r.get("problem", r["status"] != "ok")]
+    problems = [r for r in rows + derived + bad_readings if r.get("problem", r["status"] != "ok")]
     section.facts = {"problems": [f"{r['table']}: {r['status']}" for r in problems]}
     section.bullets.append(
         f"{len(rows)} extracted and {len(derived)} derived tables checked; "
