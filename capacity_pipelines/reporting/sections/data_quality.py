@@ -103,8 +103,13 @@ def data_quality_section(window: ReportWindow) -> Section:
     # upstream; a container without a limit is how many teams run, shown but not flagged.
     readings = utilisation_readings(window.con, present, window.start, window.end)
     if readings.height:
-        shown = readings.with_columns(pl.col("rows").map_elements(
-            lambda n: f"{n:,}", return_dtype=pl.Utf8)).drop("reason")
+        # Resource first: the extracted-tables table above is the one keyed by table name.
+        shown = readings.select(
+            "resource",
+            "meaning",
+            pl.col("rows").map_elements(lambda n: f"{n:,}", return_dtype=pl.Utf8),
+            "table",
+        )
         section.tables.append(ReportTable(
             "utilisation_readings", "Usage against a limit that is not a reading (not labelled)",
             shown, readings,
