@@ -135,4 +135,4 @@ def count_problems(
         )
     if not parts:
         return pl.DataFrame(schema=schema)
-    return pl.concat(parts).cast(schema).sort(*by, "resource", "reason")  # type: ignore[arg-type]
+    return pl.concat(parts).cast(schema).sort(*by, "resource", "reason")
