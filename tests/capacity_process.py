@@ -10,6 +10,7 @@ the home folder, and every table of the warehouse.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -203,6 +204,27 @@ class Capacity:
                 pass
             time.sleep(0.001)
         raise AssertionError(f"no {pattern} appeared in {folder}:\n{self.output()}")
+
+    def freeze_with_temporary(self, folder: Path, pattern: str, timeout: float = 120) -> Path:
+        """Wait for a temporary (`wait_for_temporary`), then SIGSTOP the worker's process group
+        and return the temporary if it is still there: frozen, the write cannot finish between
+        seeing the file and the kill that follows (on a loaded machine it could, and did).
+        Where the write finished first, the group goes on and the next temporary is awaited.
+        The caller kills, then `thaw`s what is left."""
+        deadline = time.monotonic() + timeout
+        worker = self.worker_pid()
+        while True:
+            caught = self.wait_for_temporary(folder, pattern, deadline - time.monotonic())
+            os.killpg(worker, signal.SIGSTOP)
+            if caught.exists():
+                return caught
+            self.thaw(worker)
+
+    def thaw(self, worker: int) -> None:
+        """SIGCONT the worker's process group, if anything of it is left (a stopped process
+        keeps a SIGTERM pending until it runs again)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker, signal.SIGCONT)
 
 
 # -- processes ---------------------------------------------------------------------------------

@@ -146,9 +146,9 @@ def _sigkill(cap: Capacity, stage: Stage) -> Killed:
     run_id = cap.wait_for_step(stage.step)
     worker = cap.worker_pid()
     caught = None
-    if stage.temporary:
+    if stage.temporary:  # caught in flight: the worker's group is frozen until the kill
         folder, pattern = stage.temporary
-        caught = cap.wait_for_temporary(cap.home / folder, pattern)
+        caught = cap.freeze_with_temporary(cap.home / folder, pattern)
     if stage.name == "forecasts":  # kill it while its pool computes
         deadline = time.monotonic() + 120
         while not any(POOL in c for c in processes_of(cap.home).values()):
@@ -160,6 +160,8 @@ def _sigkill(cap: Capacity, stage: Stage) -> Killed:
         os.kill(worker, signal.SIGKILL)
     else:
         os.kill(cap.pid, signal.SIGKILL)
+    if caught is not None:
+        cap.thaw(worker)
     return Killed(run_id, worker, caught, time.monotonic())
 
 
