@@ -219,13 +219,13 @@ def recent_bottlenecks(
 
     `labelled` is `bottlenecks.labels.label_windows` output (namespace, service, window_start,
     bottleneck_class, evidence); the worst hour's evidence is kept. The probability of a
-    bottleneck that is not going on now is the fleet's `recurrence_rate`, learned from the
-    episodes labelled since `learn_since` (default: the start of `labelled`).
+    bottleneck that is not going on now is the fleet's recurrence chance (`recurrence_rate`),
+    learned from the episodes labelled since `learn_since` (default: the start of `labelled`).
     """
     end = as_of.replace(tzinfo=None)
     if learn_since is None:
         learn_since = labelled["window_start"].min() if labelled.height else end
-    rate, recurred, watched = recurrence_rate(labelled, as_of, learn_since)
+    chance, recurred, watched = recurrence_rate(labelled, as_of, learn_since)
     seen = labelled.filter(
         (pl.col("bottleneck_class") != "none")
         & (pl.col("window_start") >= end - timedelta(days=RECENT_DAYS))
@@ -250,7 +250,7 @@ def recent_bottlenecks(
                 RECENT_BASE + RECENT_PER_HOUR * pl.col("hours").cast(pl.Float64),
             )
         )
-        .otherwise(pl.lit(rate))
+        .otherwise(pl.lit(chance))
         .alias("probability"),
         pl.format(
             "last {}; {}; {}",
