@@ -225,7 +225,7 @@ def test_a_workload_that_stopped_reporting_gets_no_advice(stale_runs):
         assert rows.height == 0, table
     assert after.open_items().filter(pl.col("service").str.contains("cart")).height == 0
     # yesterday's open items on it are superseded, with why
-    ids = had["recommendation_id"]
+    ids = had["recommendation_id"].to_list()
     gone = after.recommendations().filter(pl.col("recommendation_id").is_in(ids))
     assert set(gone["status"]) == {"superseded"}
     assert set(gone["status_reason"]) == {"no data since 2026-10-10 23:55 UTC"}
