@@ -53,6 +53,7 @@ from capacity_pipelines.bottlenecks.outlook import (  # noqa: E402
     Evaluation,
     evaluate,
     fit_predict,
+    outlook_recurrence,
     read_inputs,
 )
 from capacity_pipelines.bottlenecks.signals import KEY  # noqa: E402
@@ -140,10 +141,12 @@ def _stated(proba: pl.DataFrame) -> pl.Series:
     return proba["decided"] if "decided" in proba.columns else most_likely(proba)
 
 
-def _predictions(train: pl.DataFrame, test: pl.DataFrame, hours: int) -> pl.DataFrame:
+def _predictions(
+    train: pl.DataFrame, test: pl.DataFrame, hours: int, recurrence: float | None = None
+) -> pl.DataFrame:
     """The outlook's prediction next to two baselines on the same origins: the rule fallback,
     and persistence (the class labelled most in the last 24 h, else none)."""
-    proba, method, _ = fit_predict(train, test, hours)
+    proba, method, _ = fit_predict(train, test, hours, recurrence)
     return test.select(*KEY, "origin", "target").with_columns(
         _stated(proba).alias("predicted"),
         pl.Series("probability", proba.select(BOTTLENECK_CLASSES).to_numpy().max(axis=1)),
@@ -189,7 +192,10 @@ def walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime) -> pl.
             (pl.col("origin") >= day) & (pl.col("origin") < day + timedelta(days=1))
         )
         if test.height and train.height:
-            out.append(_predictions(train, test, hours))
+            # the recurrence chance the asset would state that day, from the labels before it
+            past = labelled.filter(pl.col("window_start") < day)
+            chance = outlook_recurrence(past, day, hours)
+            out.append(_predictions(train, test, hours, chance))
         day += timedelta(days=1)
     return pl.concat(out) if out else pl.DataFrame(schema={"service": pl.Utf8})
 
@@ -270,10 +276,16 @@ def precedents(labelled: pl.DataFrame, outlook_7d: pl.DataFrame) -> list[str]:
     metrics, is a one-off as far as the history can tell.
     """
     starts = episodes(labelled, per_incident=True)
-    scored = starts.join(outlook_7d.select(*KEY, "origin"), on=KEY).filter(
-        (pl.col("origin") <= pl.col("start") - pl.duration(hours=FLAG_LEAD_H))
-        & (pl.col("origin") >= pl.col("start") - pl.duration(hours=HORIZONS["7d"]))
-    ).select(*KEY, "start", "cls").unique().sort("start")
+    scored = (
+        starts.join(outlook_7d.select(*KEY, "origin"), on=KEY)
+        .filter(
+            (pl.col("origin") <= pl.col("start") - pl.duration(hours=FLAG_LEAD_H))
+            & (pl.col("origin") >= pl.col("start") - pl.duration(hours=HORIZONS["7d"]))
+        )
+        .select(*KEY, "start", "cls")
+        .unique()
+        .sort("start")
+    )
     lines = [
         "| service | incident start | class | hours of that class labelled before it: "
         "anywhere / in this service |",
@@ -284,8 +296,9 @@ def precedents(labelled: pl.DataFrame, outlook_7d: pl.DataFrame) -> list[str]:
             (pl.col("window_start") < start) & (pl.col("bottleneck_class") == cls)
         )
         own = before.filter((pl.col("namespace") == namespace) & (pl.col("service") == service))
-        lines.append(f"| {service} | {start:%Y-%m-%d %H:%M} | {cls} | {before.height} / "
-                     f"{own.height} |")
+        lines.append(
+            f"| {service} | {start:%Y-%m-%d %H:%M} | {cls} | {before.height} / {own.height} |"
+        )
     return [*lines, ""]
 
 
@@ -374,8 +387,10 @@ def _climatology(train: pl.DataFrame, hourly: pl.DataFrame, test: pl.DataFrame) 
     day), so the baseline is never a blind `none` at 1."""
     table: dict[tuple[str, str], dict[str, float]] = {}
     for frame, column in ((hourly, "bottleneck_class"), (train, "target")):  # targets win
-        freq = frame.group_by(*KEY, column).len().with_columns(
-            (pl.col("len") / pl.col("len").sum().over(KEY)).alias("p")
+        freq = (
+            frame.group_by(*KEY, column)
+            .len()
+            .with_columns((pl.col("len") / pl.col("len").sum().over(KEY)).alias("p"))
         )
         own: dict[tuple[str, str], dict[str, float]] = {}
         for ns, svc, cls, _, p in freq.iter_rows():
@@ -407,23 +422,24 @@ def compare_walk_forward(labelled: pl.DataFrame, hours: int, first_day: datetime
         day += timedelta(days=1)
         if test.height == 0 or train.height == 0:
             continue
-        proba, _, _ = fit_predict(train, test, hours)
+        past = labelled.filter(pl.col("window_start") < day)
+        proba, _, _ = fit_predict(train, test, hours, outlook_recurrence(past, day, hours))
         said = np.array([BOTTLENECK_CLASSES.index(c) for c in _stated(proba).to_list()])
         stated = {
             "outlook": proba.select(BOTTLENECK_CLASSES).to_numpy(),
             "rules": rules_predict(test).select(BOTTLENECK_CLASSES).to_numpy(),
             "persistence_24h": _named(test, "24h"),
             "persistence_7d": _named(test, "7d"),
-            "climatology": _climatology(
-                train, labelled.filter(pl.col("window_start") < day), test
-            ),
+            "climatology": _climatology(train, past, test),
         }
         out.append(
-            test.select(*KEY, "origin", "target").with_columns(
+            test.select(*KEY, "origin", "target")
+            .with_columns(
                 pl.Series(f"{m}__{c}", p[:, j])
                 for m, p in stated.items()
                 for j, c in enumerate(BOTTLENECK_CLASSES)
-            ).with_columns(pl.Series("outlook__said", said))
+            )
+            .with_columns(pl.Series("outlook__said", said))
         )
     return pl.concat(out) if out else pl.DataFrame()
 
@@ -637,9 +653,7 @@ def bitbrains_windows(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _percent(resource: str, used: str, capacity: str) -> Reading:
-    return Reading(
-        resource, used, capacity, CPU_UTIL_MAX if resource == "cpu" else MEMORY_UTIL_MAX
-    )
+    return Reading(resource, used, capacity, CPU_UTIL_MAX if resource == "cpu" else MEMORY_UTIL_MAX)
 
 
 def real_windows() -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]:
@@ -704,8 +718,10 @@ def real_windows() -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame]
 def readings_table(problems: pl.DataFrame) -> list[str]:
     """Per source, resource and reason: rows dropped before labelling (zero rows listed too)."""
     sources = ("nab", "bitbrains", "alibaba2018", "gentd26")
-    counts = {(s, r, why): n for r, why, n, s in problems.select(
-        "resource", "reason", "rows", "source").iter_rows()}
+    counts = {
+        (s, r, why): n
+        for r, why, n, s in problems.select("resource", "reason", "rows", "source").iter_rows()
+    }
     lines = [
         "Rows that are not utilisation readings, dropped before labelling "
         f"(`capacity_pipelines/common/utilisation.py`: capacity 0 or null is missing data; CPU "
@@ -718,10 +734,12 @@ def readings_table(problems: pl.DataFrame) -> list[str]:
     for source in sources:
         cells = []
         for why in REASONS:
-            cells.append(" / ".join(
-                f"{resource} {counts.get((source, resource, why), 0)}"
-                for resource in ("cpu", "memory")
-            ))
+            cells.append(
+                " / ".join(
+                    f"{resource} {counts.get((source, resource, why), 0)}"
+                    for resource in ("cpu", "memory")
+                )
+            )
         lines.append(f"| {source} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -26,6 +26,7 @@ only what it would have seen that day):
   class within the stated horizon; statements whose horizon runs past the data are left out;
 - `--recompute DIR` first recomputes every day's list with this checkout's code on a copy of
   WAREHOUSE in DIR (the day's inputs as they were computed), to score a change to the list;
+  `--recompute-outlook` recomputes each day's bottleneck outlook before it;
 - recall: the share of saturation episodes (a labelled run after >= 24 h without that class)
   announced by a list made in the horizon before the episode began.
 """
@@ -312,13 +313,16 @@ def walk_forward(warehouse: Path) -> None:
         )
 
 
-def recompute_lists(warehouse: Path, folder: Path) -> Path:
+def recompute_lists(warehouse: Path, folder: Path, outlook: bool = False) -> Path:
     """A copy of `warehouse` in `folder` whose `recommendations` of every as-of day were
     recomputed by this checkout's asset (its inputs, the forecasts, rightsizing and outlook
     of each day, stay as they were computed): a change to the list is scored on the same
-    walked-forward inputs in about a minute instead of the whole daily job's ~11."""
+    walked-forward inputs in about a minute instead of the whole daily job's ~11. With
+    `outlook`, each day's `bottleneck_outlook` is recomputed first too (it reads only the
+    service windows before its day), to score a change to the outlook."""
     import dagster as dg
 
+    from capacity_pipelines.defs.bottlenecks.assets import bottleneck_outlook
     from capacity_pipelines.defs.recommendations.assets import recommendations
     from capacity_pipelines.defs.resources import WarehouseResource
 
@@ -336,7 +340,7 @@ def recompute_lists(warehouse: Path, folder: Path) -> Path:
     )
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
-            [recommendations],
+            [bottleneck_outlook, recommendations] if outlook else [recommendations],
             instance=instance,
             resources={"warehouse": resource},
             tags={
@@ -363,11 +367,16 @@ def main() -> None:
         help="with --walk-forward: first recompute the list of every as-of day with this "
         "checkout's code, on a copy of the warehouse in DIR (the inputs stay as computed)",
     )
+    parser.add_argument(
+        "--recompute-outlook",
+        action="store_true",
+        help="with --recompute: recompute each day's bottleneck outlook before its list",
+    )
     args = parser.parse_args()
     if args.walk_forward:
         warehouse = args.walk_forward
         if args.recompute:
-            warehouse = recompute_lists(warehouse, args.recompute)
+            warehouse = recompute_lists(warehouse, args.recompute, args.recompute_outlook)
         walk_forward(warehouse)
         return
     playbook, teams = load_playbook(), load_teams()

@@ -30,7 +30,7 @@ from capacity_pipelines.bottlenecks.signals import (
     service_windows,
     with_baselines,
 )
-from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, BOTTLENECK_TABLE
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_CLASSES, BOTTLENECK_TABLE, HORIZONS
 
 T0 = datetime(2026, 10, 1)
 
@@ -515,8 +515,12 @@ def test_choose_method_follows_the_latest_training_origins_and_says_why():
     for _, group in train.sort("origin").group_by(KEY, maintain_order=True):
         n = group.height
         cut = group["origin"][next(i for i in range(n) if (i + 1) / n > 1 - VALIDATION_SHARE)]
-        parts.append((group.filter(pl.col("origin") + pl.duration(hours=24) <= cut),
-                      group.filter(pl.col("origin") >= cut)))
+        parts.append(
+            (
+                group.filter(pl.col("origin") + pl.duration(hours=24) <= cut),
+                group.filter(pl.col("origin") >= cut),
+            )
+        )
     earlier = pl.concat([e for e, _ in parts])
     recent = pl.concat([r for _, r in parts]).sort(["origin", *KEY])
     recent_in_order = train.join(recent.select(*KEY, "origin"), on=[*KEY, "origin"])
@@ -533,8 +537,11 @@ def test_choose_method_follows_the_latest_training_origins_and_says_why():
     assert method == next(
         m for m, e in scores.items() if (round(e.macro_f1, 9), e.accuracy) == best
     )
-    for name, e in (("model", scores["lightgbm"]), ("rules", scores["rules"]),
-                    ("persistence", scores["persistence"])):
+    for name, e in (
+        ("model", scores["lightgbm"]),
+        ("rules", scores["rules"]),
+        ("persistence", scores["persistence"]),
+    ):
         assert f"{name} {e.macro_f1:.2f} ({e.accuracy:.0%} right)" in why
     assert choose_method(train, 24) == (method, why)  # deterministic
     # Too little history before the validation origins to train the model: it is not
@@ -563,8 +570,11 @@ def test_simple_methods_state_how_often_they_were_right_on_the_validation_origin
     wrong = pl.DataFrame({"target": ["none", "none", "none", "cpu"]})
     assert most_likely(calibrated(always_cpu, wrong, recent.head(1))).to_list() == ["none"]
     # A class the method never predicted on the validation origins keeps its own probabilities.
-    never = calibrated(persistence_predict, pl.DataFrame({"target": ["none"]}).with_columns(
-        pl.lit(0.0).alias("cpu_hours_24h")), pl.DataFrame({"cpu_hours_24h": [3.0]}))
+    never = calibrated(
+        persistence_predict,
+        pl.DataFrame({"target": ["none"]}).with_columns(pl.lit(0.0).alias("cpu_hours_24h")),
+        pl.DataFrame({"cpu_hours_24h": [3.0]}),
+    )
     assert never["cpu"].to_list() == [0.5] and never["none"].to_list() == [0.5]
 
 
@@ -583,3 +593,48 @@ def test_persistence_expects_what_saturated_most_in_the_last_day():
     assert sums.to_list() == pytest.approx([1.0] * 4)
     # No label counts at all (no family measured): nothing persists.
     assert most_likely(persistence_predict(pl.DataFrame({"x": [1.0]}))).to_list() == ["none"]
+
+
+def test_a_class_expected_back_states_the_fleets_recurrence_chance_not_a_coin_flip():
+    """The 7-day rule expects a class seen in the week back. Where nothing calibrates it, it
+    states the fleet's learned recurrence chance (here under 0.5, so the class is no longer the
+    likeliest and no list calls it 'at risk'); a class going on in the last 24 h and the memory
+    projection keep the rule's own probability."""
+    from capacity_pipelines.bottlenecks.classifier import RULE_PROBABILITY
+
+    frame = pl.DataFrame(
+        {
+            "cpu_hours_7d": [3.0, 3.0, 0.0],
+            "cpu_hours_24h": [0.0, 2.0, 0.0],
+            "memory_projected": [None, None, 1.2],
+        }
+    )
+    plain = rules_predict(frame)
+    learned = rules_predict(frame, recurrence=0.2)
+    assert plain["cpu"].to_list()[:2] == [RULE_PROBABILITY, RULE_PROBABILITY]
+    assert learned["cpu"].to_list()[:2] == [pytest.approx(0.2), RULE_PROBABILITY]
+    assert learned["none"][0] == pytest.approx(0.8)
+    assert most_likely(learned).to_list() == ["none", "cpu", "memory"]
+    assert learned["memory"][2] == RULE_PROBABILITY  # the projection is not a recurrence
+
+
+def test_the_outlook_recurrence_is_learned_for_the_7_day_rule_only():
+    from capacity_pipelines.bottlenecks.outlook import outlook_recurrence
+    from capacity_pipelines.bottlenecks.recurrence import PRIOR_DAYS, WATCH_DAYS
+
+    as_of = datetime(2026, 10, 20)
+    hours = [as_of - timedelta(days=d) for d in (12, 9)]  # two episodes, none since
+    labelled = pl.DataFrame(
+        {
+            "namespace": ["shop", "shop"],
+            "service": ["cart", "api"],
+            "window_start": hours,
+            "bottleneck_class": ["cpu", "cpu"],
+        }
+    )
+    assert outlook_recurrence(labelled, as_of, HORIZONS["24h"]) is None
+    # 7 + 7 days watched, no recurrence: one prior event in PRIOR_DAYS + 14 days
+    expected = 1 - np.exp(-WATCH_DAYS / (PRIOR_DAYS + 14))
+    assert outlook_recurrence(labelled, as_of, HORIZONS["7d"]) == pytest.approx(expected)
+    # nothing learned yet: even odds
+    assert outlook_recurrence(labelled.head(0), as_of, HORIZONS["7d"]) == pytest.approx(0.5)

@@ -150,8 +150,12 @@ def trainable(train: pl.DataFrame) -> tuple[bool, str]:
     return True, ""
 
 
-def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
+def rules_predict(frame: pl.DataFrame, recurrence: float | None = None) -> pl.DataFrame:
     """Fallback probabilities: memory trending to its limit, else the last week's commonest class.
+
+    `recurrence`, when given, is what a class expected back (not the memory projection, not
+    seen in the last 24 h) is stated at: the fleet's learned chance that a bottleneck comes
+    back within the horizon (`bottlenecks.recurrence`), instead of `RULE_PROBABILITY`.
 
     The memory projection wins (a leak is the most predictable saturation); otherwise, among the
     classes that recur at the horizon's scale (`{class}_recurrence`: in at least half of the last
@@ -175,9 +179,13 @@ def rules_predict(frame: pl.DataFrame) -> pl.DataFrame:
             if counts and max(counts.values()) > 0:
                 chosen = max(counts, key=lambda c: counts[c])
         probs = dict.fromkeys(BOTTLENECK_CLASSES, 0.0)
+        stated = RULE_PROBABILITY
+        going_on = (row.get(f"{chosen}_hours_24h") or 0.0) > 0
+        if chosen and chosen != "memory" and recurrence is not None and not going_on:
+            stated = recurrence  # a class expected back: the fleet's own recurrence chance
         if chosen:
-            probs[chosen] = RULE_PROBABILITY
-            probs["none"] = 1 - RULE_PROBABILITY
+            probs[chosen] = stated
+            probs["none"] = 1 - stated
         else:
             probs["none"] = 1.0
         rows.append(probs)

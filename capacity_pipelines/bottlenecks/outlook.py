@@ -35,6 +35,7 @@ from capacity_pipelines.bottlenecks.labels import (
     available_classes,
     label_windows,
 )
+from capacity_pipelines.bottlenecks.recurrence import WATCH_DAYS, recurrence_chance
 from capacity_pipelines.bottlenecks.signals import (
     KEY,
     TRAFFIC_COLUMNS,
@@ -119,9 +120,7 @@ def evaluate(truth: list[str], predicted: list[str], method: str) -> Evaluation:
 SIMPLE_METHODS = {"rules": rules_predict, "persistence": persistence_predict}
 
 
-def validation_split(
-    train: pl.DataFrame, horizon_hours: int
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def validation_split(train: pl.DataFrame, horizon_hours: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Earlier and recent training origins: per service (services need not share one calendar,
     as in the classifier's calibration), its latest `VALIDATION_SHARE` of origins validate, and
     the ones whose horizon ended before them train."""
@@ -137,7 +136,10 @@ def validation_split(
 
 
 def calibrated(
-    predict: Callable[[pl.DataFrame], pl.DataFrame], recent: pl.DataFrame, test: pl.DataFrame
+    predict: Callable[[pl.DataFrame], pl.DataFrame],
+    recent: pl.DataFrame,
+    test: pl.DataFrame,
+    fallback: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """A simple method's probabilities, measured on the validation origins.
 
@@ -145,7 +147,8 @@ def calibrated(
     nothing about how often that is right. Here each predicted class gets the distribution of
     what actually followed when the method predicted it on `recent` (one pseudo-count on the
     predicted class and on `none`, so a handful of origins cannot give 0 or 1). When a predicted
-    class was never predicted there, the method's own probabilities stand. A class right less
+    class was never predicted there, the method's own probabilities stand (or `fallback`'s
+    row, when given: the rules' with the fleet's recurrence chance). A class right less
     often than `none` followed it stops being the most likely one: that is calibration, as the
     model's `none` is.
     """
@@ -155,8 +158,9 @@ def calibrated(
         counts = followed.setdefault(predicted, {predicted: 1.0, "none": 1.0})
         counts[actual] = counts.get(actual, 0.0) + 1.0
     raw = predict(test)
+    stand = (fallback if fallback is not None else raw).iter_rows(named=True)
     rows = []
-    for predicted, own in zip(most_likely(raw).to_list(), raw.iter_rows(named=True), strict=True):
+    for predicted, own in zip(most_likely(raw).to_list(), stand, strict=True):
         counts = followed.get(predicted)
         if counts is None:
             rows.append(own)
@@ -197,10 +201,8 @@ def _choose(earlier: pl.DataFrame, recent: pl.DataFrame) -> tuple[str, str]:
     # go to the method right on more origins, then to the earlier candidate.
     chosen = max(scores, key=lambda m: (round(scores[m].macro_f1, 9), scores[m].accuracy))
     names = {"lightgbm": "model", "rules": "rules", "persistence": "persistence"}
-    verdict = (
-        f"on the latest {VALIDATION_SHARE:.0%} of training origins: macro-F1 "
-        + ", ".join(f"{names[m]} {e.macro_f1:.2f} ({e.accuracy:.0%} right)" for m, e in
-                    scores.items())
+    verdict = f"on the latest {VALIDATION_SHARE:.0%} of training origins: macro-F1 " + ", ".join(
+        f"{names[m]} {e.macro_f1:.2f} ({e.accuracy:.0%} right)" for m, e in scores.items()
     )
     if not checked:
         verdict += f"; the model not checked: before those origins, {why_not}"
@@ -208,18 +210,23 @@ def _choose(earlier: pl.DataFrame, recent: pl.DataFrame) -> tuple[str, str]:
 
 
 def fit_predict(
-    train: pl.DataFrame, test: pl.DataFrame, horizon_hours: int = HORIZONS["24h"]
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    horizon_hours: int = HORIZONS["24h"],
+    recurrence: float | None = None,
 ) -> tuple[pl.DataFrame, str, list[str]]:
     """Probabilities for `test` from a model trained on `train`, or from the rules when the
     history is too thin, or from whichever simple method did better on the latest training
-    origins."""
+    origins. `recurrence`: what the rules state for a class expected back where nothing
+    calibrates them (`rules_predict`)."""
     ok, why = trainable(train)
     if not ok:
-        return rules_predict(test), "rules", [f"rule-based outlook: {why}"]
+        return rules_predict(test, recurrence), "rules", [f"rule-based outlook: {why}"]
     earlier, recent = validation_split(train, horizon_hours)
     method, why = _choose(earlier, recent)
     if method in SIMPLE_METHODS:
-        return calibrated(SIMPLE_METHODS[method], recent, test), method, [why]
+        fallback = rules_predict(test, recurrence) if method == "rules" else None
+        return calibrated(SIMPLE_METHODS[method], recent, test, fallback), method, [why]
     model = BottleneckClassifier().fit(train)
     return model.predict_proba(test), "lightgbm", [*model.notes, why]
 
@@ -306,6 +313,22 @@ def _runway_columns(runway: pl.DataFrame | None, services: pl.DataFrame) -> pl.D
     return services
 
 
+# Horizons whose rule expects a class back (`{class}_recurrence`: any event in the week) and
+# states the fleet's recurrence chance where nothing calibrates it. The 24 h rule's class
+# recurs daily: one long episode, not a recurrence the chance could speak for.
+RECURRENCE_HORIZONS = {HORIZONS["7d"]}
+
+
+def outlook_recurrence(labelled: pl.DataFrame, as_of: datetime, hours: int) -> float | None:
+    """The chance the rules state for a class expected back within `hours`, learned from the
+    episodes of the two weeks before `as_of` (None where the horizon's rule is not a
+    recurrence)."""
+    if hours not in RECURRENCE_HORIZONS:
+        return None
+    since = as_of - timedelta(days=2 * WATCH_DAYS)
+    return recurrence_chance(labelled, as_of, since, hours / 24)
+
+
 def build_outlook(
     windows: pl.DataFrame, as_of: datetime, runway: pl.DataFrame | None = None
 ) -> Outlook:
@@ -332,7 +355,9 @@ def build_outlook(
         train = features.filter(pl.col("target").is_not_null())
         now = features.filter(pl.col("origin") == as_of).join(reporting, on=KEY, how="semi")
         now = _runway_columns(runway, now)
-        proba, method, model_notes = fit_predict(train, now, hours)
+        proba, method, model_notes = fit_predict(
+            train, now, hours, outlook_recurrence(labelled, as_of, hours)
+        )
         notes += [f"{horizon}: {n}" for n in model_notes]
         predicted = most_likely(proba).to_list()
         for i, row in enumerate(now.iter_rows(named=True)):
