@@ -22,7 +22,8 @@ Methods: KRR, VPA, current provisioning; `capacity_pipelines (<profile>)` for ea
 (constant requests, default settings); `... schedule` (the same with `--schedule`); the uniform
 percentiles (the balanced profile with one candidate: no choice); a sweep of violation targets
 (the choice's curve); two hindsight references that know the evaluation window. Curves go to
-`benchmarks/results/rightsizing_<split>.png`, every number to `results/rightsizing.json`,
+`benchmarks/out/rightsizing_<split>.png` (not kept in the repository: they plot research-only
+data), every number to `results/rightsizing.json`,
 the tables to stdout (`results/rightsizing.md` holds them with their reading).
 """
 
@@ -302,7 +303,7 @@ def markdown(split: dict) -> str:
     lines = [
         f"### {split['title']}",
         "",
-        f"![curves](rightsizing_{split['key']}.png)",
+        f"Curves: `benchmarks/out/rightsizing_{split['key']}.png` (drawn by the command).",
         "",
         "| method | CPU slack | idle cores | CPU violation rate | memory slack | OOM proxy "
         "| memory violation rate | core-hours | GiB-hours | $ / month |",
@@ -412,7 +413,7 @@ def main() -> int:
     """Run every split, print the tables, write the charts and the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=RESULTS / "rightsizing.json")
-    parser.add_argument("--charts", type=Path, default=RESULTS)
+    parser.add_argument("--charts", type=Path, default=RESULTS.parent / "out")
     args = parser.parse_args()
     if not DATA.exists():
         print(f"{DATA} is absent: the Bitbrains data is research-only and lives beside the "
@@ -437,6 +438,7 @@ def main() -> int:
                      "Alibaba 2018 machines: train days 1-6, evaluate days 7-8", 6 * DAY_S,
                      8 * DAY_S))  # fmt: skip
     splits = []
+    args.charts.mkdir(parents=True, exist_ok=True)
     for key, frame, title, train_end, eval_end in runs:
         split = run_split(frame, title, train_end, eval_end, usd_per_month)
         split["key"] = key
