@@ -20,6 +20,10 @@ DOMAIN_COMMANDS = {
     "token-cost": ("capacity_pipelines.tokens.cli", "cost LLM usage with the dated price book"),
     "rightsize": ("capacity_pipelines.rightsizing.cli", "recommend CPU and memory requests"),
     "recs": ("capacity_pipelines.recommendations.cli", "review the ranked recommendations"),
+    "bottlenecks": (
+        "capacity_pipelines.bottlenecks.cli",
+        "bottleneck outlook and its backtest from a usage file",
+    ),
 }
 EXIT_INTERRUPTED = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
 
