@@ -140,6 +140,7 @@ def calibrated(
     recent: pl.DataFrame,
     test: pl.DataFrame,
     fallback: pl.DataFrame | None = None,
+    keep_alarms: bool = False,
 ) -> pl.DataFrame:
     """A simple method's probabilities, measured on the validation origins.
 
@@ -150,7 +151,8 @@ def calibrated(
     class was never predicted there, the method's own probabilities stand (or `fallback`'s
     row, when given: the rules' with the fleet's recurrence chance). A class right less
     often than `none` followed it stops being the most likely one: that is calibration, as the
-    model's `none` is.
+    model's `none` is. With `keep_alarms` (chosen on the record by `_keeps_alarms`), it stays
+    named at even odds with `none` instead: calibration then says how sure, not which class.
     """
     said = most_likely(predict(recent)).to_list()
     followed: dict[str, dict[str, float]] = {}
@@ -166,8 +168,30 @@ def calibrated(
             rows.append(own)
             continue
         total = sum(counts.values())
-        rows.append({c: counts.get(c, 0.0) / total for c in BOTTLENECK_CLASSES})
+        row = {c: counts.get(c, 0.0) / total for c in BOTTLENECK_CLASSES}
+        if keep_alarms and predicted != "none" and row[predicted] < row["none"]:
+            row[predicted] = row["none"] = (row[predicted] + row["none"]) / 2  # ties name it
+        rows.append(row)
     return pl.DataFrame(rows, schema=dict.fromkeys(BOTTLENECK_CLASSES, pl.Float64))
+
+
+def _keeps_alarms(
+    predict: Callable[[pl.DataFrame], pl.DataFrame], earlier: pl.DataFrame, recent: pl.DataFrame
+) -> bool:
+    """Whether the classes a method names should stay named after calibration: on the latest
+    origins of the record, did its own classes (kept) score a macro-F1 at least as high as the
+    classes left after calibrating on the earlier ones? Calibration turned rare classes into
+    `none` where they were right less than half the time (memory recall near zero, issue 24);
+    for macro-F1 a class named with a fair precision is worth more than never naming it. With
+    no split to judge on, they stay named (the rules' own behaviour)."""
+    if earlier.height == 0 or recent.height == 0:
+        return True
+    truth = recent["target"].to_list()
+    kept = evaluate(truth, most_likely(predict(recent)).to_list(), "kept")
+    dropped = evaluate(
+        truth, most_likely(calibrated(predict, earlier, recent)).to_list(), "calibrated"
+    )
+    return kept.macro_f1 >= dropped.macro_f1
 
 
 def choose_method(train: pl.DataFrame, horizon_hours: int) -> tuple[str, str]:
@@ -221,7 +245,19 @@ def fit_predict(
     calibrates them (`rules_predict`)."""
     ok, why = trainable(train)
     if not ok:
-        return rules_predict(test, recurrence), "rules", [f"rule-based outlook: {why}"]
+        # Too little to train on, but every origin with a known outcome still says how often
+        # the rules were right (a VM pinned at its limit: nearly always, not a coin flip).
+        rules = rules_predict(test, recurrence)
+        known = train.filter(pl.col("target").is_not_null())
+        if known.height == 0:
+            return rules, "rules", [f"rule-based outlook: {why}"]
+
+        def predict(frame: pl.DataFrame) -> pl.DataFrame:
+            return rules_predict(frame, recurrence)
+
+        keep = _keeps_alarms(predict, *validation_split(known, horizon_hours))
+        stated = calibrated(predict, known, test, rules, keep_alarms=keep)
+        return stated, "rules", [f"rule-based outlook: {why}; stated as often as they were right"]
     earlier, recent = validation_split(train, horizon_hours)
     method, why = _choose(earlier, recent)
     if method in SIMPLE_METHODS:
