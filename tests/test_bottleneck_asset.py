@@ -176,3 +176,57 @@ def test_checks_and_metadata(run):
     assert 0.0 <= metadata["macro_f1"].value <= 1.0
     outlook = metadata["outlook"].value
     assert "&lt;script&gt;" in outlook and "<script>" not in outlook
+
+
+def test_no_look_ahead_in_the_asset(tmp_path):
+    """Rewriting every usage row after a day's end leaves that day's outlook as it was."""
+    export = tmp_path / "fleet.om"
+    _fleet(export)
+    resources = pipeline_resources(tmp_path, [export])
+    assets = list(build_defs().assets)
+    tags = {
+        "dagster/asset_partition_range_start": "2026-09-28",
+        "dagster/asset_partition_range_end": "2026-10-09",
+    }
+
+    def outlook_of_day() -> list[tuple]:
+        result = dg.materialize(
+            assets,
+            selection=["bottleneck_outlook"],
+            resources=resources,
+            instance=instance,
+            partition_key="2026-10-05",
+        )
+        assert result.success
+        con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+        try:
+            return con.execute(
+                "SELECT * EXCLUDE (note) FROM bottleneck_outlook "
+                "WHERE as_of = TIMESTAMP '2026-10-06' ORDER BY service, horizon"
+            ).fetchall()
+        finally:
+            con.close()
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        ingest = dg.materialize(
+            assets,
+            selection=["container_usage", "service_traffic"],
+            resources=resources,
+            instance=instance,
+            tags=tags,
+        )
+        assert ingest.success
+        before = outlook_of_day()
+        con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+        try:
+            changed = con.execute(
+                "UPDATE container_usage SET cpu_cores = 0.0, "
+                "memory_working_set_bytes = memory_limit_bytes * 0.99 "
+                "WHERE ts > TIMESTAMP '2026-10-06'"
+            ).fetchone()[0]
+        finally:
+            con.close()
+        assert changed > 0
+        after = outlook_of_day()
+    assert len(before) == 6  # three services, two horizons
+    assert after == before
