@@ -118,10 +118,14 @@ def test_a_partial_last_hour_is_left_out(tmp_path):
 def test_backtest_origins_run_from_the_eighth_day_to_a_day_before_the_end(backtest):
     outlook, _ = backtest
     for horizon in ("24h", "7d"):
-        origins = outlook.filter(pl.col("horizon") == horizon).group_by("series_id").agg(
-            pl.col("origin").min().alias("first"),
-            pl.col("origin").max().alias("last"),
-            pl.col("origin").n_unique().alias("n"),
+        origins = (
+            outlook.filter(pl.col("horizon") == horizon)
+            .group_by("series_id")
+            .agg(
+                pl.col("origin").min().alias("first"),
+                pl.col("origin").max().alias("last"),
+                pl.col("origin").n_unique().alias("n"),
+            )
         )
         for row in origins.to_dicts():
             assert row["first"] == START + timedelta(days=7)
@@ -138,11 +142,7 @@ def test_backtest_beats_a_blind_none_on_learnable_saturation(backtest):
     """The daily CPU peak is named the most likely class at most 24 h origins before it."""
     outlook, labels = backtest
     api = outlook.filter((pl.col("series_id") == "api") & (pl.col("horizon") == "24h"))
-    named = (
-        api.sort("probability", descending=True)
-        .group_by("origin")
-        .agg(pl.col("class").first())
-    )
+    named = api.sort("probability", descending=True).group_by("origin").agg(pl.col("class").first())
     assert (named["class"] == "cpu").mean() > 0.9  # a peak is always within the next 24 h
     cpu_hours = labels.filter((pl.col("series_id") == "api") & (pl.col("class") == "cpu"))
     assert cpu_hours.height == 16
