@@ -313,6 +313,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="sources to score (default: all)")
     parser.add_argument("--speed", action="store_true", help="also time 60 series x 2 months")
     parser.add_argument("--json-out", type=Path, help="write the scores as JSON here")
+    parser.add_argument("--out", type=Path, help="write the Markdown results here")
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} is missing: the benchmark reads the real series there")
@@ -342,16 +343,36 @@ def main() -> int:
             _, _, seconds = run_command(usage, folder)
             timings.append(("speed: Bitbrains x10, 2 months", usage["series_id"].n_unique(),
                             usage.height, seconds))  # fmt: skip
+    command = " ".join(["nice .venv/bin/python benchmarks/bottleneck_contract_bench.py",
+                        *sys.argv[1:]])  # fmt: skip
     lines = [
+        "# Bottleneck outlook through its file contract",
+        "",
+        f"Command (repository root): `{command}`",
+        "",
         f"Code at `{_commit()}`, {datetime.now():%Y-%m-%d %H:%M} UTC, "
         f"load {os.getloadavg()[0]:.1f}.",
+        "",
+        "Each source's usage file (series_id, ts, CPU and memory used and their capacities) "
+        "goes through `capacity bottlenecks --backtest --labels-out`; targets (the class of "
+        "the first labelled hour in [origin, origin + horizon), whole horizon in the data) and "
+        "every baseline come from the labels file alone, on the outlook's origins. Persistence "
+        "over 24 h / 7 d names the class labelled in most hours of the window (else none) at "
+        "0.5; climatology is each series' own target frequencies on origins whose horizon "
+        "ended by the origin's UTC midnight (before any, its hourly label frequencies). "
+        "Macro-F1 of the most likely class over the classes present in truth or prediction; "
+        "multi-class Brier; [90 % bootstrap interval over series]. The speed row times the "
+        "whole command.",
         "",
         *table_lines(scores),
         "| run | series | rows | seconds |",
         "|---|---|---|---|",
         *(f"| {n} | {s} | {r:,} | {sec:.1f} |" for n, s, r, sec in timings),
     ]
-    print("\n".join(lines))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
     if args.json_out:
         args.json_out.write_text(json.dumps({"scores": scores, "timings": timings}, indent=1))
     return 0
