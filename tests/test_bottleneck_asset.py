@@ -78,6 +78,21 @@ def _fleet(path) -> None:
     path.write_text("\n".join(lines) + "\n# EOF\n")
 
 
+def _ingest(assets: list, resources: dict, instance: dg.DagsterInstance) -> None:
+    """Extract the fleet's twelve days (usage and traffic) into the warehouse."""
+    ingest = dg.materialize(
+        assets,
+        selection=["container_usage", "service_traffic"],
+        resources=resources,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2026-09-28",
+            "dagster/asset_partition_range_end": "2026-10-09",
+        },
+    )
+    assert ingest.success
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bottlenecks")
@@ -85,19 +100,8 @@ def run(tmp_path_factory):
     _fleet(export)
     resources = pipeline_resources(root, [export])
     assets = list(build_defs().assets)
-    tags = {
-        "dagster/asset_partition_range_start": "2026-09-28",
-        "dagster/asset_partition_range_end": "2026-10-09",
-    }
     with dg.DagsterInstance.ephemeral() as instance:
-        ingest = dg.materialize(
-            assets,
-            selection=["container_usage", "service_traffic"],
-            resources=resources,
-            instance=instance,
-            tags=tags,
-        )
-        assert ingest.success
+        _ingest(assets, resources, instance)
         results = [
             dg.materialize(
                 assets,
@@ -184,10 +188,6 @@ def test_no_look_ahead_in_the_asset(tmp_path):
     _fleet(export)
     resources = pipeline_resources(tmp_path, [export])
     assets = list(build_defs().assets)
-    tags = {
-        "dagster/asset_partition_range_start": "2026-09-28",
-        "dagster/asset_partition_range_end": "2026-10-09",
-    }
 
     def outlook_of_day() -> list[tuple]:
         result = dg.materialize(
@@ -208,14 +208,7 @@ def test_no_look_ahead_in_the_asset(tmp_path):
             con.close()
 
     with dg.DagsterInstance.ephemeral() as instance:
-        ingest = dg.materialize(
-            assets,
-            selection=["container_usage", "service_traffic"],
-            resources=resources,
-            instance=instance,
-            tags=tags,
-        )
-        assert ingest.success
+        _ingest(assets, resources, instance)
         before = outlook_of_day()
         con = duckdb.connect(str(tmp_path / "wh.duckdb"))
         try:

@@ -44,10 +44,10 @@ from capacity_pipelines.bottlenecks.contract import (
     outlook_now,
     usage_windows,
 )
-from capacity_pipelines.common.contracts import ContractError
+from capacity_pipelines.common.contracts import ContractError, read_parquet_input
 from capacity_pipelines.common.files import PublishError, replaced_on_success
 from capacity_pipelines.common.formatting import safe_text
-from capacity_pipelines.common.path_checks import PathError, check_input_file, check_output_file
+from capacity_pipelines.common.path_checks import PathError, check_output_file
 
 COMMAND = "bottlenecks"
 EXIT_BAD_INPUT = 2
@@ -76,13 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read_usage(path: Path) -> pl.DataFrame:
-    check_input_file(path)
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ContractError(f"{path}: not a readable Parquet file ({first_line})") from error
-    return check_usage(frame, str(path))
+    return check_usage(read_parquet_input(path), str(path))
 
 
 def _check_paths(args: argparse.Namespace) -> None:

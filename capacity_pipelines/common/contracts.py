@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
+
+from capacity_pipelines.common.path_checks import check_input_file
 
 # No CPU count, byte count, token count or dollar figure of a fleet comes near 1e18 (an
 # exabyte); beyond it a value is a unit or export error, and squares of it (variances, SSEs)
@@ -190,3 +193,13 @@ def check_frame(
     return frame.with_columns(
         utc_timestamps(name, frame.schema[name]).alias(name) for name in timestamps
     )
+
+
+def read_parquet_input(path: Path, error: type[ContractError] = ContractError) -> pl.DataFrame:
+    """A file command's Parquet input, or one line naming it: absent, a folder, or not Parquet."""
+    check_input_file(path)
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is "not a Parquet file"
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"{path}: not a readable Parquet file ({first_line})") from exc

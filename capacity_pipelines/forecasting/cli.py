@@ -28,10 +28,10 @@ from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.common.contracts import ContractError
+from capacity_pipelines.common.contracts import ContractError, read_parquet_input
 from capacity_pipelines.common.files import replaced_on_success
 from capacity_pipelines.common.formatting import safe_text
-from capacity_pipelines.common.path_checks import PathError, check_input_file, check_output_file
+from capacity_pipelines.common.path_checks import PathError, check_output_file
 from capacity_pipelines.forecasting.engine import CapacityForecaster, EngineSettings
 from capacity_pipelines.forecasting.frames import HistoryError, validate_history
 
@@ -60,12 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read_history(path: Path) -> pl.DataFrame:
-    check_input_file(path)
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HistoryError(f"{path}: not a readable Parquet file ({first_line})") from error
+    frame = read_parquet_input(path, HistoryError)
     return validate_history(frame, str(path), allow_missing_values=False)
 
 

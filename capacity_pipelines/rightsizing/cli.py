@@ -41,12 +41,11 @@ from pathlib import Path
 
 import polars as pl
 
-from capacity_pipelines.common.contracts import ContractError
+from capacity_pipelines.common.contracts import ContractError, read_parquet_input
 from capacity_pipelines.common.files import PublishError, replaced_on_success
 from capacity_pipelines.common.formatting import safe_text
 from capacity_pipelines.common.path_checks import (
     PathError,
-    check_input_file,
     check_output_file,
     check_output_folder,
 )
@@ -107,12 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
-    check_input_file(path)
-    try:
-        return pl.read_parquet(path)
-    except Exception as error:  # noqa: BLE001 - any reader failure is "not a Parquet file"
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{path}: not a readable Parquet file ({first_line})") from error
+    return read_parquet_input(path, InputError)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
