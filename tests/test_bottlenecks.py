@@ -20,6 +20,7 @@ from capacity_pipelines.bottlenecks.outlook import (
     calibrated,
     choose_method,
     evaluate,
+    keeps_alarms,
     probability_problems,
     unexplained,
 )
@@ -638,3 +639,41 @@ def test_the_outlook_recurrence_is_learned_for_the_7_day_rule_only():
     assert outlook_recurrence(labelled, as_of, HORIZONS["7d"]) == pytest.approx(expected)
     # nothing learned yet: even odds
     assert outlook_recurrence(labelled.head(0), as_of, HORIZONS["7d"]) == pytest.approx(0.5)
+
+
+def _record(said: list[str], truth: list[str]) -> pl.DataFrame:
+    """Origins of one service: what a simple method said (`said`) and what followed."""
+    return pl.DataFrame(
+        {"namespace": "ns", "service": "svc", "said": said, "target": truth},
+    )
+
+
+def _saying(frame: pl.DataFrame) -> pl.DataFrame:
+    """A simple method that names the class in `said` at even odds (as the rules do)."""
+    return pl.DataFrame(
+        [
+            {c: (0.5 if c in (s, "none") else 0.0) if s != "none" else float(c == "none")
+             for c in BOTTLENECK_CLASSES}
+            for s in frame["said"]
+        ],
+        schema=dict.fromkeys(BOTTLENECK_CLASSES, pl.Float64),
+    )  # fmt: skip
+
+
+def test_alarms_right_two_times_in_five_stay_named_when_the_record_says_so():
+    # Right 4 of 10 times on the earlier origins: calibration alone would say none (5/12 vs
+    # 7/12) and erase the class; on the latest origins naming it scored the higher macro-F1.
+    earlier = _record(["cpu"] * 10 + ["none"] * 30, ["cpu"] * 4 + ["none"] * 36)
+    recent = _record(["cpu"] * 5 + ["none"] * 15, ["cpu"] * 2 + ["none"] * 18)
+    assert keeps_alarms(_saying, earlier, recent)
+    kept = calibrated(_saying, earlier, recent.head(1), keep_alarms=True)
+    assert most_likely(kept).to_list() == ["cpu"]
+    assert kept["cpu"][0] == pytest.approx(kept["none"][0])
+    assert most_likely(calibrated(_saying, earlier, recent.head(1))).to_list() == ["none"]
+
+
+def test_alarms_mostly_wrong_everywhere_are_calibrated_away():
+    # Said cpu at every origin, right 3 times in 10: never naming it scores better.
+    earlier = _record(["cpu"] * 40, ["cpu"] * 12 + ["none"] * 28)
+    recent = _record(["cpu"] * 20, ["cpu"] * 6 + ["none"] * 14)
+    assert not keeps_alarms(_saying, earlier, recent)

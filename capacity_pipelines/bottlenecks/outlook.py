@@ -151,7 +151,7 @@ def calibrated(
     class was never predicted there, the method's own probabilities stand (or `fallback`'s
     row, when given: the rules' with the fleet's recurrence chance). A class right less
     often than `none` followed it stops being the most likely one: that is calibration, as the
-    model's `none` is. With `keep_alarms` (chosen on the record by `_keeps_alarms`), it stays
+    model's `none` is. With `keep_alarms` (chosen on the record by `keeps_alarms`), it stays
     named at even odds with `none` instead: calibration then says how sure, not which class.
     """
     said = most_likely(predict(recent)).to_list()
@@ -175,7 +175,7 @@ def calibrated(
     return pl.DataFrame(rows, schema=dict.fromkeys(BOTTLENECK_CLASSES, pl.Float64))
 
 
-def _keeps_alarms(
+def keeps_alarms(
     predict: Callable[[pl.DataFrame], pl.DataFrame], earlier: pl.DataFrame, recent: pl.DataFrame
 ) -> bool:
     """Whether the classes a method names should stay named after calibration: on the latest
@@ -255,7 +255,7 @@ def fit_predict(
         def predict(frame: pl.DataFrame) -> pl.DataFrame:
             return rules_predict(frame, recurrence)
 
-        keep = _keeps_alarms(predict, *validation_split(known, horizon_hours))
+        keep = keeps_alarms(predict, *validation_split(known, horizon_hours))
         stated = calibrated(predict, known, test, rules, keep_alarms=keep)
         return stated, "rules", [f"rule-based outlook: {why}; stated as often as they were right"]
     earlier, recent = validation_split(train, horizon_hours)
