@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 
 from capacity_pipelines.definitions import defs as build_defs
@@ -223,3 +224,75 @@ def test_no_look_ahead_in_the_asset(tmp_path):
         after = outlook_of_day()
     assert len(before) == 6  # three services, two horizons
     assert after == before
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """The same fleet with a daily outlook stored for six days (one ranged run, as a backfill
+    computes them): the last day scores the earlier ones."""
+    root = tmp_path_factory.mktemp("bottleneck_history")
+    export = root / "fleet.om"
+    _fleet(export)
+    resources = pipeline_resources(root, [export])
+    assets = list(build_defs().assets)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for selection, first in (
+            (["container_usage", "service_traffic"], "2026-09-28"),
+            (["bottleneck_outlook"], "2026-10-04"),
+        ):
+            result = dg.materialize(
+                assets,
+                selection=selection,
+                resources=resources,
+                instance=instance,
+                tags={
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": "2026-10-09",
+                },
+            )
+            assert result.success
+    return result, root
+
+
+def test_the_track_record_scores_the_stored_outlooks_against_persistence(history):
+    result, root = history
+    con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
+    record = con.execute(
+        "SELECT as_of, service, horizon, method, origins, first_origin, last_origin, correct, "
+        "brier, bottleneck_origins, caught, false_alarms FROM bottleneck_backtest"
+    ).pl()
+    said = con.execute(
+        "SELECT as_of, service, bottleneck_class FROM bottleneck_outlook "
+        "WHERE horizon = '24h' AND as_of < '2026-10-10'"
+    ).pl()
+    con.close()
+    # Origins need a week of labels before them (the data starts 09-28) and their horizon
+    # over: each day from 10-06 scores the 24 h outlooks stored since 10-05, one more a day;
+    # no 7-day horizon has ended yet.
+    origins = record.group_by("as_of").agg(pl.col("origins").unique()).sort("as_of")
+    assert origins.rows() == [(datetime(2026, 10, d), [d - 5]) for d in range(6, 11)]
+    assert set(record["horizon"]) == {"24h"}
+    record = record.filter(pl.col("as_of") == datetime(2026, 10, 10))
+    assert sorted(record.select("service", "method").rows()) == sorted(
+        (s, m) for s in ("cart", "search", HOSTILE) for m in ("outlook", "persistence_7d")
+    )
+    assert set(record["origins"]) == {5}
+    assert set(record["first_origin"]) == {datetime(2026, 10, 5)}
+    assert set(record["last_origin"]) == {datetime(2026, 10, 9)}
+    rows = {(r["service"], r["method"]): r for r in record.iter_rows(named=True)}
+    # search is throttled every afternoon: cpu follows every origin, and last week repeats it.
+    persistence = rows[("search", "persistence_7d")]
+    assert (persistence["bottleneck_origins"], persistence["correct"]) == (5, 5)
+    assert persistence["brier"] == pytest.approx(0.5)
+    # The outlook is scored on what it stored, not on a replay.
+    stored = said.filter(pl.col("service") == "search")
+    assert rows[("search", "outlook")]["correct"] == (stored["bottleneck_class"] == "cpu").sum()
+    # Nothing follows on the service with traffic only: persistence is sure and right.
+    quiet = rows[(HOSTILE, "persistence_7d")]
+    assert (quiet["correct"], quiet["brier"], quiet["false_alarms"]) == (5, 0.0, 0)
+    # One materialisation per day; the metadata describes the last one.
+    mat = result.asset_materializations_for_node("bottleneck_outlook")[-1]
+    table = mat.metadata["track_record"].value
+    assert "too little history" in table
+    assert "&lt;script&gt;" in table and "<script>" not in table
+    assert mat.metadata["track_record/persistence_7d/origins"].value == 15

@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_BACKTEST_TABLE
 from capacity_pipelines.definitions import defs as build_defs
 from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
 from capacity_pipelines.forecasting.fleet import (
@@ -149,6 +150,35 @@ def _outlook(as_of: datetime, probability: float) -> pl.DataFrame:
     )
 
 
+def _track_record(as_of: datetime) -> list[dict]:
+    """Four weeks of scored outlooks: postgres's 7-day outlook did worse than persistence,
+    router's 24 h one better."""
+    first = as_of.replace(tzinfo=None) - timedelta(days=21)
+
+    def row(namespace, service, horizon, method, origins, correct, brier, caught, alarms):
+        return {
+            "namespace": namespace,
+            "service": service,
+            "horizon": horizon,
+            "method": method,
+            "origins": origins,
+            "first_origin": first,
+            "last_origin": first + timedelta(days=origins - 1),
+            "correct": correct,
+            "brier": brier,
+            "bottleneck_origins": 4,
+            "caught": caught,
+            "false_alarms": alarms,
+        }
+
+    return [
+        row("platform", "postgres", "7d", "outlook", 15, 9, 0.41, 2, 3),
+        row("platform", "postgres", "7d", "persistence_7d", 15, 12, 0.30, 3, 0),
+        row("agents", "router", "24h", "outlook", 21, 20, 0.10, 4, 1),
+        row("agents", "router", "24h", "persistence_7d", 21, 15, 0.50, 2, 2),
+    ]
+
+
 def _recommendations(as_of: datetime, ids: list[str]) -> pl.DataFrame:
     n = len(ids)
     return pl.DataFrame(
@@ -272,6 +302,7 @@ def build_snapshot(path: Path, complete: bool = True) -> Path:
         _derived(con, RIGHTSIZING_TABLE, PREVIOUS_AS_OF, _rightsizing(100.0))
         _derived(con, RIGHTSIZING_TABLE, AS_OF, _rightsizing(12_300.0))
         outlook = pl.concat([_outlook(PREVIOUS_AS_OF, 0.2), _outlook(AS_OF, 0.7)])
+        _derived(con, BOTTLENECK_BACKTEST_TABLE, AS_OF, _track_record(AS_OF))
         recs = pl.concat(
             [_recommendations(PREVIOUS_AS_OF, ["r1"]), _recommendations(AS_OF, ["r1", "r2", "r3"])]
         )
@@ -367,6 +398,90 @@ def test_a_table_of_the_wrong_shape_is_named_in_its_box(tmp_path):
     assert list(why) == ["bottlenecks"] and "bottleneck_class" in why["bottlenecks"]
     assert set(report.summary["services_at_risk"]) == {"agents/router"}  # runway still counts
     assert "not available yet: ColumnNotFoundError" in render_html(report)
+
+
+def test_the_outlook_says_where_it_did_not_beat_last_week_repeating(report):
+    section = report.section("bottlenecks")
+    bullets = "\n".join(section.bullets)
+    assert (
+        "For platform/postgres the outlook did not beat 'last week repeats' over the last four "
+        "weeks: 7d right on 9 of 15 days vs 12, Brier 0.41 vs 0.30 — treat its 7d line as a "
+        "guess." in section.bullets
+    )
+    assert "agents/router" not in bullets.split("Over the")[1]  # it beat persistence: no sentence
+    assert (
+        "the outlook was right on 81% of them (Brier 0.23), persistence on 75% (Brier 0.42)"
+        in bullets
+    )
+    assert "Of the 8 service-days a bottleneck followed, the outlook named it on 6, " in bullets
+    assert "beat persistence on 1, matched it on 0 and did not beat it on 1" in bullets
+    [table] = [t for t in section.tables if t.name == "bottleneck_track_record"]
+    rows = {r["service"]: r for r in table.display.iter_rows(named=True)}
+    assert rows["platform/postgres"] == {
+        "service": "platform/postgres",
+        "horizon": "7d",
+        "days scored": "15",
+        "right (outlook / persistence)": "9 / 12",
+        "Brier outlook": "0.41",
+        "Brier persistence": "0.30",
+        "bottleneck days": "4",
+        "caught (outlook / persistence)": "2 / 3",
+        "false alarms (outlook / persistence)": "3 / 0",
+        "verdict": "did not beat",
+    }
+    assert rows["agents/router"]["verdict"] == "beat"
+    assert table.display["service"].to_list()[0] == "platform/postgres"  # the warning first
+    assert section.facts["track_record"]["did not beat"] == ["platform/postgres (7d)"]
+    html = render_html(report)
+    assert "treat its 7d line as a guess" in html and "Outlook vs 7-day persistence" in html
+
+
+def test_right_as_often_with_worse_probabilities_is_called_rough_not_a_guess(tmp_path):
+    snapshot = build_snapshot(tmp_path / "rough.duckdb")
+    with wh.connect(snapshot) as con:
+        con.execute(
+            "UPDATE bottleneck_backtest SET correct = 15, brier = 0.06, bottleneck_origins = 0, "
+            "caught = 0, false_alarms = 0 WHERE service = 'router'"
+        )
+        con.execute(
+            "UPDATE bottleneck_backtest SET brier = 0.0 "
+            "WHERE service = 'router' AND method = 'persistence_7d'"
+        )
+    with wh.connect(snapshot, read_only=True) as con:
+        section = gather_report(con, WEEK, source="rough").section("bottlenecks")
+    assert (
+        "For agents/router the outlook did not beat 'last week repeats' over the last four "
+        "weeks: 24h right on 15 of 21 days vs 15, Brier 0.06 vs 0.00 (no bottleneck followed "
+        "any of them) — its 24h class was right as often, but read the probability it states "
+        "as rough." in section.bullets
+    )
+
+
+def test_a_thin_or_missing_track_record_is_said_not_guessed(tmp_path):
+    snapshot = build_snapshot(tmp_path / "thin.duckdb")
+    with wh.connect(snapshot) as con:
+        con.execute("DELETE FROM bottleneck_backtest WHERE service = 'router'")
+        con.execute("UPDATE bottleneck_backtest SET origins = 9")
+    with wh.connect(snapshot, read_only=True) as con:
+        thin = gather_report(con, WEEK, source="thin").section("bottlenecks")
+    assert (
+        "Too little history for a verdict (fewer than 14 scored days): agents/router 24h "
+        "(0 days), platform/postgres 7d (9 days)." in thin.bullets
+    )
+    assert not [b for b in thin.bullets if "did not beat" in b or b.startswith("Over the")]
+    with wh.connect(snapshot) as con:
+        con.execute("DROP TABLE bottleneck_backtest")
+    with wh.connect(snapshot, read_only=True) as con:
+        report = gather_report(con, WEEK, source="none")
+    section = report.section("bottlenecks")
+    assert section.unavailable is None
+    assert any(
+        b.startswith(
+            "Track record: none yet (table bottleneck_backtest is not in the warehouse snapshot)"
+        )
+        for b in section.bullets
+    )
+    assert not [t for t in section.tables if t.name == "bottleneck_track_record"]
 
 
 def test_a_rerun_rewrites_its_week_only_and_latest_follows_the_newest(report, snapshot, tmp_path):

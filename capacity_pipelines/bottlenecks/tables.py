@@ -1,4 +1,5 @@
-"""The `bottleneck_outlook` warehouse table: what the weekly report and recommendations read."""
+"""The bottleneck warehouse tables: the outlook the weekly report and recommendations read, and
+its track record (`bottleneck_backtest`)."""
 
 from __future__ import annotations
 
@@ -35,5 +36,34 @@ BOTTLENECK_TABLE = DerivedTable(
         "method": "lightgbm (trained on this warehouse's labelled history), rules (fallback) or "
         "persistence: whichever did best on the latest training origins; `note` says why.",
         "note": "Why a class could not be predicted (missing metric family), or empty.",
+    },
+)
+
+BOTTLENECK_BACKTEST_TABLE = DerivedTable(
+    name="bottleneck_backtest",
+    description="The outlook's track record per as-of day: the outlooks stored in "
+    "bottleneck_outlook for the as-of days of the 28 days before it whose horizon had ended, "
+    "scored per service and horizon against the USE-rule labels that followed, next to 7-day "
+    "persistence on the same origins. An origin is scored only when the labelled history holds "
+    "its whole horizon and the week before it.",
+    columns={
+        "as_of": "UTC end of the labelled history the outlooks were scored against.",
+        "namespace": "Kubernetes namespace.",
+        "service": "Service name (equals the workload name).",
+        "horizon": "Outlook horizon: 24h or 7d.",
+        "method": "outlook (what bottleneck_outlook said at each origin) or persistence_7d (the "
+        "class labelled in most hours of the 7 days before it, ties to the earlier class; 0.5 "
+        "on it and 0.5 on none, or none at 1 when nothing was labelled).",
+        "origins": "Scored origins: as-of days whose outlook was stored, whose horizon had ended "
+        "and with a week of labelled history before them.",
+        "first_origin": "UTC as-of day of the first scored origin.",
+        "last_origin": "UTC as-of day of the last scored origin.",
+        "correct": "Origins where the method named the class that followed: the class of the first "
+        "labelled hour within the horizon, or none.",
+        "brier": "Mean multi-class Brier score of the stated probabilities (sum over classes of "
+        "the squared error; 0 perfect, 2 sure and wrong; lower is better).",
+        "bottleneck_origins": "Origins a bottleneck (a class other than none) followed.",
+        "caught": "Of those, origins where the method named the class that followed.",
+        "false_alarms": "Origins where the method named a bottleneck and none followed.",
     },
 )

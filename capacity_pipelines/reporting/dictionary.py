@@ -22,6 +22,7 @@ DERIVED_TABLES = (
     ("capacity_pipelines.forecasting.fleet", "BACKTEST_TABLE"),
     ("capacity_pipelines.rightsizing.tables", "RIGHTSIZING_TABLE"),
     ("capacity_pipelines.bottlenecks.tables", "BOTTLENECK_TABLE"),
+    ("capacity_pipelines.bottlenecks.tables", "BOTTLENECK_BACKTEST_TABLE"),
     ("capacity_pipelines.recommendations.tables", "RECOMMENDATIONS_TABLE"),
     ("capacity_pipelines.recommendations.tables", "OUTCOMES_TABLE"),
 )

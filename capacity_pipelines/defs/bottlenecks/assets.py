@@ -12,7 +12,13 @@ from capacity_pipelines.bottlenecks.outlook import (
     read_inputs,
     unexplained,
 )
-from capacity_pipelines.bottlenecks.tables import BOTTLENECK_TABLE
+from capacity_pipelines.bottlenecks.tables import BOTTLENECK_BACKTEST_TABLE, BOTTLENECK_TABLE
+from capacity_pipelines.bottlenecks.track_record import (
+    comparison,
+    fleet_scores,
+    read_said,
+    track_record,
+)
 from capacity_pipelines.common.formatting import markdown_table
 from capacity_pipelines.defs.checks import WARN, blocking_failures, check, refuse
 from capacity_pipelines.defs.partitions import as_of_days, daily_partitions
@@ -37,6 +43,28 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _track_record_metadata(record: pl.DataFrame, table: pl.DataFrame) -> dict:
+    """The track record in the UI: each method's pooled scores and the per-service verdicts."""
+    compared = comparison(record, table)
+    metadata: dict = {
+        f"track_record/{method}/{name}": value
+        for method, scores in fleet_scores(record).items()
+        for name, value in scores.items()
+    }
+    shown = compared.select(
+        "service",
+        "horizon",
+        "origins",
+        "correct",
+        "persistence_correct",
+        "brier",
+        "persistence_brier",
+        "verdict",
+    )
+    metadata["track_record"] = dg.MetadataValue.md(markdown_table(_escaped(shown), 30))
+    return metadata
+
+
 @dg.asset(
     description="Per service, the most likely bottleneck over the next 24 h and 7 days (cpu, "
     "memory, io_database, network, queueing, llm_provider or none) with its probability, "
@@ -44,8 +72,10 @@ def _escaped(frame: pl.DataFrame) -> pl.DataFrame:
     "with USE-method rules; per horizon, a small LightGBM model trained on them, the rule "
     "fallback or persistence predicts, whichever did best on the latest training origins "
     "(the rules where the history is too thin). Metadata: the outlook and the confusion matrix "
-    "of the 24 h model on the latest held-out week. One outlook per as-of day: a run over "
-    "several days computes each of them.",
+    "of the 24 h model on the latest held-out week. Its track record (table "
+    "bottleneck_backtest): the stored outlooks of the last four weeks whose horizon has ended, "
+    "scored per service against the labels that followed, next to 7-day persistence. One "
+    "outlook per as-of day: a run over several days computes each of them.",
     group_name="bottlenecks",
     kinds={"lightgbm", "duckdb"},
     owners=["team:sre"],
@@ -77,8 +107,10 @@ def bottleneck_outlook(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     for as_of in as_of_days(context):
         with warehouse.reader() as con:
             windows, runway = read_inputs(con, as_of)
+            said = read_said(con, as_of)
         outlook = build_outlook(windows, as_of, runway)
         table = outlook.table
+        record = track_record(said, outlook.labelled, as_of)
         unsupported = probability_problems(table)
         silent = unexplained(table)
         checks = [
@@ -101,6 +133,7 @@ def bottleneck_outlook(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             yield from refuse(checks, f"bottleneck outlook as of {as_of:%Y-%m-%d}")
         with warehouse.writer(f"bottleneck_outlook as of {as_of:%Y-%m-%d}") as con:
             rows = wh.replace_as_of(con, BOTTLENECK_TABLE, as_of, table)
+            wh.replace_as_of(con, BOTTLENECK_BACKTEST_TABLE, as_of, record)
     evaluation = outlook.evaluation
     metadata: dict = {
         "dagster/row_count": rows,
@@ -119,4 +152,5 @@ def bottleneck_outlook(context: dg.AssetExecutionContext, warehouse: WarehouseRe
             "evaluation_origins": evaluation.test_origins,
         }
         metadata |= {f"recall/{c}": r for c, r in evaluation.recall.items()}
+    metadata |= _track_record_metadata(record, table)
     yield dg.MaterializeResult(metadata=metadata, check_results=checks)

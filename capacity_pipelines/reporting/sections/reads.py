@@ -125,6 +125,15 @@ class ReportWindow:
         previous = self.as_of(table, self.end - timedelta(days=7))
         return previous if previous is not None and previous != current else None
 
+    def as_of_days(self, table: str, start: datetime, end: datetime) -> int:
+        """How many as-of days of `table` lie in `[start, end]` (0 without the table)."""
+        if self.table_status(table):
+            return 0
+        return self.con.execute(
+            f'SELECT count(DISTINCT as_of) FROM "{table}" WHERE as_of >= ? AND as_of <= ?',
+            [start, end],
+        ).fetchone()[0]
+
     def rows_at(self, table: str, as_of: datetime | None) -> pl.DataFrame:
         """Every row of one as-of day of a derived table (no rows for no day)."""
         if as_of is None:
