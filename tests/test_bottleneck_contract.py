@@ -203,6 +203,19 @@ def test_missing_data_keeps_the_contract_and_is_never_a_label(tmp_path, capsys):
     assert not cache["probability"].is_nan().any()
 
 
+def test_repeated_samples_change_nothing(tmp_path):
+    usage = _usage(days=9)
+    code, out, labels = _run(tmp_path, usage)
+    assert code == 0
+    once = pl.read_parquet(out), pl.read_parquet(labels)
+    twice_folder = tmp_path / "twice"
+    twice_folder.mkdir()
+    code, out, labels = _run(twice_folder, pl.concat([usage, usage.head(500)]))
+    assert code == 0
+    assert pl.read_parquet(out).equals(once[0])
+    assert pl.read_parquet(labels).equals(once[1])
+
+
 def test_optional_columns_add_their_classes(tmp_path):
     usage = _usage(days=9).with_columns(
         pl.lit(0.0).alias("cpu_throttled_ratio"),

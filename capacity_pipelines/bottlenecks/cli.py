@@ -22,9 +22,10 @@ L (`--labels-out`): `series_id`, `hour` (UTC hour start), `class`: the USE-rule 
 hour, the truth the backtest's targets come from (the class of the first labelled hour in
 `[origin, origin + horizon)`, else 'none').
 
-Bad input (a missing column, naive timestamps, negative usage, a share above 1, duplicate
-(series_id, ts), an unreadable file, an output that would overwrite the input) ends with one
-line on stderr naming the file and column, exit code 2, and nothing written.
+Bad input (a missing column, naive timestamps, negative usage, a share above 1, an unreadable
+file, an output that would overwrite the input) ends with one line on stderr naming the file
+and column, exit code 2, and nothing written. Repeated (series_id, ts) rows are read, not
+refused: an hour's label rests on its highest reading, which a repeated sample cannot change.
 """
 
 from __future__ import annotations

@@ -132,7 +132,9 @@ def check_usage(frame: pl.DataFrame, source: str) -> pl.DataFrame:
         for c, dtype in frame.schema.items()
         if dtype.is_float()
     )
-    frame = check_frame(frame, source, USAGE_CONTRACT, unique_key=("series_id", "ts"))
+    # Repeated (series_id, ts) rows are kept: exports that merge scrapes repeat samples, and an
+    # hour's label reads its highest reading, which a repeat cannot change.
+    frame = check_frame(frame, source, USAGE_CONTRACT)
     check_rows(
         frame,
         source,
@@ -153,7 +155,8 @@ def usage_classes(columns: list[str]) -> tuple[str, ...]:
 
 
 def _median_step(frame: pl.DataFrame) -> timedelta:
-    steps = frame.sort("series_id", "ts").select(pl.col("ts").diff().over("series_id")).to_series()
+    samples = frame.select("series_id", "ts").unique().sort("series_id", "ts")
+    steps = samples.select(pl.col("ts").diff().over("series_id")).to_series()
     step = steps.drop_nulls().median()
     return step if isinstance(step, timedelta) and step > timedelta(0) else timedelta(hours=1)
 
