@@ -17,7 +17,7 @@ at the start of its UTC day on targets whose horizon ended by then, as the daily
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -112,7 +112,6 @@ class Usage:
     dropped: pl.DataFrame  # rows that are not readings: resource, reason, rows
     last_ts: datetime
     step: timedelta
-    notes: list[str] = field(default_factory=list)
 
 
 def check_usage(frame: pl.DataFrame, source: str) -> pl.DataFrame:
