@@ -109,3 +109,52 @@ def test_days_that_cannot_be_extracted_are_refused_before_any_run(tmp_path, star
     assert done.returncode == 2
     assert says in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "dagster_home").exists()  # refused before an instance was touched
+
+
+def test_a_run_whose_worker_is_an_unreaped_zombie_is_marked_failed(tmp_path):
+    """A worker orphaned by a SIGKILLed supervisor is dead but stays a zombie, holding its pid
+    and start time, until whoever adopted it reaps it; a container's init may never do so (CI
+    saw the next demo wait on such a run). The next command must read it as gone."""
+    import dagster as dg
+
+    from capacity_pipelines.cli.runs import _instance, live_runs, recover_dead_runs
+    from capacity_pipelines.cli.worker import process_start_ticks
+
+    worker = subprocess.Popen(["sleep", "600"])
+    try:
+        started = process_start_ticks(worker.pid)
+        assert started
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        with _instance(home) as instance:
+            run = instance.create_run_for_job(
+                dg.GraphDefinition(name="g", node_defs=[]).to_job(name="capacity_demo"),
+                tags={"capacity/command": "capacity demo",
+                      "capacity/worker_pid": str(worker.pid),
+                      "capacity/worker_started": started},  # fmt: skip
+            )
+            instance.handle_run_event(
+                run.run_id,
+                dg.DagsterEvent(
+                    event_type_value="PIPELINE_START", job_name=run.job_name, message="started"
+                ),
+            )
+        assert live_runs(home) == [f"{run.run_id} (capacity demo, pid {worker.pid})"]
+        os.kill(worker.pid, 9)  # not reaped: a zombie until worker.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed process did not become a zombie"
+            time.sleep(0.05)
+        assert process_start_ticks(worker.pid) is None
+        assert live_runs(home) == []
+        lines: list[str] = []
+        assert recover_dead_runs(home, log=lines.append) == [run.run_id]
+        assert lines == [
+            f"Run {run.run_id} (capacity demo): its worker process (pid {worker.pid}) is gone "
+            "(killed or crashed); marked failed by the next `capacity` command."
+        ]
+        with _instance(home) as instance:
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    finally:
+        worker.kill()
+        worker.wait()

@@ -172,12 +172,18 @@ def _failure_message(event: dg.DagsterEvent) -> str:
 
 
 def process_start_ticks(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid apart."""
+    """The kernel's start time of `pid` (clock ticks since boot), to tell a reused pid apart;
+    None when it is gone or a zombie. A zombie is dead but keeps its pid and start time until
+    its parent reaps it, and a worker orphaned by a SIGKILLed supervisor is reaped by whoever
+    adopted it: a container's init may never do so, and the run must not wait on a corpse."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def _die_with_parent(supervisor_pid: int | None) -> None:
