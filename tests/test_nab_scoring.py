@@ -309,3 +309,15 @@ def test_null_and_perfect_normalise_to_0_and_100_on_the_corpus(
         assert value == pytest.approx(0.0, abs=1e-12), name
     for name, value in nab.normalised_scores(perfect).items():
         assert value == pytest.approx(100.0, abs=1e-9), name
+
+
+@pytest.mark.research_data
+def test_anomaly_bench_reports_every_detector_and_the_agreement(nab_root: Path) -> None:
+    from benchmarks import anomaly_bench
+
+    detector = anomaly_bench.resolve_detector("benchmarks.nab:windowed_gaussian")
+    assert detector is nab.windowed_gaussian
+    text = anomaly_bench.report(nab_root, ["null"])
+    assert "| null | 0.0 | 0.0 | 0.0 |" in text
+    assert "published, full 58-file corpus, not comparable one-to-one" in text
+    assert "TP/TN/FP/FN/Total_Count mismatches: 0" in text
