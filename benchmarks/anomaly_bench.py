@@ -57,7 +57,16 @@ def _windowed_gaussian(values: np.ndarray, timestamps: np.ndarray) -> np.ndarray
     return nab.windowed_gaussian(values)
 
 
+def _capacity(values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """The project's detector (`capacity_pipelines.anomalies.detector`), default settings."""
+    from capacity_pipelines.anomalies.detector import score_series
+
+    return score_series(np.asarray(timestamps, dtype="datetime64[us]"),
+                        np.asarray(values, dtype=float)).score
+
+
 DETECTORS: dict[str, Detector] = {
+    "capacity": _capacity,
     "windowed_gaussian": _windowed_gaussian,
     "random": _random,
     "null": _null,

@@ -24,6 +24,10 @@ DOMAIN_COMMANDS = {
         "capacity_pipelines.bottlenecks.cli",
         "bottleneck outlook and its backtest from a usage file",
     ),
+    "anomalies": (
+        "capacity_pipelines.anomalies.cli",
+        "score every point of a history file for anomalies",
+    ),
 }
 EXIT_INTERRUPTED = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal number
 
