@@ -48,7 +48,7 @@ def test_no_asset_holds_a_pool_for_its_compute(definitions):
 
 
 AS_OF = {"load_forecasts", "forecast_backtests", "container_rightsizing", "bottleneck_outlook",
-         "recommendations"}  # fmt: skip
+         "anomalies", "recommendations"}  # fmt: skip
 LATEST = {"warehouse_snapshot", "data_quality_report", "token_cost_report"}
 
 

@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.anomalies.fleet import ANOMALY_TABLE
 from capacity_pipelines.bottlenecks.tables import BOTTLENECK_BACKTEST_TABLE
 from capacity_pipelines.definitions import defs as build_defs
 from capacity_pipelines.defs.resources import ReportsResource, WarehouseResource
@@ -54,12 +55,32 @@ SECTION_KEYS = [
     "summary",
     "runway",
     "bottlenecks",
+    "anomalies",
     "rightsizing",
     "tokens",
     "recommendations",
     "data-quality",
 ]
 LLM_USD_PER_HOUR = {"planner": 50.0, EVIL: 10.0}  # this week; last week half of it
+
+
+def _anomalies(as_of: datetime) -> list[dict]:
+    """The router's CPU on the day before `as_of`: one spike at 14:00 among 24 scored hours."""
+    spike = as_of - timedelta(hours=10)
+    return [
+        {
+            "series_id": "workload_cpu:agents/router",
+            "family": "workload_cpu",
+            "ts": as_of - timedelta(hours=h),
+            "value": 3.5 if as_of - timedelta(hours=h) == spike else 1.2,
+            "score": 0.71 if as_of - timedelta(hours=h) == spike else 0.2,
+            "is_anomaly": as_of - timedelta(hours=h) == spike,
+            "kind": "spike" if as_of - timedelta(hours=h) == spike else "none",
+            "evidence": "3.5: deviation from the last 12 days' median 2.45x the series' largest "
+            "of the last 30 days" if as_of - timedelta(hours=h) == spike else "",
+        }
+        for h in range(1, 25)
+    ]
 
 
 def _derived(con, table, as_of: datetime, rows: list[dict]) -> None:
@@ -299,6 +320,7 @@ def build_snapshot(path: Path, complete: bool = True) -> Path:
             }
         ]
         _derived(con, BACKTEST_TABLE, AS_OF, backtest)
+        _derived(con, ANOMALY_TABLE, AS_OF, _anomalies(AS_OF))
         _derived(con, RIGHTSIZING_TABLE, PREVIOUS_AS_OF, _rightsizing(100.0))
         _derived(con, RIGHTSIZING_TABLE, AS_OF, _rightsizing(12_300.0))
         outlook = pl.concat([_outlook(PREVIOUS_AS_OF, 0.2), _outlook(AS_OF, 0.7)])
@@ -376,7 +398,7 @@ def test_missing_tables_become_boxes_not_crashes(tmp_path):
     with wh.connect(snapshot, read_only=True) as con:
         report = gather_report(con, WEEK, source="partial")
     missing = report.summary["sections_unavailable"]
-    assert set(missing) == {"runway", "bottlenecks", "rightsizing", "recommendations"}
+    assert set(missing) == {"runway", "bottlenecks", "anomalies", "rightsizing", "recommendations"}
     assert missing["runway"].startswith("table capacity_runway is not in the warehouse snapshot")
     # the box names the command that computes the week's daily answers
     assert "capacity run --start 2026-10-19 --end 2026-10-26" in missing["runway"]
@@ -703,3 +725,16 @@ def test_report_week_labels():
     assert ReportWeek.last_complete(datetime(2026, 10, 28).date()) == WEEK
     with pytest.raises(ValueError, match="starts on a Monday, not on Tuesday"):
         ReportWeek.from_partition_key("2026-10-20")
+
+
+def test_what_was_unusual_names_the_week_s_anomalies_with_their_evidence(report):
+    section = report.section("anomalies")
+    assert section.unavailable is None
+    assert section.facts == {"anomalies": 1, "days_scored": 1}
+    assert "1 unusual hours in 1 of 1 series over 1 scored days (1 spike)" in section.bullets[0]
+    [table] = section.tables
+    row = table.display.row(0, named=True)
+    assert row["series"] == "agents/router" and row["kind"] == "spike"
+    assert row["hour"] == "2026-10-25 14:00 UTC" and row["score"] == "0.71"
+    assert "2.45x the series' largest" in row["evidence"]
+    assert "What was unusual this week" in render_html(report)

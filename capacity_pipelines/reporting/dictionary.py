@@ -25,6 +25,7 @@ DERIVED_TABLES = (
     ("capacity_pipelines.bottlenecks.tables", "BOTTLENECK_BACKTEST_TABLE"),
     ("capacity_pipelines.recommendations.tables", "RECOMMENDATIONS_TABLE"),
     ("capacity_pipelines.recommendations.tables", "OUTCOMES_TABLE"),
+    ("capacity_pipelines.anomalies.fleet", "ANOMALY_TABLE"),
 )
 
 

@@ -13,6 +13,7 @@ import duckdb
 
 from capacity_pipelines.ingest.catalog import Catalog
 from capacity_pipelines.reporting.model import Section, WeeklyReport
+from capacity_pipelines.reporting.sections.anomalies import anomalies_section
 from capacity_pipelines.reporting.sections.bottlenecks import bottleneck_section
 from capacity_pipelines.reporting.sections.data_quality import data_quality_section
 from capacity_pipelines.reporting.sections.reads import (
@@ -33,6 +34,7 @@ from capacity_pipelines.tokens.report import linear_spend_forecast
 SECTION_BUILDERS: dict[str, tuple[str, Callable[[ReportWindow], Section]]] = {
     "runway": ("Capacity runway", runway_section),
     "bottlenecks": ("Bottleneck outlook", bottleneck_section),
+    "anomalies": ("What was unusual this week", anomalies_section),
     "rightsizing": ("Rightsizing", rightsizing_section),
     "tokens": ("LLM token cost", token_section),
     "recommendations": ("Top recommendations", recommendations_section),
