@@ -731,7 +731,7 @@ def test_what_was_unusual_names_the_week_s_anomalies_with_their_evidence(report)
     section = report.section("anomalies")
     assert section.unavailable is None
     assert section.facts == {"anomalies": 1, "days_scored": 1}
-    assert "1 unusual hours in 1 of 1 series over 1 scored days (1 spike)" in section.bullets[0]
+    assert "1 unusual hour in 1 of 1 series over 1 scored day (1 spike)" in section.bullets[0]
     [table] = section.tables
     row = table.display.row(0, named=True)
     assert row["series"] == "agents/router" and row["kind"] == "spike"

@@ -23,6 +23,10 @@ from capacity_pipelines.reporting.sections.text import (
 SHOWN_ANOMALIES = 15
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def anomalies_section(window: ReportWindow) -> Section:
     """The week's flagged hours (series, hour, kind, value, score, evidence) and a count."""
     section = Section("anomalies", "What was unusual this week")
@@ -37,14 +41,14 @@ def anomalies_section(window: ReportWindow) -> Section:
     section.facts = {"anomalies": flagged.height, "days_scored": days}
     if flagged.height == 0:
         section.bullets.append(
-            f"Nothing unusual: {week.height:,} hours of {series} series scored over {days} "
-            "days, none beyond its own 30-day record."
+            f"Nothing unusual: {_count(week.height, 'hour')} of {series} series scored over "
+            f"{_count(days, 'day')}, none beyond its own 30-day record."
         )
         return section
     kinds = flagged.group_by("kind").len().sort("len", descending=True)
     section.bullets.append(
-        f"{flagged.height} unusual hours in {flagged['series_id'].n_unique()} of {series} series "
-        f"over {days} scored days ("
+        f"{_count(flagged.height, 'unusual hour')} in {flagged['series_id'].n_unique()} of "
+        f"{series} series over {_count(days, 'scored day')} ("
         + ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in kinds.iter_rows())
         + "). Each hour is scored from the hours before it: a spike is an incident or a "
         "one-off, a level shift or trend change may be new demand (check the runway)."
