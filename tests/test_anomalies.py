@@ -33,7 +33,8 @@ def _daily(seed: int = 7, points: int = DAYS * 288) -> np.ndarray:
 
 
 def _ts(points: int) -> np.ndarray:
-    return np.array([START + i * STEP for i in range(points)], dtype="datetime64[us]")
+    first = np.datetime64(START.replace(tzinfo=None), "us")
+    return first + np.arange(points) * np.timedelta64(STEP)
 
 
 def _history(values: np.ndarray, series_id: str = "gateway") -> pl.DataFrame:
