@@ -91,6 +91,17 @@ def test_live_selector_is_the_catalog_column_narrowed_to_the_entity():
 
 
 @needs_promtool
+def test_before_the_first_forecast_the_file_is_valid_and_empty(tmp_path):
+    path, count = write_rules(pl.DataFrame(), load_catalog(), tmp_path)
+    assert count == 0
+    assert [g["rules"] for g in yaml.safe_load(path.read_text())["groups"]] == [[], []]
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_promtool
 def test_promtool_checks_the_rules(tmp_path):
     series = {
         "workload_cpu:agents/planner": 2.0,

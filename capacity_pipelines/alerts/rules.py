@@ -96,7 +96,11 @@ def live_usage_promql(catalog: Catalog, family: str, entity: str) -> str | None:
 
 
 def hourly_band(forecast: pl.DataFrame) -> pl.DataFrame:
-    """Per series and UTC hour of day: the highest p95 of that hour over the forecast."""
+    """Per series and UTC hour of day: the highest p95 of that hour over the forecast (none
+    before the first forecast is written)."""
+    if forecast.is_empty():
+        schema = {"series_id": pl.Utf8, "family": pl.Utf8, "hour": pl.Int8, "p95": pl.Float64}
+        return pl.DataFrame(schema=schema)
     return (
         forecast.filter(pl.col("p95").is_not_null() & pl.col("p95").is_finite())
         .group_by("series_id", "family", pl.col("ts").dt.hour().alias("hour"))
