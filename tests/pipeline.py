@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from capacity_pipelines.defs.resources import (
+    AlertmanagerResource,
     ComputeResource,
     MetricSourceResource,
     PrometheusResource,
@@ -23,4 +24,5 @@ def pipeline_resources(root: Path, export_files: list[Path]) -> dict:
         "reports": ReportsResource(reports_dir=str(root / "reports")),
         "prometheus": PrometheusResource(),  # no URL: the export files are the source
         "compute": ComputeResource(workers=2),
+        "alertmanager": AlertmanagerResource(),  # no URL: rules written, nothing posted
     }

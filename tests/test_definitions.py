@@ -59,7 +59,7 @@ def test_partitions_follow_what_each_answer_is(definitions):
         k.to_user_string(): graph.get(k).partitions_def for k in graph.get_all_asset_keys()
     }
     daily = {k for k, p in partitions.items() if isinstance(p, dg.DailyPartitionsDefinition)}
-    assert set(INGEST) | AS_OF | {"llm_token_cost"} == daily
+    assert set(INGEST) | AS_OF | {"llm_token_cost", "predictive_alerts"} == daily
     assert all(partitions[k] is None for k in LATEST)
     assert isinstance(partitions["weekly_capacity_report"], dg.WeeklyPartitionsDefinition)
 

@@ -64,6 +64,7 @@ STAGE_IMPORTS = {
                         "bottlenecks"},
     "reporting": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
                   "bottlenecks", "recommendations"},
+    "alerts": {"common", "warehouse", "ingest", "forecasting", "bottlenecks"},
 }  # fmt: skip
 
 

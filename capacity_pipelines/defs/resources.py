@@ -1,4 +1,4 @@
-"""Resources shared by every domain: the warehouse, the metric source, reports, compute.
+"""Resources shared by every domain: the warehouse, the metric source, reports, alerts, compute.
 
 Every setting is a field a person can see (and override) in the UI's resource config; secrets
 are `dg.EnvVar`s, read when a run starts and never shown or logged. Domain code receives the
@@ -18,6 +18,7 @@ import dagster as dg
 import duckdb
 
 from capacity_pipelines import warehouse as wh
+from capacity_pipelines.alerts import AlertmanagerClient, AlertSettings
 from capacity_pipelines.common import paths
 from capacity_pipelines.ingest.catalog import Catalog, load_catalog
 from capacity_pipelines.ingest.sources import FileSource, MetricSource, demo_source
@@ -82,6 +83,28 @@ class ReportsResource(dg.ConfigurableResource):
     def latest_dir(self) -> Path:
         """The stable folder that always holds the newest reports."""
         return Path(self.reports_dir) / "latest"
+
+
+class AlertmanagerResource(dg.ConfigurableResource):
+    """Where predictive alerts go (an Alertmanager's base URL: it may carry credentials, so an
+    `EnvVar`, `CAPACITY_ALERTMANAGER_URL`; unset = rules written, alerts not posted) and the
+    thresholds that make a forecast an alert (docs/operations.md)."""
+
+    url: str | None = None
+    timeout_s: float = 10.0
+    retries: int = 2
+    runway_days: float = 7.0
+    probability: float = 0.5
+
+    def settings(self) -> AlertSettings:
+        """The alert thresholds (severity cut-offs and lifetime keep their documented defaults)."""
+        return AlertSettings(runway_days=self.runway_days, probability=self.probability)
+
+    def client(self) -> AlertmanagerClient | None:
+        """The API client, or None when no URL is configured."""
+        if not self.url:
+            return None
+        return AlertmanagerClient(self.url, timeout_s=self.timeout_s, retries=self.retries)
 
 
 class PrometheusResource(dg.ConfigurableResource):
@@ -211,6 +234,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     env = os.environ
     files = [f for f in env.get("CAPACITY_EXPORT_FILES", "").split(",") if f]
     webhook = "CAPACITY_REPORT_WEBHOOK_URL"
+    alertmanager = "CAPACITY_ALERTMANAGER_URL"
     return {
         "warehouse": WarehouseResource(
             path=str(paths.warehouse_path()),
@@ -222,6 +246,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             reports_dir=str(paths.reports_dir()),
             webhook_url=dg.EnvVar(webhook) if env.get(webhook) else None,
             public_base_url=env.get("CAPACITY_REPORT_BASE_URL", ""),
+        ),
+        "alertmanager": AlertmanagerResource(
+            url=dg.EnvVar(alertmanager) if env.get(alertmanager) else None
         ),
         "prometheus": prometheus_from_environment(),
         "metrics": MetricSourceResource(

@@ -71,6 +71,26 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def promql_string(value: str) -> str:
+    """`value` as a double-quoted PromQL string literal that reads back as exactly `value`.
+
+    Label values come from whoever labels a pod: a quote, backslash or line break must stay
+    text. PromQL strings follow Go's escapes, and its lexer refuses a raw line break inside
+    quotes, so every control character is written as `\\xNN` (a byte: they are all ASCII).
+    """
+    out = []
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 @dataclass(frozen=True)
 class Matcher:
     """One label matcher of a selector, with PromQL semantics (regexes fully anchored)."""
@@ -90,8 +110,7 @@ class Matcher:
         return found if self.op == "=~" else not found
 
     def promql(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.label}{self.op}"{escaped}"'
+        return f"{self.label}{self.op}{promql_string(self.value)}"
 
 
 @dataclass(frozen=True)

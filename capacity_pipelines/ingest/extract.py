@@ -43,6 +43,19 @@ def pod_to_workload(pod: str) -> str:
     return pod
 
 
+# RE2 metacharacters: escaped one by one (Python's re.escape also escapes characters such as a
+# space, which RE2 refuses to see escaped).
+_RE2_SPECIAL = set("\\.+*?()|[]{}^$")
+
+
+def pod_name_regex(workload: str) -> str:
+    """An RE2 pattern (Prometheus `=~`, anchored) for the pod names `pod_to_workload` maps to
+    `workload`: the workload's own name (a bare pod) or it with one of the generated suffixes.
+    The name is matched literally, whatever characters its label holds."""
+    literal = "".join("\\" + c if c in _RE2_SPECIAL else c for c in workload)
+    return f"{literal}(-{_SAFE}{{6,10}}-{_SAFE}{{5}}|-[0-9]+|-{_SAFE}{{5}})?"
+
+
 def to_epoch(value: datetime) -> float:
     """Epoch seconds of a datetime; naive datetimes are taken as UTC."""
     if value.tzinfo is None:

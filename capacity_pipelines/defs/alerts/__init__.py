@@ -1,0 +1,2 @@
+"""Predictive alerts: runway and bottleneck forecasts into Alertmanager, forecast bands into
+Prometheus rules."""
