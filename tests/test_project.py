@@ -58,12 +58,13 @@ STAGE_IMPORTS = {
     "ingest": {"common", "warehouse"},
     "forecasting": {"common", "warehouse"},
     "bottlenecks": {"common", "warehouse"},
+    "anomalies": {"common", "warehouse"},
     "rightsizing": {"common", "warehouse", "forecasting"},
     "tokens": {"common", "warehouse", "forecasting"},
     "recommendations": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
                         "bottlenecks"},
     "reporting": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
-                  "bottlenecks", "recommendations"},
+                  "bottlenecks", "recommendations", "anomalies"},
     "alerts": {"common", "warehouse", "ingest", "forecasting", "bottlenecks"},
 }  # fmt: skip
 
