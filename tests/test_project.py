@@ -62,7 +62,7 @@ STAGE_IMPORTS = {
     "rightsizing": {"common", "warehouse", "forecasting"},
     "tokens": {"common", "warehouse", "forecasting"},
     "recommendations": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
-                        "bottlenecks"},
+                        "bottlenecks", "anomalies"},
     "reporting": {"common", "warehouse", "ingest", "forecasting", "rightsizing", "tokens",
                   "bottlenecks", "recommendations", "anomalies"},
     "alerts": {"common", "warehouse", "ingest", "forecasting", "bottlenecks"},

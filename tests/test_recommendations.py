@@ -727,3 +727,43 @@ def test_a_raise_claims_no_slo_risk_of_its_own_but_is_kept_when_use_exceeds_the_
     killed = row.with_columns(pl.lit(2, dtype=pl.Int64).alias("oom_kills"))
     [oom] = rightsizing_findings(killed, peaks(0.9 * GIB), load_playbook()).iter_rows(named=True)
     assert oom["slo_risk_avoided"] == pytest.approx(0.8)  # 0.4 + 0.2 per kill
+
+
+def test_a_runway_finding_says_when_its_history_holds_unusual_hours():
+    """The reviewer learns that the week behind a runway holds an anomaly (a step is new demand,
+    a spike may be an incident) from the evidence line itself."""
+    from capacity_pipelines.recommendations.findings import runway_findings
+
+    naive = DAY1.replace(tzinfo=None)
+    runway = pl.DataFrame(
+        {
+            "series_id": ["workload_cpu:agents/router", "workload_cpu:agents/researcher"],
+            "family": ["workload_cpu", "workload_cpu"],
+            "peak_p90": [0.85, 4.0],
+            "capacity": [0.2, 3.0],
+            "saturation_ts": [naive + timedelta(hours=6), naive + timedelta(days=3)],
+            "runway_days": [0.25, 3.0],
+            "note": ["", ""],
+        }  # fmt: skip
+    )
+    workloads = pl.DataFrame(
+        {"namespace": ["agents"] * 2, "workload": ["router", "researcher"], "replicas": [2.0] * 2,
+         "hpa": [False] * 2, "cpu_request_pod": [0.1] * 2, "memory_request_pod": [GIB] * 2}
+    )  # fmt: skip
+    anomalies = pl.DataFrame(
+        {
+            "series_id": ["workload_cpu:agents/router"] * 2,
+            "ts": [naive - timedelta(days=2, hours=3), naive - timedelta(hours=10)],
+            "kind": ["spike", "level_shift"],
+        }  # fmt: skip
+    )
+    found = runway_findings(
+        runway, pl.DataFrame(schema={"series_id": pl.Utf8, "forecast_uncertainty": pl.Float64}),
+        workloads, load_playbook(), None, anomalies,
+    )  # fmt: skip
+    evidence = dict(zip(found["target"], found["evidence"], strict=True))
+    latest = naive - timedelta(hours=10)
+    assert evidence["agents/router"].endswith(
+        f"; 2 unusual hours this week (latest: a level shift {latest:%a %d %b %H:%M} UTC)"
+    )
+    assert "unusual" not in evidence["agents/researcher"]

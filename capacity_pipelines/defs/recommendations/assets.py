@@ -72,7 +72,13 @@ def top_table(table: pl.DataFrame, rows: int = TOP) -> dg.TableMetadataValue:
     tags=WRITES_WAREHOUSE,
     partitions_def=daily_partitions(),
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["container_rightsizing", "load_forecasts", "llm_token_cost", "bottleneck_outlook"],
+    deps=[
+        "container_rightsizing",
+        "load_forecasts",
+        "llm_token_cost",
+        "bottleneck_outlook",
+        "anomalies",
+    ],
     check_specs=[
         dg.AssetCheckSpec(
             "evidence_for_every_recommendation",

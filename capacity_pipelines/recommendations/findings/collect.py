@@ -280,7 +280,10 @@ def collect_findings(
 
         workloads = reads.workloads(con, as_of, rightsizing)
         frames.append(
-            runway_findings(runway, forecast_uncertainty(forecast), workloads, playbook, per_pod)
+            runway_findings(
+                runway, forecast_uncertainty(forecast), workloads, playbook, per_pod,
+                reads.recent_anomalies(con, as_of),
+            )
         )
     outlook = reads.latest_rows(con, BOTTLENECK_TABLE.name, as_of, reads.OUTLOOK_COLUMNS, notes)
     if outlook is not None:

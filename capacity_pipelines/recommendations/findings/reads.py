@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
+from capacity_pipelines.anomalies.fleet import ANOMALY_TABLE
 from capacity_pipelines.common.freshness import FRESHNESS_WINDOW, stale_before
 from capacity_pipelines.forecasting.fleet import HISTORY_DAYS
 from capacity_pipelines.ingest.tables import (
@@ -76,6 +77,21 @@ def latest_rows(
         )
         return None
     return con.execute(f'SELECT * FROM "{table}" WHERE as_of = ?', [latest]).pl()
+
+
+def recent_anomalies(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, days: int = 7
+) -> pl.DataFrame | None:
+    """The hours flagged as anomalies in the `days` before `as_of` (series_id, ts, kind), as
+    the daily runs scored them; None when the warehouse has no anomalies table yet."""
+    if table_columns(con, ANOMALY_TABLE.name) is None:
+        return None
+    cut = as_of.replace(tzinfo=None)
+    return con.execute(
+        f'SELECT series_id, ts, kind FROM "{ANOMALY_TABLE.name}" '
+        "WHERE is_anomaly AND as_of > ? AND as_of <= ? ORDER BY ts",
+        [cut - timedelta(days=days), cut],
+    ).pl()
 
 
 @dataclass(frozen=True)

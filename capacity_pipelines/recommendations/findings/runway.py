@@ -43,18 +43,36 @@ def forecast_uncertainty(forecast: pl.DataFrame | None) -> pl.DataFrame:
     )
 
 
+def _unusual(anomalies: pl.DataFrame | None, series_id: str) -> str:
+    """`; N unusual hours this week (latest: a level shift Mon 19 Oct 14:00 UTC)`, or ''."""
+    if anomalies is None:
+        return ""
+    hours = anomalies.filter(pl.col("series_id") == series_id)
+    if hours.height == 0:
+        return ""
+    latest = hours.row(-1, named=True)
+    what = {"level_shift": "a level shift", "trend_change": "a trend change"}.get(
+        latest["kind"], f"a {latest['kind']}"
+    )
+    count = f"{hours.height} unusual hour" + ("" if hours.height == 1 else "s")
+    return f"; {count} this week (latest: {what} {latest['ts']:%a %d %b %H:%M} UTC)"
+
+
 def runway_findings(
     runway: pl.DataFrame,
     uncertainty: pl.DataFrame,
     workloads: pl.DataFrame,
     playbook: Playbook,
     price_per_pod: Callable[[float, float], float] | None = None,
+    anomalies: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Workload CPU / memory series whose p90 reaches capacity within the horizon.
 
     `uncertainty`: series_id, forecast_uncertainty ((p95 - p50) / p50 at the peak).
     `workloads`: namespace, workload, replicas, hpa, cpu_request_pod, memory_request_pod.
-    HPA workloads get the `hpa` kind, the others the `runway` kind.
+    HPA workloads get the `hpa` kind, the others the `runway` kind. `anomalies` (series_id,
+    ts, kind: the week's flagged hours) joins the evidence: a reviewer should know whether the
+    history behind a runway holds an incident or a step before trusting it as growth.
     """
     scale = playbook.by_source("runway")
     hpa = playbook.by_source("hpa")
@@ -106,6 +124,7 @@ def runway_findings(
         evidence = one_line(
             f"{resource} p90 peak {fmt(rec['peak_p90'])} {reach}"
             + (f"; {rec['note']}" if rec.get("note") else "")
+            + _unusual(anomalies, rec["series_id"])
         )
         sigma = spread.get(rec["series_id"])
         rows.append(
