@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -89,15 +88,3 @@ def run_anomalies(args: argparse.Namespace) -> int:
     )
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `anomalies` as a stand-alone command (tests, `python -m`)."""
-    parser = argparse.ArgumentParser(prog="capacity")
-    register(parser.add_subparsers(dest="command", required=True))
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args([COMMAND, *arguments])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
